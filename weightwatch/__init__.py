@@ -1,0 +1,50 @@
+"""weightwatch: pytest for neural-network training runs.
+
+``WatchCallback`` records a run, ``open_run`` reads one, ``check`` runs the
+rules over it and ``restore`` loads the last healthy weights back into a
+model.  Only ``WatchCallback`` and ``restore`` need Keras, and they import it
+on first use, so reading and checking runs never imports TensorFlow.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (  # noqa: E402
+    CheckHalted,
+    ExitCode,
+    RuleError,
+    RunDirNotEmptyError,
+    RunFormatError,
+    RunNotFoundError,
+    WeightwatchError,
+)
+from .reader import Run, open_run  # noqa: E402
+
+__all__ = [
+    "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
+    "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError",
+    "RuleError", "CheckHalted",
+]
+
+_LAZY = {
+    "WatchCallback": ("callback", "WatchCallback"),
+    "restore": ("restore", "restore"),
+    "check": ("engine", "check"),
+    "load_rules": ("config", "load_rules"),
+}
+
+
+def __getattr__(name):
+    # PEP 562: the callback module imports Keras, so it loads only when asked for.
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'weightwatch' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

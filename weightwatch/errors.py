@@ -1,0 +1,70 @@
+"""Typed errors and exit codes.
+
+Every problem a user can cause (a corrupt snapshot, a bad rule file, an empty
+run directory) is a :class:`WeightwatchError` whose ``str()`` is one line
+that names the file and, where it applies, the line, rule or tensor.  The CLI
+prints that line and exits with :attr:`ExitCode.USAGE_ERROR`; a traceback is
+only ever shown for a bug in weightwatch itself (exit 3).
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Exit codes, the same as pytest's so CI systems read them the same way."""
+
+    #: Every check passed (warnings allowed unless ``--strict``).
+    OK = 0
+    #: At least one check failed.
+    CHECKS_FAILED = 1
+    #: Interrupted by the user (Ctrl-C).
+    INTERRUPTED = 2
+    #: A bug in weightwatch: please report it with the traceback.
+    INTERNAL_ERROR = 3
+    #: Bad command line, rule file, configuration or run directory.
+    USAGE_ERROR = 4
+    #: Nothing was checked: no rule selected or no tensor matched.
+    NO_CHECKS_RAN = 5
+
+
+class WeightwatchError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    def __init__(self, message: str, *, path: object = None, line: int | None = None):
+        self.message = message
+        self.path = None if path is None else str(path)
+        self.line = line
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = ""
+        if self.path is not None:
+            where = self.path if self.line is None else f"{self.path}:{self.line}"
+            where += ": "
+        return f"{where}{self.message}"
+
+
+class RunFormatError(WeightwatchError):
+    """A run directory or one of its files cannot be read."""
+
+
+class RunNotFoundError(RunFormatError):
+    """The run directory is missing or holds no records."""
+
+
+class RunDirNotEmptyError(WeightwatchError):
+    """A new, unrelated run would be written over an existing one."""
+
+
+class RuleError(WeightwatchError):
+    """A rule file, configuration file or rule option is invalid."""
+
+
+class CheckHalted(WeightwatchError):
+    """Raised by ``WatchCallback(raise_error=True)`` when a check fails live."""
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)

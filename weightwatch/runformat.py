@@ -1,0 +1,211 @@
+"""The run directory: its layout, its manifest, and the writer that keeps it whole.
+
+A run directory is a public interface (documented in the README)::
+
+    run/
+      manifest.json          format, versions, model, the table of tensors
+      record-000000.json     one snapshot per record, in order (0 = before training)
+      record-000000.npz      the tensors themselves, with save_tensors=True
+      verdict.json           why live checking halted the run, if it did
+      healthy.npz            weights of the last record that passed live checks
+
+Every file is written whole (see :mod:`weightwatch.jsonio`).  The writer
+knows nothing about Keras: it takes rows computed by :mod:`weightwatch.stats`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fnmatch
+import os
+import platform
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import RunDirNotEmptyError, RunFormatError
+from .jsonio import atomic_write, loads, write_json
+from .stats import COLUMNS
+
+FORMAT = "weightwatch-run"
+SNAPSHOT_FORMAT = "weightwatch-snapshot"
+VERSION = 1
+
+MANIFEST = "manifest.json"
+VERDICT = "verdict.json"
+HEALTHY = "healthy.npz"
+RECORD_RE = re.compile(r"^record-(\d{6,})\.json$")
+
+
+def record_name(index: int, suffix: str = ".json") -> str:
+    return f"record-{index:06d}{suffix}"
+
+
+#: Tensor kinds that rules can filter on, from the variable's own name.
+_KIND_BY_NAME = {
+    "kernel": "kernel", "recurrent_kernel": "kernel", "depthwise_kernel": "kernel",
+    "pointwise_kernel": "kernel", "embeddings": "embedding", "bias": "bias",
+    "gamma": "scale", "beta": "bias", "scale": "scale",
+    "moving_mean": "moving_stat", "moving_variance": "moving_stat",
+}
+
+
+def tensor_kind(name: str, ndim: int | None) -> str:
+    """Classify a tensor as kernel / bias / scale / embedding / moving_stat / other."""
+    leaf = name.rsplit("/", 1)[-1]
+    kind = _KIND_BY_NAME.get(leaf)
+    if kind is None:
+        if leaf.endswith("kernel"):
+            kind = "kernel"
+        elif leaf.endswith("bias"):
+            kind = "bias"
+        elif ndim is not None and ndim >= 2:
+            kind = "kernel"
+        else:
+            kind = "other"
+    return kind
+
+
+def select_tensors(paths, include=None, exclude=None):
+    """Glob selection over tensor paths, as the recorder's include/exclude use it."""
+    out = []
+    for p in paths:
+        if include and not any(fnmatch.fnmatchcase(p, g) for g in include):
+            continue
+        if exclude and any(fnmatch.fnmatchcase(p, g) for g in exclude):
+            continue
+        out.append(p)
+    return out
+
+
+class RunWriter:
+    """Writes one run directory: the manifest, then a snapshot per record.
+
+    ``tensors`` in the manifest only grows: a subclassed model creates its
+    variables at its first call, and a continued run may add layers.
+    """
+
+    def __init__(self, run_dir, *, overwrite: bool = False, resume: bool = False,
+                 model_name: str | None = None, info: dict | None = None):
+        self.dir = Path(run_dir)
+        self.model_name = model_name
+        self.tensors: list[dict] = []
+        self._index: dict[str, int] = {}
+        self.next_record = 0
+        self.healthy_record: int | None = None
+        existing = self.dir / MANIFEST
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunFormatError("run directory is a file, not a directory", path=self.dir)
+        if existing.exists() and resume:
+            self._resume(existing)
+        else:
+            if self.dir.exists() and any(self.dir.iterdir()):
+                if not overwrite:
+                    raise RunDirNotEmptyError(
+                        "run directory is not empty; pass overwrite=True to replace it, "
+                        "a new run_dir, or fit(initial_epoch=k) to continue the run it holds",
+                        path=self.dir,
+                    )
+                self._clear()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": model_name,
+                "columns": list(COLUMNS),
+                "versions": {"weightwatch": __version__, "python": platform.python_version(),
+                             "numpy": np.__version__},
+                "tensors": self.tensors,
+            }
+            if info:
+                self.manifest.update(info)
+            self.write_manifest()
+
+    def _resume(self, manifest_path: Path) -> None:
+        try:
+            manifest = loads(manifest_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RunFormatError(f"cannot continue this run: unreadable manifest ({exc})",
+                                 path=manifest_path) from None
+        if manifest.get("format") != FORMAT:
+            raise RunFormatError("cannot continue this run: not a weightwatch run", path=manifest_path)
+        if self.model_name and manifest.get("model") not in (None, self.model_name):
+            raise RunDirNotEmptyError(
+                f"run directory holds a run of model {manifest.get('model')!r}, not "
+                f"{self.model_name!r}; pass overwrite=True or use another run_dir",
+                path=self.dir,
+            )
+        self.manifest = manifest
+        self.tensors = manifest.setdefault("tensors", [])
+        self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
+        indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
+        self.next_record = max(indices) + 1 if indices else 0
+
+    def _clear(self) -> None:
+        for f in self.dir.iterdir():
+            if f.is_file() and (f.name == MANIFEST or f.name in (VERDICT, HEALTHY)
+                                or RECORD_RE.match(f.name) or f.name.endswith(".npz")
+                                or f.name.endswith(".tmp")):
+                f.unlink()
+
+    def write_manifest(self) -> None:
+        write_json(self.dir / MANIFEST, self.manifest)
+
+    def add_tensors(self, entries: list[dict]) -> None:
+        """Add tensors (path, layer, shape, dtype, kind) not yet in the table."""
+        added = False
+        for e in entries:
+            if e["path"] not in self._index:
+                e = dict(e, first_record=self.next_record)
+                self._index[e["path"]] = len(self.tensors)
+                self.tensors.append(e)
+                added = True
+        if added:
+            self.write_manifest()
+
+    def write_record(self, *, epoch: int, batch: int | None, step: int | None, kind: str,
+                     rows: dict[str, list], logs: dict, wall: float,
+                     arrays: dict[str, np.ndarray] | None = None) -> int:
+        """Write one snapshot (and its tensors first, so a snapshot never points at nothing)."""
+        index = self.next_record
+        tensors_file = None
+        if arrays is not None:
+            tensors_file = record_name(index, ".npz")
+            save_npz(self.dir / tensors_file, arrays)
+        snap = {
+            "format": SNAPSHOT_FORMAT,
+            "version": VERSION,
+            "record": index,
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
+            "kind": kind,
+            "time": wall,
+            "logs": logs,
+            "tensors_file": tensors_file,
+            "tensors": rows,
+        }
+        write_json(self.dir / record_name(index), snap)
+        self.next_record = index + 1
+        return index
+
+    def write_verdict(self, verdict: dict) -> None:
+        write_json(self.dir / VERDICT, verdict)
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz written whole; loads with ``np.load(allow_pickle=False)``."""
+    # Streamed straight into the temporary file: no in-memory copy of the weights.
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def load_npz(path) -> dict[str, np.ndarray]:
+    """Load a sidecar written by :func:`save_npz`; never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise RunFormatError(f"cannot read tensors ({exc})", path=path) from None

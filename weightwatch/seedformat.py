@@ -1,0 +1,106 @@
+"""Reading folders of naive per-epoch weight dumps.
+
+Many projects already save weights the way the well-known recipe does: a
+Keras callback that writes ``<prefix><N>.json`` after epoch N holding
+``{layer_name: [w.tolist() for w in layer.get_weights()]}``, with Python's
+``json.dump`` (so bare ``NaN``/``Infinity`` tokens appear once training goes
+bad).  ``weightwatch check`` accepts such a folder as it is.
+
+That format has no variable names, so tensors are named ``<layer>/<i>`` by
+their position in ``get_weights()``; it has no record before training and no
+trainable/frozen flags, so checks that need those do not apply to it.
+Statistics and deltas are computed here with the same code the recorder uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RunFormatError
+from .reader import Record, Run, TensorInfo
+from .recorder import Recorder
+from .runformat import tensor_kind
+
+SEED_RE = re.compile(r"^(?P<prefix>.*?)(?P<n>\d+)\.json$")
+
+
+def _seed_files(path: Path) -> dict[str, list[tuple[int, str]]]:
+    groups: dict[str, list[tuple[int, str]]] = {}
+    for name in os.listdir(path):
+        if name.startswith("."):
+            continue
+        m = SEED_RE.match(name)
+        if m:
+            groups.setdefault(m.group("prefix"), []).append((int(m.group("n")), name))
+    return groups
+
+
+def looks_like_seed_run(path: Path) -> bool:
+    return bool(_seed_files(path))
+
+
+def open_seed_run(path: Path) -> Run:
+    groups = _seed_files(path)
+    if len(groups) > 1:
+        names = ", ".join(repr(p + "N.json") for p in sorted(groups))
+        raise RunFormatError(f"several weight-dump series in one folder ({names}); "
+                             "give each run its own directory", path=path)
+    (prefix, files), = groups.items()
+    run = Run(path, source="seed", manifest={"format": "seed", "prefix": prefix})
+    recorder = Recorder()
+    for n, name in sorted(files):
+        fp = path / name
+        try:
+            arrays = _parse_dump(fp)
+        except RunFormatError as exc:
+            run.problems.append(exc)
+            continue
+        rows = {}
+        for tpath, a in arrays.items():
+            kind = tensor_kind(tpath, a.ndim)
+            units = a.shape[-1] if kind == "kernel" and a.ndim >= 2 else None
+            if tpath not in run._tindex:
+                run.add_tensor(TensorInfo(tpath, tpath.rsplit("/", 1)[0], tuple(a.shape),
+                                          "float64", kind, first_record=len(run.records)))
+            rows[tpath] = recorder.row(tpath, a, trainable=None, frozen=None, units=units)
+        record = Record(index=len(run.records), epoch=n, kind="epoch", file=name)
+        values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(run.columns)))
+        run.append(record, list(rows), values)
+    if not run.records:
+        raise run.problems[0]
+    return run
+
+
+def _parse_dump(fp: Path) -> dict[str, np.ndarray]:
+    try:
+        # The stdlib parser, not the strict one: json.dump wrote NaN/Infinity.
+        data = json.loads(fp.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise RunFormatError(f"unreadable weight dump, skipped ({_short(exc)})", path=fp) from None
+    if not isinstance(data, dict):
+        raise RunFormatError("expected an object {layer_name: [arrays]}", path=fp)
+    arrays = {}
+    for layer, weights in data.items():
+        if not isinstance(weights, list):
+            raise RunFormatError(f"layer {layer!r}: expected a list of arrays", path=fp)
+        for i, w in enumerate(weights):
+            tpath = f"{layer}/{i}"
+            try:
+                a = np.array(w)
+            except ValueError:
+                raise RunFormatError(f"tensor {tpath!r}: ragged nested lists (rows of different lengths)",
+                                     path=fp) from None
+            if a.dtype.kind not in "biuf":
+                raise RunFormatError(f"tensor {tpath!r}: holds non-numbers", path=fp)
+            arrays[tpath] = a.astype(np.float64, copy=False)
+    return arrays
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) < 120 else text[:117] + "..."
