@@ -162,6 +162,10 @@ class Run:
                 out[i] = np.nan  # recorded as null: non-finite at record time
         return out
 
+    def log_present(self, key: str) -> np.ndarray:
+        """Where ``key`` was logged at all (a null value means it was non-finite)."""
+        return np.array([key in r.logs for r in self.records], dtype=bool)
+
     @property
     def epochs(self) -> np.ndarray:
         return np.array([r.epoch for r in self.records], dtype=np.int64)

@@ -1,0 +1,369 @@
+"""Check kinds: small pure functions over metric histories.
+
+A rule (see :mod:`weightwatch.rules`) names one check kind and gives it
+options.  A check kind sees the histories of the tensors the rule selected,
+as ``(records, tensors)`` arrays, and returns the figure it judged and where
+that figure violates its limit.  It never loops over records in Python and
+never reads files: the engine does the selection, the patience and the
+reporting, so each kind is a few lines that can be tested on plain arrays.
+
+Each kind's docstring is its documentation, printed by
+``weightwatch rules --checks`` (what it does, why, its options).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+TENSOR, LOG = "tensor", "log"
+
+
+@dataclass
+class Option:
+    type: type | tuple
+    default: object
+    doc: str
+
+
+@dataclass
+class CheckKind:
+    id: str
+    scope: str                       # TENSOR: one column per tensor; LOG: one per log key
+    fn: Callable
+    options: dict[str, Option]
+    message: str                     # default message template
+    metric: str                      # what `value` is, for the report
+    doc: str = ""
+    needs: tuple = ()                # columns the run must have
+
+
+@dataclass
+class Outcome:
+    """What a check found: the judged figure and where it crosses the limit."""
+
+    value: np.ndarray                # (records, subjects) float
+    bad: np.ndarray                  # (records, subjects) bool
+    limit: object                    # float, or an array like `value`
+    subjects: list | None = None     # log keys, for LOG checks
+    extra: dict = field(default_factory=dict)
+
+
+class Histories:
+    """The view a check gets: histories of the selected tensors, and the logs."""
+
+    def __init__(self, run, index: np.ndarray):
+        self.run = run
+        self.index = index
+        self.tensors = [run.tensors[i] for i in index]
+
+    def __call__(self, metric: str) -> np.ndarray:
+        return self.run.metric(metric)[:, self.index]
+
+    def prev(self, metric: str) -> np.ndarray:
+        """The metric at the previous record (NaN at the first record)."""
+        m = self(metric)
+        out = np.full_like(m, np.nan)
+        out[1:] = m[:-1]
+        return out
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.nanmax(self("size"), axis=0, initial=0) if len(self.records) else np.zeros(len(self.index))
+
+    @property
+    def records(self):
+        return self.run.records
+
+    def log(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(values, present): NaN values where present means non-finite."""
+        return self.run.log(key), self.run.log_present(key)
+
+
+REGISTRY: dict[str, CheckKind] = {}
+
+
+def check_kind(id, *, scope=TENSOR, message, metric, options=None, needs=()):
+    def register(fn):
+        REGISTRY[id] = CheckKind(id=id, scope=scope, fn=fn, options=options or {},
+                                 message=message, metric=metric, doc=(fn.__doc__ or "").strip(),
+                                 needs=needs)
+        return fn
+    return register
+
+
+def _gt(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.greater(a, b) & ~np.isnan(a)
+
+
+def _lt(a, b):
+    with np.errstate(invalid="ignore"):
+        return np.less(a, b) & ~np.isnan(a)
+
+
+def update_ratio(h: Histories, min_rms: float) -> np.ndarray:
+    """||W_t - W_t-1|| / max(||W_t-1||, min_rms * sqrt(size)).
+
+    The floor keeps a bias that starts at exactly zero from producing an
+    infinite ratio on its first update.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return h("d_l2") / _floored_prev_norm(h, min_rms)
+
+
+def _floored_prev_norm(h: Histories, min_rms: float) -> np.ndarray:
+    """The previous record's L2 norm, raised to a floor; NaN where there is no previous record."""
+    prev = h.prev("l2")
+    return np.where(np.isnan(prev), np.nan, np.fmax(prev, min_rms * np.sqrt(h("size"))))
+
+
+# -- weights ------------------------------------------------------------------------
+@check_kind("nonfinite", message="{tensor} holds {value:g} NaN/Inf values",
+            metric="nan+inf")
+def nonfinite(h: Histories):
+    """Fails when a tensor holds NaN or Inf values.
+
+    Why: one NaN spreads to every weight it touches within a step or two, and
+    training cannot recover; the records before it show how it got there.
+    Typical causes: a learning rate far too high, log/sqrt/division of zero in
+    a custom loss, float16 overflow without loss scaling.
+    """
+    v = h("nan") + h("inf")
+    return Outcome(v, _gt(v, 0), 0.0)
+
+
+@check_kind("norm-growth",
+            message="{tensor} L2 norm grew {value:.3g}x in one record (limit {limit:g}x)",
+            metric="growth", options={
+                "max_ratio": Option((int, float), 3.0, "largest allowed ||W_t|| / ||W_t-1||"),
+                "min_rms": Option((int, float), 0.01,
+                                  "norm floor per element: growth from a norm below "
+                                  "min_rms * sqrt(size) is measured from that floor"),
+            })
+def norm_growth(h: Histories, max_ratio, min_rms):
+    """Fails when a tensor's L2 norm multiplies by more than ``max_ratio`` between records.
+
+    Why: exploding weights grow geometrically long before they overflow; the
+    growth ratio catches them records before NaN appears.  The floor
+    (``min_rms``) keeps small tensors that start at zero, such as biases,
+    from tripping it on their first update.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = h("l2") / _floored_prev_norm(h, min_rms)
+    return Outcome(g, _gt(g, max_ratio), float(max_ratio))
+
+
+@check_kind("norm-limit", message="{tensor} {metric} is {value:.4g} (limit {limit:g})",
+            metric="absmax", options={
+                "metric": Option(str, "absmax", "figure to bound: absmax, l2 or rms"),
+                "max": Option((int, float), 1e4, "largest allowed value"),
+            })
+def norm_limit(h: Histories, metric, max):
+    """Fails when a tensor's largest |weight| (or L2 norm, or RMS) exceeds a limit.
+
+    Why: healthy weights of a normalised network stay within a few units;
+    values in the thousands mean the optimisation is running away even if
+    the growth per record looks moderate.
+    """
+    if metric == "rms":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = h("l2") / np.sqrt(h("size"))
+    elif metric in ("absmax", "l2"):
+        v = h(metric)
+    else:
+        raise ValueError(f"metric must be absmax, l2 or rms, not {metric!r}")
+    return Outcome(v, _gt(v, max), float(max), extra={"metric": metric})
+
+
+@check_kind("unchanged", message="{tensor} changed (max |update| {value:.3g}) but must stay unchanged",
+            metric="d_absmax", options={
+                "tolerance": Option((int, float), 0.0,
+                                    "largest |update| still counted as unchanged"),
+            })
+def unchanged(h: Histories, tolerance):
+    """Fails when a tensor that must stay unchanged changes.
+
+    Why: a layer with ``trainable=False`` - or a base you declared frozen -
+    must be bit-identical from record to record.  This also catches the real
+    Keras trap of setting ``trainable=False`` after ``fit`` has built its
+    train function without calling ``compile()`` again: the layer reports
+    itself frozen and goes on learning.
+    """
+    v = h("d_absmax").copy()
+    changed = h("changed")
+    # an update involving NaN/Inf has no size but is a change
+    v[np.isnan(v) & (changed == 1)] = np.inf
+    return Outcome(v, _gt(v, tolerance), float(tolerance))
+
+
+@check_kind("stalled", message="{tensor} did not learn: update ratio {value:.3g} (floor {limit:g})",
+            metric="update_ratio", options={
+                "min_ratio": Option((int, float), 1e-8,
+                                    "smallest ||dW|| / ||W|| counted as learning"),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
+            })
+def stalled(h: Histories, min_ratio, min_rms):
+    """Fails when a trainable tensor does not change between records.
+
+    Why: a learning rate of 0 (a schedule bug), a layer cut off from the
+    loss, or a layer left ``trainable=False`` by mistake all look like a
+    tensor that never moves.  Healthy updates shrink as a run converges but
+    stay many orders of magnitude above the floor.
+    """
+    r = update_ratio(h, min_rms)
+    return Outcome(r, _lt(r, min_ratio) | ((h("changed") == 0) & (min_ratio > 0)), float(min_ratio))
+
+
+@check_kind("update-ratio",
+            message="{tensor} update ratio {value:.3g} outside [{min:g}, {max:g}]",
+            metric="update_ratio", options={
+                "min": Option((int, float), 1e-6, "smallest healthy ||dW|| / ||W|| per record"),
+                "max": Option((int, float), 1.0, "largest healthy ||dW|| / ||W|| per record"),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
+            })
+def update_ratio_band(h: Histories, min, max, min_rms):
+    """Flags updates that are far too large or far too small for the weights they change.
+
+    Why: the ratio ||dW|| / ||W|| is the learning rate as the weights feel it.
+    Above ~1 per record the weights are being rewritten rather than refined;
+    far below the band the layer has effectively stopped learning.
+    """
+    r = update_ratio(h, min_rms)
+    bad = _gt(r, max) | (_lt(r, min) & (h("changed") == 1))
+    limit = np.where(_gt(r, max), max, min)
+    return Outcome(r, bad, limit, extra={"min": min, "max": max})
+
+
+@check_kind("dead-units",
+            message="{tensor}: {value:.0%} of output units received no update (limit {limit:.0%})",
+            metric="dead_fraction", options={
+                "max_fraction": Option((int, float), 0.5,
+                                       "largest fraction of units allowed to get no update"),
+            })
+def dead_units(h: Histories, max_fraction):
+    """Fails when most output units of a kernel received no update at all.
+
+    Why: a ReLU unit whose pre-activation is negative for every input gets
+    zero gradient and never recovers ("dead ReLU"); its column of the kernel
+    is then bit-identical between records.  Sparse but alive units change in
+    at least some records, so the check looks at whole units, not elements.
+    """
+    units = np.array([t.units or np.nan for t in h.tensors], dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f = h("dead_units") / units
+    return Outcome(f, _gt(f, max_fraction), float(max_fraction))
+
+
+@check_kind("oscillation",
+            message="{tensor} update reversed direction (cosine {value:.2f} to the previous update)",
+            metric="d_cos", options={
+                "max_cos": Option((int, float), -0.8,
+                                  "cosine between consecutive updates at or below which they count as reversed"),
+            })
+def oscillation(h: Histories, max_cos):
+    """Fails when consecutive updates point in opposite directions.
+
+    Why: with a step size just above the stability limit, gradient descent
+    overshoots the minimum and jumps back: the update of each record undoes
+    the previous one (cosine near -1) while the loss stalls.  Healthy updates
+    are uncorrelated or aligned (cosine >= 0).
+    """
+    c = h("d_cos")
+    with np.errstate(invalid="ignore"):
+        bad = np.less_equal(c, max_cos) & ~np.isnan(c)
+    return Outcome(c, bad, float(max_cos))
+
+
+@check_kind("update-disparity",
+            message="{tensor} updates {value:.3g}x smaller than the last layer's (limit {limit:g}x)",
+            metric="disparity", options={
+                "max_disparity": Option((int, float), 1e3,
+                                        "largest ratio between the last tensor's update ratio and this one's"),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
+            })
+def update_disparity(h: Histories, max_disparity, min_rms):
+    """Fails when early layers learn orders of magnitude slower than the last one.
+
+    Why: in a deep network with saturating activations (sigmoid, tanh) the
+    gradient shrinks layer by layer on its way back ("vanishing gradients"),
+    so the early layers barely move while the head learns.  The reference is
+    the last selected tensor in model order, normally the output kernel.
+    """
+    r = update_ratio(h, min_rms)
+    ref = r[:, -1:] if r.shape[1] else r
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = ref / r
+    d[:, -1:] = np.nan
+    return Outcome(d, _gt(d, max_disparity), float(max_disparity))
+
+
+# -- training logs ------------------------------------------------------------------
+@check_kind("nonfinite-log", scope=LOG, message="{key} became {value:g} at {where}",
+            metric="log", options={
+                "keys": Option(list, ["loss"], "log entries that must stay finite"),
+            })
+def nonfinite_log(h: Histories, keys):
+    """Fails when the loss (or another logged metric) becomes NaN or Inf.
+
+    Why: a non-finite loss means every following update is garbage; Keras'
+    ``TerminateOnNaN`` stops on it, and so should the gate on the run.
+    """
+    cols, bads = [], []
+    for k in keys:
+        v, present = h.log(k)
+        cols.append(np.where(present & np.isnan(v), np.nan, v))
+        bads.append(present & ~np.isfinite(v))
+    return Outcome(np.stack(cols, 1), np.stack(bads, 1), None, subjects=list(keys))
+
+
+@check_kind("loss-divergence", scope=LOG,
+            message="{key} rose to {value:.4g}, over {limit:g}x its best so far",
+            metric="log", options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "max_ratio": Option((int, float), 3.0, "largest allowed loss / best loss so far"),
+            })
+def loss_divergence(h: Histories, key, max_ratio):
+    """Fails when the loss climbs far above the best value it reached.
+
+    Why: a loss that was falling and then grows several-fold is diverging:
+    the step size is too large for the region the weights reached, or the
+    data changed.  Measured against the best loss so far, so noise around a
+    plateau does not trip it.
+    """
+    v, _ = h.log(key)
+    best = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
+    prev_best = np.concatenate([[np.inf], best[:-1]])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(prev_best > 0, v / prev_best, np.nan)
+    ratio[~np.isfinite(prev_best)] = np.nan
+    return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])
+
+
+@check_kind("loss-plateau", scope=LOG,
+            message="{key} improved by {value:.2%} over the last {window} records (needs {limit:.2%})",
+            metric="improvement", options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "window": Option(int, 5, "records over which the loss must improve"),
+                "min_improvement": Option((int, float), 0.001,
+                                          "smallest relative improvement of the best loss over the window"),
+            })
+def loss_plateau(h: Histories, key, window, min_improvement):
+    """Flags a loss that stopped improving for ``window`` records.
+
+    Why: a run that plateaus early burns compute for nothing; it is usually a
+    learning rate too small, a saturated network, or a finished run whose
+    schedule should stop it (EarlyStopping).
+    """
+    v, _ = h.log(key)
+    best = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
+    imp = np.full(len(v), np.nan)
+    if len(v) > window:
+        old = best[:-window]
+        new = best[window:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            imp[window:] = np.where(np.isfinite(old) & (old != 0), (old - new) / np.abs(old), np.nan)
+    return Outcome(imp[:, None], _lt(imp, min_improvement)[:, None], float(min_improvement),
+                   subjects=[key], extra={"window": window})

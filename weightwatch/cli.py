@@ -1,0 +1,234 @@
+"""The ``weightwatch`` command line.
+
+Start-up matters (CI runs ``weightwatch check`` on every training change), so
+this module imports only argparse at load time; each subcommand imports what
+it needs, and nothing but ``demo`` ever imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from . import __version__
+from .errors import ExitCode, WeightwatchError
+
+EPILOG_CHECK = """\
+examples:
+  weightwatch check runs/exp1                 check with the project's rules (or the default pack)
+  weightwatch check runs/* --strict           several runs; warnings fail too
+  weightwatch check runs/exp1 -k "not plateau" -x
+  weightwatch check runs/exp1 --rules ci.toml --junitxml reports/weights.xml
+  weightwatch check runs/exp1 --format json > report.json
+
+configuration: weightwatch.toml or [tool.weightwatch] in pyproject.toml, found by
+walking up from the current directory (the nearest wins; the walk stops at the
+repository root). Without one, the built-in "default" pack applies.
+
+exit codes (as pytest's): 0 passed, 1 a check failed, 2 interrupted,
+3 internal error, 4 usage/configuration/input error, 5 nothing was checked.
+"""
+
+EPILOG_RULES = """\
+examples:
+  weightwatch rules                 list the rules in force (project config or default pack)
+  weightwatch rules frozen-changed  explain one rule: what, why, options, how to tune it
+  weightwatch rules --pack strict   list a built-in pack
+  weightwatch rules --checks        document every check kind and its options
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; pytest (and so weightwatch) uses 4."""
+
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        self.exit(int(ExitCode.USAGE_ERROR), f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="weightwatch",
+        description="pytest for neural-network training runs: check recorded weight "
+                    "statistics against declarative rules.",
+        epilog="Run 'weightwatch demo' to see it catch a failing run in under a minute.",
+    )
+    p.add_argument("--version", action="version", version=f"weightwatch {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    c = sub.add_parser("check", help="check runs against the rules (exit code gates CI)",
+                       description="Check recorded runs against the rules and report like pytest.",
+                       epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directory written by WatchCallback, or a folder of per-epoch JSON weight dumps")
+    c.add_argument("--rules", action="append", default=[], metavar="FILE",
+                   help="rule file layered on top of the project configuration (repeatable)")
+    c.add_argument("--config", metavar="FILE",
+                   help="use this weightwatch.toml / pyproject.toml instead of discovering one")
+    c.add_argument("--no-config", action="store_true",
+                   help="ignore project configuration: the default pack plus --rules only")
+    c.add_argument("-k", dest="keyword", metavar="EXPR",
+                   help='only rules matching the expression, e.g. "nan or frozen", "not plateau"')
+    c.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
+                   help="stop at the first failing rule")
+    c.add_argument("--maxfail", type=int, metavar="N", help="stop after N failing rules")
+    c.add_argument("--strict", action="store_true", help="warnings fail the check (exit 1)")
+    c.add_argument("-q", "--quiet", action="count", default=0, help="less output")
+    c.add_argument("-v", "--verbose", action="count", default=0, help="more output (skip reasons, all findings)")
+    c.add_argument("--format", choices=("terminal", "json", "github"), default=None,
+                   help="output format (default: terminal; under GitHub Actions, terminal plus annotations)")
+    c.add_argument("--junitxml", metavar="PATH", help="also write a JUnit XML report to PATH")
+
+    s = sub.add_parser("show", help="table of a run's tensors: shapes, flags, norms, updates",
+                       description="Show one row per tensor of a run, with a sparkline of its norm.")
+    s.add_argument("run", metavar="RUN_DIR")
+
+    r = sub.add_parser("rules", help="list the rules, or explain one (like `ruff rule`)",
+                       description="List the rules in force, or explain one rule or check kind.",
+                       epilog=EPILOG_RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("rule", nargs="?", metavar="ID", help="rule id or check kind to explain")
+    r.add_argument("--pack", metavar="NAME", help="list a built-in pack instead of the rules in force")
+    r.add_argument("--checks", action="store_true", help="document every check kind")
+
+    d = sub.add_parser("demo", help="train a healthy and a broken model and check both (~30 s)",
+                       description="Train a small model twice on generated data - a healthy run and "
+                                   "one with a learning rate far too high - with live checks, then "
+                                   "report on both. Needs TensorFlow (pip install weightwatch[tensorflow]).")
+    d.add_argument("dir", nargs="?", default="weightwatch-demo", metavar="DIR",
+                   help="where to write the two runs (default: ./weightwatch-demo)")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return int(ExitCode.USAGE_ERROR)
+    try:
+        return int(_COMMANDS[args.command](args))
+    except WeightwatchError as exc:
+        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        return int(ExitCode.USAGE_ERROR)
+    except KeyboardInterrupt:
+        _stderr().print("[red]interrupted[/]")
+        return int(ExitCode.INTERRUPTED)
+    except BrokenPipeError:
+        return int(ExitCode.OK)
+    except Exception:  # a bug in weightwatch: show it, as pytest shows INTERNALERROR
+        import traceback
+
+        traceback.print_exc()
+        _stderr().print("[bold red]internal error[/] in weightwatch - please report it with the "
+                        "traceback above.")
+        return int(ExitCode.INTERNAL_ERROR)
+
+
+def _stdout():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def cmd_check(args) -> int:
+    from .config import load_rules
+    from .engine import evaluate
+    from .errors import RunFormatError
+    from .reader import open_run
+
+    started = time.perf_counter()
+    ruleset = load_rules(args.rules or None, config=args.config, use_project_config=not args.no_config)
+    verbosity = args.verbose - args.quiet
+    fmt = args.format or "terminal"
+    annotate = args.format is None and os.environ.get("GITHUB_ACTIONS") == "true"
+    reports, exit_codes = [], []
+    from .report import Report
+
+    for path in args.runs:
+        try:
+            run = open_run(path)
+        except RunFormatError as exc:
+            # An unreadable run is reported with the others, never silently dropped.
+            report = Report(run=str(path), source="?", records=0, tensors=0,
+                            rule_sources=list(ruleset.sources), problems=[str(exc)])
+        else:
+            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail)
+        reports.append(report)
+        exit_codes.append(report.exit_code(strict=args.strict))
+    duration = time.perf_counter() - started
+
+    if fmt == "json":
+        from .jsonio import dumps
+
+        data = [r.to_dict() for r in reports]
+        sys.stdout.write(dumps(data[0] if len(data) == 1 else data).decode() + "\n")
+    elif fmt == "github":
+        from .github import github_annotations
+
+        sys.stdout.write(github_annotations(reports, strict=args.strict))
+    else:
+        from .terminal import render_report, render_summary
+
+        console = _stdout()
+        for report in reports:
+            render_report(report, console, verbosity=verbosity)
+        render_summary(reports, console, duration=duration, strict=args.strict)
+        if annotate:
+            from .github import github_annotations
+
+            sys.stdout.write(github_annotations(reports, strict=args.strict))
+    if args.junitxml:
+        from .junit import write_junit
+
+        write_junit(reports, args.junitxml, strict=args.strict)
+    return int(_worst(exit_codes))
+
+
+def _worst(codes) -> ExitCode:
+    """One exit code for several runs: a failure beats an input error beats 'nothing ran'."""
+    for code in (ExitCode.CHECKS_FAILED, ExitCode.USAGE_ERROR, ExitCode.NO_CHECKS_RAN):
+        if code in codes:
+            return code
+    return ExitCode.OK
+
+
+def cmd_show(args) -> int:
+    from .reader import open_run
+    from .show import render_show
+
+    run = open_run(args.run)
+    render_show(run, _stdout())
+    return int(ExitCode.USAGE_ERROR if run.problems else ExitCode.OK)
+
+
+def cmd_rules(args) -> int:
+    from .ruledocs import explain, list_checks, list_rules
+
+    console = _stdout()
+    if args.checks:
+        list_checks(console)
+    elif args.rule:
+        explain(args.rule, console, pack=args.pack)
+    else:
+        list_rules(console, pack=args.pack)
+    return int(ExitCode.OK)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return int(run_demo(args.dir, _stdout()))
+
+
+_COMMANDS = {"check": cmd_check, "show": cmd_show, "rules": cmd_rules, "demo": cmd_demo}
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""Finding and merging rule configuration: built-in packs, project files, --rules.
+
+Every source is the same kind of TOML document::
+
+    extends = ["default"]            # built-in pack names or paths, applied first
+    disable = ["loss-plateau"]       # rule ids to drop
+    [override.norm-growth]           # per-rule changes: thresholds, severity, filters
+    max_ratio = 5.0
+    [[rule]]                         # new rules (or replacements, by id)
+    id = "encoder-frozen"
+    check = "unchanged"
+    select = ["encoder/*"]
+
+The project's document is ``weightwatch.toml`` or ``[tool.weightwatch]`` in
+``pyproject.toml``, found by walking up from the current directory: the
+nearest wins, and the walk stops at the repository root.  Without one, the
+``default`` pack applies.  ``--rules FILE`` (or ``WatchCallback(rules=...)``)
+is layered on top.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import RuleError
+from .rules import Rule, _did_you_mean, parse_rule
+
+DOC_KEYS = ("extends", "disable", "override", "rule", "pack")
+CONFIG_NAME = "weightwatch.toml"
+
+
+def packs_dir() -> Path:
+    """The built-in packs: inside the wheel, or the repository's top-level ``rules/``."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "rules", here.parent / "rules"):
+        if candidate.is_dir():
+            return candidate
+    raise RuleError("built-in rule packs are missing from this installation (reinstall weightwatch)",
+                    path=here / "rules")
+
+
+def builtin_packs() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(packs_dir().glob("*.toml"))}
+
+
+@dataclass
+class RuleSet:
+    """The rules in force, in order, and where they came from."""
+
+    rules: list[Rule] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def __iter__(self):
+        return iter(self.rules)
+
+    def __len__(self):
+        return len(self.rules)
+
+    def get(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise RuleError(f'unknown rule "{rule_id}"{_did_you_mean(rule_id, [r.id for r in self.rules])}')
+
+
+class _Builder:
+    def __init__(self):
+        self.rules: dict[str, Rule] = {}
+        self.sources: list[str] = []
+        self._stack: list[Path] = []
+
+    def apply_file(self, path: Path, *, section: str | None = None, default_extends=()):
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise RuleError("rule file not found", path=path) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RuleError(f"cannot read rule file ({exc})", path=path) from None
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+            raise RuleError(f"invalid TOML: {msg}", path=path,
+                            line=int(m.group(1)) if m else None) from None
+        if section:
+            for key in section.split("."):
+                doc = doc.get(key, {}) if isinstance(doc, dict) else {}
+        label = f"{path}" + (f" [{section}]" if section else "")
+        self.apply_doc(doc, source=str(path), label=label, text=text, base=path.parent,
+                       default_extends=default_extends)
+
+    def apply_doc(self, doc: dict, *, source: str, label: str | None = None, text: str = "",
+                  base: Path | None = None, default_extends=()):
+        if not isinstance(doc, dict):
+            raise RuleError("a rule document must be a table", path=source)
+        for key in doc:
+            if key not in DOC_KEYS:
+                raise RuleError(f'unknown key "{key}"{_did_you_mean(key, DOC_KEYS)}; '
+                                f'a rule document has: {", ".join(DOC_KEYS)}',
+                                path=source, line=_line_of(text, rf"^\s*\[?{re.escape(key)}\b"))
+        extends = doc.get("extends", list(default_extends))
+        if isinstance(extends, str):
+            extends = [extends]
+        if not isinstance(extends, list):
+            raise RuleError(f'"extends" must be a list of pack names or paths, got {extends!r}', path=source)
+        for ext in extends:
+            self.apply_file_guarded(self._resolve_pack(ext, base, source))
+        rules = doc.get("rule", [])
+        if not isinstance(rules, list):
+            raise RuleError('"rule" must be an array of tables: write [[rule]]', path=source)
+        for data in rules:
+            rid = data.get("id") if isinstance(data, dict) else None
+            line = _line_of(text, rf'^\s*id\s*=\s*["\']{re.escape(str(rid))}["\']') if rid else None
+            rule = parse_rule(data, source=source, line=line)
+            self.rules[rule.id] = rule
+        overrides = doc.get("override", {})
+        if not isinstance(overrides, dict):
+            raise RuleError('"override" must be a table of tables: [override.RULE_ID]', path=source)
+        for rid, changes in overrides.items():
+            line = _line_of(text, rf"^\s*\[override\.{re.escape(rid)}\]")
+            if rid not in self.rules:
+                raise RuleError(f'override for unknown rule "{rid}"{_did_you_mean(rid, self.rules)}',
+                                path=source, line=line)
+            if not isinstance(changes, dict) or "id" in changes or "check" in changes:
+                raise RuleError(f'override of "{rid}" must be a table of options (not id or check)',
+                                path=source, line=line)
+            self.rules[rid] = self.rules[rid].with_overrides(
+                changes, source=f"{source}:{line}" if line else source)
+        disable = doc.get("disable", [])
+        if isinstance(disable, str):
+            disable = [disable]
+        for rid in disable:
+            if rid not in self.rules:
+                raise RuleError(f'cannot disable unknown rule "{rid}"{_did_you_mean(rid, self.rules)}',
+                                path=source, line=_line_of(text, r"^\s*disable\b"))
+            del self.rules[rid]
+        self.sources.append(label or source)
+
+    def _resolve_pack(self, name: str, base: Path | None, source: str) -> Path:
+        packs = builtin_packs()
+        if not isinstance(name, str):
+            raise RuleError(f'"extends" entries are strings, got {name!r}', path=source)
+        if name in packs:
+            path = packs[name]
+        else:
+            path = Path(name) if base is None else base / name
+            if not path.exists():
+                raise RuleError(f'extends "{name}": no such pack{_did_you_mean(name, packs)} '
+                                f'(built-in packs: {", ".join(packs)}) and no such file', path=source)
+        path = path.resolve()
+        if path in self._stack:
+            raise RuleError(f'extends "{name}" makes a cycle', path=source)
+        return path
+
+    def apply_file_guarded(self, path, **kw):
+        path = Path(path).resolve()
+        self._stack.append(path)
+        try:
+            self.apply_file(path, **kw)
+        finally:
+            self._stack.pop()
+
+
+def _line_of(text: str, pattern: str) -> int | None:
+    if not text:
+        return None
+    rx = re.compile(pattern)
+    for i, line in enumerate(text.splitlines(), 1):
+        if rx.search(line):
+            return i
+    return None
+
+
+def find_project_config(start: Path | None = None) -> tuple[Path, str | None] | None:
+    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch], walking up.
+
+    Stops after the directory that holds ``.git`` (the repository root).
+    """
+    d = Path(start or Path.cwd()).resolve()
+    for folder in (d, *d.parents):
+        candidate = folder / CONFIG_NAME
+        if candidate.is_file():
+            return candidate, None
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            try:
+                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+                data = {}
+            if isinstance(data.get("tool"), dict) and "weightwatch" in data["tool"]:
+                return pyproject, "tool.weightwatch"
+        if (folder / ".git").exists():
+            break
+    return None
+
+
+def load_rules(rules=None, *, config: str | Path | None = None, use_project_config: bool = True,
+               start: Path | None = None) -> RuleSet:
+    """The rules in force: project configuration (or ``default``) plus ``rules``.
+
+    ``rules`` is a path, a rule document as a dict, a :class:`RuleSet`, or a
+    list of paths and dicts, each layered on top in order.  ``config`` names
+    the project document explicitly instead of discovering it.
+    """
+    if isinstance(rules, RuleSet):
+        return rules
+    b = _Builder()
+    found = None
+    if config is not None:
+        config = Path(config)
+        found = (config, "tool.weightwatch" if config.name == "pyproject.toml" else None)
+    elif use_project_config:
+        found = find_project_config(start)
+    if found:
+        b.apply_file_guarded(found[0], section=found[1], default_extends=("default",))
+    else:
+        b.apply_file_guarded(builtin_packs()["default"])
+    extra = rules if isinstance(rules, (list, tuple)) else ([] if rules is None else [rules])
+    for i, item in enumerate(extra):
+        if isinstance(item, dict):
+            b.apply_doc(item, source=f"<rules argument {i}>")
+        else:
+            b.apply_file_guarded(Path(item))
+    return RuleSet(list(b.rules.values()), b.sources)

@@ -1,0 +1,180 @@
+"""The rule engine: rules x run -> :class:`~weightwatch.report.Report`.
+
+For each rule the engine picks the tensors it applies to, hands their
+histories to the rule's check kind (one vectorised call over all records and
+tensors), masks records where the rule does not apply (``after``, the
+per-record ``trainable``/``frozen`` flags), applies ``patience``, and turns
+the first failing record of each tensor into a :class:`Finding`.  The same
+function serves ``weightwatch check``, the live callback and user tests.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .checks import Histories
+from .config import RuleSet, load_rules
+from .keyword import compile_keyword
+from .reader import Run, open_run
+from .report import FAILED, PASSED, SKIPPED, WARNING, Finding, Report, RuleResult
+from .rules import Rule
+
+
+def check(run_or_path, rules=None, *, keyword: str | None = None, maxfail: int | None = None,
+          config=None) -> Report:
+    """Check a run against rules and return the report.
+
+    ``run_or_path`` is a :class:`Run` or a run directory.  ``rules`` is
+    layered on top of the project configuration (see
+    :func:`weightwatch.config.load_rules`); pass a :class:`RuleSet` to use
+    exactly those rules.
+
+    Example::
+
+        report = weightwatch.check("runs/exp1")
+        assert not report.failed, [f.message for r in report.failed for f in r.findings]
+    """
+    run = run_or_path if isinstance(run_or_path, Run) else open_run(run_or_path)
+    ruleset = load_rules(rules, config=config)
+    return evaluate(run, ruleset, keyword=keyword, maxfail=maxfail)
+
+
+def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
+             maxfail: int | None = None) -> Report:
+    started = time.perf_counter()
+    match = compile_keyword(keyword) if keyword else None
+    report = Report(run=str(run.path), source=run.source, records=len(run.records),
+                    tensors=len(run.tensors), rule_sources=list(ruleset.sources),
+                    problems=[str(p) for p in run.problems])
+    failures = 0
+    for rule in ruleset:
+        if match is not None and not match(rule):
+            continue
+        if maxfail is not None and failures >= maxfail:
+            report.stopped_early = True
+            break
+        result = evaluate_rule(run, rule)
+        report.results.append(result)
+        if result.status == FAILED:
+            failures += 1
+    report.duration = time.perf_counter() - started
+    return report
+
+
+def _static_selection(run: Run, rule: Rule) -> np.ndarray:
+    idx = []
+    for i, t in enumerate(run.tensors):
+        if not rule.matches(t.path, t.layer):
+            continue
+        if rule.kind and t.kind not in rule.kind:
+            continue
+        if rule.dtype == "float" and t.dtype and not (t.dtype.startswith("float") or t.dtype == "bfloat16"):
+            continue
+        idx.append(i)
+    return np.array(idx, dtype=np.intp)
+
+
+def _flag_mask(h: Histories, name: str, wanted: bool | None) -> np.ndarray | None:
+    """Records x tensors where the per-record flag matches; unknown flags (seed runs) match the
+    healthy default (trainable, not frozen)."""
+    if wanted is None:
+        return None
+    values = h(name)
+    unknown = np.isnan(values)
+    default = (name == "trainable")
+    return np.where(unknown, wanted == default, values == float(wanted))
+
+
+def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
+    kind = rule.kind_def
+    nrec = len(run.records)
+    if kind.scope == "log":
+        h = Histories(run, np.array([], dtype=np.intp))
+        keys = rule.options.get("keys") or [rule.options.get("key", "loss")]
+        if not any(run.log_present(k).any() for k in keys):
+            return RuleResult(rule, SKIPPED, note=f"run has no {' / '.join(map(repr, keys))} log")
+        outcome = kind.fn(h, **rule.options)
+        applicable = np.ones_like(outcome.bad)
+        names = outcome.subjects
+        layers = [None] * len(names)
+        tensors = [None] * len(names)
+    else:
+        idx = _static_selection(run, rule)
+        if idx.size == 0:
+            if rule.select != ("*",):
+                return RuleResult(rule, WARNING,
+                                  note=f"select {list(rule.select)} matched no tensor of this run")
+            return RuleResult(rule, SKIPPED, note="no tensor of the selected kind")
+        h = Histories(run, idx)
+        applicable = np.ones((nrec, idx.size), dtype=bool)
+        for name, wanted in (("trainable", rule.trainable), ("frozen", rule.frozen)):
+            m = _flag_mask(h, name, wanted)
+            if m is not None:
+                applicable &= m
+        if not applicable.any():
+            note = "no selected tensor is " + ", ".join(
+                f"{n}={str(w).lower()}" for n, w in (("trainable", rule.trainable), ("frozen", rule.frozen))
+                if w is not None)
+            if np.isnan(h("frozen")).all():
+                note += " (this run has no trainable/frozen flags)"
+            return RuleResult(rule, SKIPPED, note=note, tensors=int(idx.size))
+        outcome = kind.fn(h, **rule.options)
+        names = [t.path for t in h.tensors]
+        layers = [t.layer for t in h.tensors]
+        tensors = names
+    bad = outcome.bad & applicable
+    if rule.after:
+        bad[: rule.after] = False
+    fire = _first_streak(bad, rule.patience)
+    counts = bad.sum(axis=0)
+    findings = []
+    for j in np.flatnonzero(fire >= 0):
+        r = int(fire[j])
+        rec = run.records[r]
+        value = _num(outcome.value[r, j])
+        limit = outcome.limit
+        if isinstance(limit, np.ndarray):
+            limit = limit[r, j] if limit.ndim == 2 else limit[r]
+        limit = _num(limit)
+        metric = outcome.extra.get("metric", kind.metric)
+        fields = dict(tensor=tensors[j], layer=layers[j], epoch=rec.epoch, record=rec.index,
+                      value=value, limit=limit, metric=metric, key=names[j], where=rec.label,
+                      **{k: v for k, v in outcome.extra.items() if k != "metric"})
+        findings.append(Finding(
+            rule=rule.id, severity=rule.severity, tensor=tensors[j], layer=layers[j],
+            record=rec.index, epoch=rec.epoch, batch=rec.batch, value=value, limit=limit,
+            message=rule.format_message(**fields), metric=metric if tensors[j] else names[j],
+            history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j])))
+    if not findings:
+        return RuleResult(rule, PASSED, tensors=len(names))
+    return RuleResult(rule, FAILED if rule.severity == "error" else WARNING, findings,
+                      tensors=len(names))
+
+
+def _first_streak(bad: np.ndarray, patience: int) -> np.ndarray:
+    """Per column, the record where ``patience`` consecutive violations are first reached (-1: never)."""
+    if bad.shape[0] == 0:
+        return np.full(bad.shape[1], -1)
+    if patience <= 1:
+        return np.where(bad.any(axis=0), bad.argmax(axis=0), -1)
+    fire = np.full(bad.shape[1], -1)
+    streak = np.zeros(bad.shape[1], dtype=np.int64)
+    for r in range(bad.shape[0]):
+        streak = (streak + 1) * bad[r]
+        newly = (streak >= patience) & (fire < 0)
+        fire[newly] = r
+    return fire
+
+
+def _num(x):
+    if x is None:
+        return None
+    x = float(x)
+    return None if np.isnan(x) else x
+
+
+def check_paths(paths, rules=None, **kw) -> list[Report]:
+    return [check(Path(p), rules, **kw) for p in paths]

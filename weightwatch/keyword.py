@@ -1,0 +1,74 @@
+"""``-k EXPR``: pytest's keyword expressions over rule ids, parsed without eval.
+
+Grammar (as pytest's): ``expr := term ('or' term)*``, ``term := factor ('and'
+factor)*``, ``factor := 'not' factor | '(' expr ')' | NAME``.  A NAME matches a
+rule when it is a case-insensitive substring of the rule's id, or equals its
+check kind or severity.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import WeightwatchError
+
+_TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
+
+
+class KeywordError(WeightwatchError):
+    pass
+
+
+def compile_keyword(expr: str):
+    """Return ``match(rule) -> bool`` for a -k expression; KeywordError if malformed."""
+    tokens = _TOKEN.findall(expr)
+    if not tokens:
+        raise KeywordError(f"-k: empty expression {expr!r}")
+    pos = 0
+
+    def peek():
+        return tokens[pos] if pos < len(tokens) else None
+
+    def take():
+        nonlocal pos
+        tok = peek()
+        pos += 1
+        return tok
+
+    def parse_expr():
+        node = parse_term()
+        while peek() == "or":
+            take()
+            left, right = node, parse_term()
+            node = lambda r, a=left, b=right: a(r) or b(r)  # noqa: E731
+        return node
+
+    def parse_term():
+        node = parse_factor()
+        while peek() == "and":
+            take()
+            left, right = node, parse_factor()
+            node = lambda r, a=left, b=right: a(r) and b(r)  # noqa: E731
+        return node
+
+    def parse_factor():
+        tok = take()
+        if tok is None:
+            raise KeywordError(f"-k: expression ends too early: {expr!r}")
+        if tok == "not":
+            inner = parse_factor()
+            return lambda r: not inner(r)
+        if tok == "(":
+            inner = parse_expr()
+            if take() != ")":
+                raise KeywordError(f"-k: missing ')' in {expr!r}")
+            return inner
+        if tok in (")", "and", "or"):
+            raise KeywordError(f"-k: unexpected {tok!r} in {expr!r}")
+        word = tok.lower()
+        return lambda r: word in r.id.lower() or word == r.check or word == r.severity
+
+    node = parse_expr()
+    if pos != len(tokens):
+        raise KeywordError(f"-k: unexpected {tokens[pos]!r} in {expr!r}")
+    return node

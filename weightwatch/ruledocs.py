@@ -1,0 +1,135 @@
+"""``weightwatch rules``: every rule and check kind documented from its source.
+
+Like ``ruff rule``: the text shown is the rule's own rationale and hint from
+its TOML file and the check kind's docstring, so the documentation cannot
+drift from what runs.
+"""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from .checks import REGISTRY
+from .config import RuleSet, builtin_packs, load_rules
+from .errors import RuleError
+from .rules import _did_you_mean
+
+
+def _ruleset(pack: str | None) -> RuleSet:
+    if pack is None:
+        return load_rules()
+    packs = builtin_packs()
+    if pack not in packs:
+        raise RuleError(f'no built-in pack "{pack}"{_did_you_mean(pack, packs)}; '
+                        f'built-in packs: {", ".join(packs)}')
+    return load_rules([packs[pack]], use_project_config=False) if pack != "default" else \
+        load_rules(use_project_config=False)
+
+
+def list_rules(console, pack: str | None = None) -> None:
+    rs = _ruleset(pack)
+    console.print(f"[bold]{len(rs)} rules[/] from {escape(', '.join(rs.sources))}")
+    table = Table(show_edge=False, pad_edge=False, box=None)
+    table.add_column("rule", style="bold", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("severity", no_wrap=True)
+    table.add_column("applies to")
+    table.add_column("what it catches")
+    for r in rs:
+        scope = ", ".join(
+            [*(f"select {s}" for s in r.select if s != "*"), *(f"kind {k}" for k in r.kind),
+             *([f"trainable={str(r.trainable).lower()}"] if r.trainable is not None else []),
+             *([f"frozen={str(r.frozen).lower()}"] if r.frozen is not None else [])]) or \
+            ("training logs" if r.is_log_check else "all tensors")
+        what = (r.kind_def.doc.splitlines() or [""])[0]
+        sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
+        table.add_row(r.id, r.check, sev, escape(scope), escape(what))
+    console.print(table)
+    console.print("\n[dim]weightwatch rules ID explains one rule; weightwatch rules --checks documents "
+                  "every check kind.[/]")
+
+
+def explain(name: str, console, pack: str | None = None) -> None:
+    rs = _ruleset(pack)
+    rule = next((r for r in rs if r.id == name), None)
+    if rule is None:
+        if name in REGISTRY:
+            _explain_check(name, console)
+            return
+        raise RuleError(f'unknown rule or check "{name}"'
+                        f'{_did_you_mean(name, [r.id for r in rs] + list(REGISTRY))}; '
+                        "'weightwatch rules' lists them")
+    kind = rule.kind_def
+    console.print(f"[bold]{rule.id}[/] ({rule.check}, {rule.severity})", highlight=False)
+    console.print(f"[dim]defined in {escape(rule.source)}[/]\n")
+    console.print("[bold]What it does[/]")
+    console.print(escape(kind.doc.split("\n\n")[0]) + "\n")
+    console.print("[bold]Why[/]")
+    console.print(escape(rule.rationale or kind.doc) + "\n")
+    console.print("[bold]Applies to[/]")
+    console.print(escape(_scope_text(rule)) + "\n")
+    if rule.options:
+        console.print("[bold]Options[/] (current value; default of the check kind)")
+        for key, value in rule.options.items():
+            opt = kind.options[key]
+            console.print(f"  {key} = {value!r}   [dim](default {opt.default!r}) {escape(opt.doc)}[/]",
+                          highlight=False)
+        console.print()
+    if rule.hint:
+        console.print("[bold]How to fix[/]")
+        console.print(escape(rule.hint) + "\n")
+    example_opt = next(iter(rule.options), None)
+    console.print("[bold]Tune it[/] in weightwatch.toml or " + escape("[tool.weightwatch]") + ":")
+    lines = [f"[override.{rule.id}]"]
+    if example_opt:
+        lines.append(f"{example_opt} = {_toml(rule.options[example_opt])}")
+    lines.append('severity = "warning"')
+    console.print("  " + "\n  ".join(escape(x) for x in lines))
+    console.print(f"  [dim]or turn it off:[/] disable = [{rule.id!r}]".replace("'", '"'))
+
+
+def _scope_text(rule) -> str:
+    if rule.is_log_check:
+        return "the training logs recorded with each record"
+    parts = [f"tensors matching {list(rule.select)}"]
+    if rule.exclude:
+        parts.append(f"except {list(rule.exclude)}")
+    if rule.kind:
+        parts.append(f"of kind {', '.join(rule.kind)}")
+    if rule.trainable is not None:
+        parts.append("whose variable is trainable" if rule.trainable else "whose variable is not trainable")
+    if rule.frozen is not None:
+        parts.append("in a frozen layer (trainable=False)" if rule.frozen else "not in a frozen layer")
+    if rule.after:
+        parts.append(f"from record {rule.after} on")
+    if rule.patience > 1:
+        parts.append(f"failing after {rule.patience} consecutive violating records")
+    return ", ".join(parts)
+
+
+def _toml(v) -> str:
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml(x) for x in v) + "]"
+    return repr(v)
+
+
+def _explain_check(name: str, console) -> None:
+    kind = REGISTRY[name]
+    console.print(f"[bold]{name}[/] (check kind, scope: {kind.scope})\n")
+    console.print(escape(kind.doc) + "\n")
+    if kind.options:
+        console.print("[bold]Options[/]")
+        for key, opt in kind.options.items():
+            console.print(f"  {key} = {opt.default!r}   [dim]{escape(opt.doc)}[/]", highlight=False)
+
+
+def list_checks(console) -> None:
+    for i, name in enumerate(REGISTRY):
+        if i:
+            console.print()
+        _explain_check(name, console)

@@ -1,0 +1,231 @@
+"""Rules: one declarative check, as written in TOML, validated.
+
+A rule is data: which check kind to run, on which tensors, with which
+thresholds, how severe a violation is and what to tell the user.  Nothing in
+a rule is executed; message templates are filled by a formatter that only
+knows a fixed set of plain names.
+
+Validation follows yamllint's example: an unknown key is an error that names
+the rule and offers the closest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .checks import LOG, REGISTRY
+from .errors import RuleError
+
+#: Rule fields and their meaning; the README's rule reference mirrors this table.
+FIELDS = {
+    "id": "unique name of the rule, used by -k, disable and overrides",
+    "check": "the check kind to run (weightwatch rules --checks lists them)",
+    "select": "glob patterns over tensor or layer paths the rule applies to (default: all)",
+    "exclude": "glob patterns over tensor or layer paths to leave out",
+    "kind": "tensor kinds: kernel, bias, scale, embedding, moving_stat, other",
+    "trainable": "only tensors whose variable is (true) or is not (false) trainable at the record",
+    "frozen": "only tensors whose layer or an ancestor has (true) or has not (false) trainable=False",
+    "dtype": "'float' to skip integer and boolean variables (default: any)",
+    "severity": "'error' (fails the run) or 'warning' (fails only with --strict)",
+    "patience": "consecutive violating records needed before the rule fails (default 1)",
+    "after": "ignore the first N records (record 0 is before training)",
+    "message": "what a violation means; {tensor} {layer} {epoch} {value} {limit} {metric} are filled in",
+    "hint": "how to fix it",
+    "rationale": "why the rule exists and why its thresholds are what they are",
+}
+SEVERITIES = ("error", "warning")
+KINDS = ("kernel", "bias", "scale", "embedding", "moving_stat", "other")
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    check: str
+    options: dict = field(default_factory=dict)
+    select: tuple = ("*",)
+    exclude: tuple = ()
+    kind: tuple = ()
+    trainable: bool | None = None
+    frozen: bool | None = None
+    dtype: str = "any"
+    severity: str = "error"
+    patience: int = 1
+    after: int = 0
+    message: str = ""
+    hint: str = ""
+    rationale: str = ""
+    source: str = ""         # file (and line) the rule came from
+
+    @property
+    def kind_def(self):
+        return REGISTRY[self.check]
+
+    @property
+    def is_log_check(self) -> bool:
+        return self.kind_def.scope == LOG
+
+    def matches(self, path: str, layer: str) -> bool:
+        def hit(globs):
+            return any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(layer, g) for g in globs)
+        return hit(self.select) and not (self.exclude and hit(self.exclude))
+
+    def format_message(self, **fields) -> str:
+        template = self.message or self.kind_def.message
+        return render_template(template, {**self.options, **fields})
+
+    def with_overrides(self, overrides: dict, source: str) -> "Rule":
+        data = rule_to_dict(self)
+        data.update(overrides)
+        return parse_rule(data, source=source, line=None)
+
+
+def rule_to_dict(rule: Rule) -> dict:
+    d = {"id": rule.id, "check": rule.check, "select": list(rule.select),
+         "exclude": list(rule.exclude), "kind": list(rule.kind), "dtype": rule.dtype,
+         "severity": rule.severity, "patience": rule.patience, "after": rule.after,
+         "message": rule.message, "hint": rule.hint, "rationale": rule.rationale}
+    if rule.trainable is not None:
+        d["trainable"] = rule.trainable
+    if rule.frozen is not None:
+        d["frozen"] = rule.frozen
+    d.update(rule.options)
+    return d
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _type_name(t) -> str:
+    if isinstance(t, tuple):
+        return " or ".join(_type_name(x) for x in t)
+    return {int: "integer", float: "number", str: "string", list: "list", bool: "boolean"}.get(t, t.__name__)
+
+
+def _check_type(value, expected) -> bool:
+    types = expected if isinstance(expected, tuple) else (expected,)
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
+    """Validate one rule table; raise :class:`RuleError` naming the rule and key."""
+    where = {"path": source, "line": line}
+    if not isinstance(data, dict):
+        raise RuleError("each [[rule]] must be a table", **where)
+    rid = data.get("id")
+    if not isinstance(rid, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", rid or ""):
+        raise RuleError(f"rule has no valid id (got {rid!r}); ids are letters, digits, '-', '_' and '.'",
+                        **where)
+    check = data.get("check")
+    if check not in REGISTRY:
+        if check is None:
+            raise RuleError(f'rule "{rid}": missing "check" (one of: {", ".join(REGISTRY)})', **where)
+        raise RuleError(f'rule "{rid}": unknown check "{check}"{_did_you_mean(str(check), REGISTRY)}; '
+                        f'known checks: {", ".join(REGISTRY)}', **where)
+    kind = REGISTRY[check]
+    options = {}
+    for key, value in data.items():
+        if key in FIELDS:
+            continue
+        if key not in kind.options:
+            raise RuleError(f'rule "{rid}": unknown option "{key}" for check "{check}"'
+                            f"{_did_you_mean(key, [*kind.options, *FIELDS])}", **where)
+        opt = kind.options[key]
+        if opt.type is float or (isinstance(opt.type, tuple) and float in opt.type):
+            if _check_type(value, (int, float)) and not math.isfinite(float(value)):
+                raise RuleError(f'rule "{rid}": option "{key}" must be finite, got {value!r}', **where)
+        if not _check_type(value, opt.type):
+            raise RuleError(f'rule "{rid}": option "{key}" must be a {_type_name(opt.type)}, '
+                            f"got {value!r}", **where)
+        options[key] = value
+    for key, opt in kind.options.items():
+        options.setdefault(key, opt.default)
+
+    def strings(key, default=()):
+        v = data.get(key, default)
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise RuleError(f'rule "{rid}": "{key}" must be a list of strings, got {v!r}', **where)
+        return tuple(v)
+
+    def flag(key):
+        v = data.get(key)
+        if v is not None and not isinstance(v, bool):
+            raise RuleError(f'rule "{rid}": "{key}" must be true or false, got {v!r}', **where)
+        return v
+
+    def integer(key, default, minimum):
+        v = data.get(key, default)
+        if not _check_type(v, int) or v < minimum:
+            raise RuleError(f'rule "{rid}": "{key}" must be an integer >= {minimum}, got {v!r}', **where)
+        return v
+
+    def text(key):
+        v = data.get(key, "")
+        if not isinstance(v, str):
+            raise RuleError(f'rule "{rid}": "{key}" must be a string, got {v!r}', **where)
+        return v
+
+    severity = data.get("severity", "error")
+    if severity not in SEVERITIES:
+        raise RuleError(f'rule "{rid}": severity must be "error" or "warning", got {severity!r}', **where)
+    kinds = strings("kind")
+    for k in kinds:
+        if k not in KINDS:
+            raise RuleError(f'rule "{rid}": unknown tensor kind "{k}"{_did_you_mean(k, KINDS)}; '
+                            f'known: {", ".join(KINDS)}', **where)
+    dtype = data.get("dtype", "any")
+    if dtype not in ("any", "float"):
+        raise RuleError(f'rule "{rid}": dtype must be "any" or "float", got {dtype!r}', **where)
+    select = strings("select", ("*",)) or ("*",)
+    rule = Rule(
+        id=rid, check=check, options=options, select=select, exclude=strings("exclude"),
+        kind=kinds, trainable=flag("trainable"), frozen=flag("frozen"), dtype=dtype,
+        severity=severity, patience=integer("patience", 1, 1), after=integer("after", 0, 0),
+        message=text("message"), hint=text("hint"), rationale=text("rationale"),
+        source=f"{source}:{line}" if line else source,
+    )
+    for key in ("message",):
+        try:
+            render_template(rule.message, {}, check_only=True)
+        except ValueError as exc:
+            raise RuleError(f'rule "{rid}": bad {key} template: {exc}', **where) from None
+    return replace(rule)
+
+
+_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+
+
+def render_template(template: str, fields: dict, *, check_only: bool = False) -> str:
+    """Fill ``{name}`` / ``{name:spec}`` from ``fields``; nothing else is evaluated.
+
+    ``str.format`` would let a rule file reach attributes (``{x.__class__}``);
+    this formatter only substitutes plain names, and shows an unknown or
+    undefined one as written.
+    """
+    def sub(m):
+        name, spec = m.group(1), m.group(2)
+        if check_only:
+            return ""
+        if name not in fields or fields[name] is None:
+            return "?" if name in fields else m.group(0)
+        value = fields[name]
+        if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            return str(float(value))
+        try:
+            return format(value, spec or "")
+        except (ValueError, TypeError):
+            return str(value)
+    if template.count("{") != template.count("}"):
+        raise ValueError("unbalanced braces")
+    return _FIELD.sub(sub, template)
