@@ -147,7 +147,8 @@ class WatchCallback(keras.callbacks.Callback):
         self._step += 1
         if self.batch_guard and logs:
             loss = logs.get("loss")
-            if loss is not None and not np.isfinite(float(loss)):
+            if loss is not None and not np.isfinite(float(loss)) and self.halted is None:
+                # A record now, so the live checks (and the verdict) see the bad state.
                 self._record(epoch=self._epoch, batch=self._batches, kind="guard", logs=logs)
                 if self.halted is None:
                     self._halt_now(f"loss became {float(loss)} at epoch {self._epoch} "
@@ -230,7 +231,7 @@ class WatchCallback(keras.callbacks.Callback):
             yield v, owner.get(id(v), not self.model.trainable)
 
     def _record(self, *, epoch, batch, kind, logs):
-        if self._writer is None or self._write_failed and self.io_errors == "warn":
+        if self._writer is None or self.halted is not None or self._write_failed:
             return
         started = time.perf_counter()
         variables = [(v, frozen) for v, frozen in self._variables()

@@ -105,6 +105,8 @@ def _did_you_mean(word: str, choices) -> str:
 
 def _type_name(t) -> str:
     if isinstance(t, tuple):
+        if set(t) == {int, float}:
+            return "number"
         return " or ".join(_type_name(x) for x in t)
     return {int: "integer", float: "number", str: "string", list: "list", bool: "boolean"}.get(t, t.__name__)
 

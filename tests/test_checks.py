@@ -1,0 +1,123 @@
+"""Each check kind on hand-made histories: fires where it must, stays quiet where it must not."""
+
+import numpy as np
+import pytest
+
+from weightwatch.checks import REGISTRY, Histories
+from weightwatch.config import load_rules
+from weightwatch.engine import evaluate, evaluate_rule
+from weightwatch.rules import parse_rule
+
+from memrun import make_run
+
+
+def run_check(run, check, **options):
+    data = {"id": "t", "check": check, **options}
+    return evaluate_rule(run, parse_rule(data, source="test", line=None))
+
+
+def first(result):
+    assert result.findings, f"{result.id} found nothing ({result.status}, {result.note})"
+    return result.findings[0]
+
+
+def test_registry_documents_every_kind():
+    for kind in REGISTRY.values():
+        assert kind.doc.splitlines()[0].strip(), kind.id
+        assert "Why" in kind.doc, f"{kind.id} doc lacks its rationale"
+        for name, opt in kind.options.items():
+            assert opt.doc, (kind.id, name)
+
+
+def test_nonfinite_fires_at_first_nan_record():
+    run = make_run({"d/kernel": {"nan": [0, 0, 3, 5]}, "d/bias": {}}, 4)
+    f = first(run_check(run, "nonfinite"))
+    assert (f.tensor, f.record, f.value, f.count) == ("d/kernel", 2, 3.0, 2)
+    assert len(run_check(run, "nonfinite").findings) == 1
+
+
+def test_norm_growth_uses_floor_for_zero_start():
+    # a bias starting at exactly 0 grows to 0.05: below the floor, no alarm
+    run = make_run({"d/bias": {"l2": [0.0, 0.05, 0.06, 0.07], "size": 10}}, 4, shapes={"d/bias": (10,)})
+    assert run_check(run, "norm-growth").status == "passed"
+    run = make_run({"d/kernel": {"l2": [1.0, 1.5, 6.0, 30.0]}}, 4)
+    f = first(run_check(run, "norm-growth", max_ratio=3.0))
+    assert f.record == 2 and f.value == pytest.approx(4.0)
+
+
+def test_unchanged_and_stalled_are_opposites():
+    still = {"d_l2": [None, 0.0, 0.0], "d_absmax": [None, 0.0, 0.0], "changed": [None, 0, 0]}
+    moving = {"d_l2": [None, 0.1, 0.1], "d_absmax": [None, 0.01, 0.01], "changed": [None, 1, 1]}
+    run = make_run({"a/kernel": still, "b/kernel": moving}, 3)
+    assert [f.tensor for f in run_check(run, "unchanged").findings] == ["b/kernel"]
+    assert [f.tensor for f in run_check(run, "stalled").findings] == ["a/kernel"]
+
+
+def test_unchanged_counts_nonfinite_update_as_change():
+    run = make_run({"a/kernel": {"d_absmax": [None, None], "changed": [None, 1]}}, 2)
+    assert first(run_check(run, "unchanged")).record == 1
+
+
+def test_stalled_ignores_shrinking_but_nonzero_updates():
+    run = make_run({"a/kernel": {"d_l2": [None, 1e-2, 1e-4, 1e-6]}}, 4)
+    assert run_check(run, "stalled").status == "passed"
+
+
+def test_dead_units_fraction():
+    run = make_run({"a/kernel": {"dead_units": [None, 2, 8]}}, 3, shapes={"a/kernel": (4, 10)})
+    f = first(run_check(run, "dead-units", max_fraction=0.5))
+    assert f.record == 2 and f.value == pytest.approx(0.8)
+
+
+def test_oscillation_needs_patience():
+    run = make_run({"a/kernel": {"d_cos": [None, None, -0.95, 0.2, -0.97, -0.99]}}, 6)
+    f = first(run_check(run, "oscillation", patience=2))
+    assert f.record == 5
+
+
+def test_update_disparity_against_last_tensor():
+    tensors = {"l1/kernel": {"d_l2": [None, 1e-6, 1e-6]}, "l2/kernel": {"d_l2": [None, 1e-2, 1e-2]},
+               "out/kernel": {"d_l2": [None, 1e-2, 1e-2]}}
+    res = run_check(make_run(tensors, 3), "update-disparity", max_disparity=1000.0)
+    assert [f.tensor for f in res.findings] == ["l1/kernel"]
+    assert res.findings[0].value == pytest.approx(1e4)
+
+
+def test_nonfinite_log_distinguishes_missing_from_nan():
+    logs = [{}, {"loss": 1.0}, {}, {"loss": None}]
+    f = first(run_check(make_run({"a/kernel": {}}, 4, logs=logs), "nonfinite-log"))
+    assert f.record == 3 and f.metric == "loss" and f.tensor is None
+
+
+def test_loss_divergence_against_best_so_far():
+    logs = [{}, {"loss": 2.0}, {"loss": 1.0}, {"loss": 2.5}, {"loss": 3.5}]
+    f = first(run_check(make_run({"a/kernel": {}}, 5, logs=logs), "loss-divergence", max_ratio=3.0))
+    assert f.record == 4 and f.value == pytest.approx(3.5)
+
+
+def test_loss_plateau():
+    logs = [{}] + [{"loss": v} for v in (1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4)]
+    f = first(run_check(make_run({"a/kernel": {}}, 9, logs=logs), "loss-plateau", window=5))
+    assert f.record == 8
+
+
+def test_after_and_patience_mask_records():
+    run = make_run({"d/kernel": {"nan": [0, 1, 1, 0, 1, 1, 1]}}, 7)
+    assert first(run_check(run, "nonfinite", after=2)).record == 2
+    assert first(run_check(run, "nonfinite", patience=3)).record == 6
+    assert run_check(run, "nonfinite", patience=4).status == "passed"
+
+
+def test_frozen_filter_is_per_record():
+    # frozen only from record 2 on: a change at record 1 is legal, at record 3 it is not
+    cols = {"frozen": [0, 0, 1, 1], "d_absmax": [None, 0.1, 0.0, 0.2], "changed": [None, 1, 0, 1]}
+    res = run_check(make_run({"base/kernel": cols}, 4), "unchanged", frozen=True)
+    assert first(res).record == 3
+
+
+def test_default_pack_passes_a_healthy_history():
+    tensors = {f"l{i}/kernel": {"l2": [1.0, 1.1, 1.15, 1.17, 1.18], "d_l2": [None, 0.1, 0.05, 0.02, 0.01],
+                                "d_cos": [None, None, 0.3, 0.1, -0.2]} for i in range(3)}
+    logs = [{}, {"loss": 1.0}, {"loss": 0.6}, {"loss": 0.5}, {"loss": 0.45}]
+    report = evaluate(make_run(tensors, 5, logs=logs), load_rules(use_project_config=False))
+    assert not report.failed, [f.message for r in report.failed for f in r.findings]

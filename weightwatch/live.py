@@ -1,0 +1,136 @@
+"""Checking a run while it trains: new findings, halting, verdict, healthy weights.
+
+The callback keeps the run's histories in memory (it appends each record it
+writes) and calls :meth:`LiveChecker.update` after every record; nothing is
+re-read from disk.  The rules are the same ones ``weightwatch check``
+discovers, evaluated by the same engine, so a halted run and a later
+``weightwatch check`` report exactly the same failures.
+
+Framework-free: restoring weights into a model lives in :mod:`weightwatch.restore`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from .config import load_rules
+from .engine import evaluate
+from .jsonio import atomic_write
+from .report import FAILED, WARNING, Finding, Report
+from .runformat import HEALTHY, record_name, save_npz
+
+
+
+@dataclass
+class LiveOutcome:
+    report: Report
+    new: list[Finding] = field(default_factory=list)
+    healthy: bool = True
+    halt: bool = False
+    reason: str = ""
+
+
+class LiveChecker:
+    def __init__(self, rules=None, *, run_dir=None, verbose=1, halt_on="error"):
+        # Loaded at on_train_begin: a bad rule file stops fit() before the first step.
+        self.ruleset = load_rules(rules)
+        self.verbose = verbose
+        self.halt_on = halt_on
+        self.run_dir = run_dir
+        self._seen: set[tuple] = set()
+        self.last_report: Report | None = None
+        self.healthy_record: int | None = None
+        self._started = time.perf_counter()
+
+    def start(self, run) -> None:
+        self._seen.clear()
+        self.last_report = None
+        self._started = time.perf_counter()
+
+    def update(self, run) -> LiveOutcome:
+        report = evaluate(run, self.ruleset)
+        self.last_report = report
+        out = LiveOutcome(report)
+        for result in report.results:
+            for f in result.findings:
+                key = (f.rule, f.tensor, f.metric)
+                if key not in self._seen:
+                    self._seen.add(key)
+                    out.new.append(f)
+        out.healthy = not report.failed
+        levels = {"error": (FAILED,), "warning": (FAILED, WARNING)}.get(self.halt_on, ())
+        triggering = [f for r in report.results if r.status in levels for f in r.findings
+                      if f in out.new]
+        if triggering:
+            out.halt = True
+            first = triggering[0]
+            out.reason = f"{first.rule} failed on {first.where}: {first.message}"
+        if out.new and self.verbose:
+            self._print_new(out.new)
+        return out
+
+    def _print_new(self, findings) -> None:
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(highlight=False)
+        console.print()  # Keras' progress bar may still own the current line
+        for f in findings:
+            word = "[bold red]FAILED[/]" if f.severity == "error" else "[yellow]WARNING[/]"
+            console.print(f"weightwatch: {word} {escape(f.rule)} - {escape(f.message)}")
+
+    def keep_healthy(self, run, index: int, arrays: dict, writer) -> None:
+        """Keep the weights of record ``index`` as the last healthy ones (``healthy.npz``).
+
+        When the record already has its tensors on disk (``save_tensors=True``)
+        the file is hard-linked instead of written again.
+        """
+        target = writer.dir / HEALTHY
+        sidecar = writer.dir / record_name(index, ".npz")
+        if sidecar.exists():
+            tmp = writer.dir / f".{HEALTHY}.link.tmp"
+            try:
+                if tmp.exists():
+                    tmp.unlink()
+                os.link(sidecar, tmp)
+                os.replace(tmp, target)
+                self._write_pointer(writer, index, sidecar.name)
+                self.healthy_record = index
+                return
+            except OSError:
+                pass  # filesystems without hard links: write a copy
+        save_npz(target, arrays)
+        self._write_pointer(writer, index, HEALTHY)
+        self.healthy_record = index
+
+    def _write_pointer(self, writer, index, file):
+        from .jsonio import dumps
+
+        atomic_write(writer.dir / "healthy.json", dumps({"record": index, "file": file}))
+
+    def write_verdict(self, run, outcome: LiveOutcome, writer) -> None:
+        rec = run.records[-1]
+        findings = [f for r in outcome.report.results for f in r.findings
+                    if r.status in (FAILED, WARNING)]
+        writer.write_verdict({
+            "halted": True,
+            "record": rec.index,
+            "epoch": rec.epoch,
+            "batch": rec.batch,
+            "reason": outcome.reason,
+            "healthy_record": self.healthy_record,
+            "rule_sources": outcome.report.rule_sources,
+            "findings": [dict(f.to_dict(), rule=f.rule, severity=f.severity) for f in findings],
+        })
+
+    def print_summary(self, run) -> None:
+        from rich.console import Console
+
+        report = self.last_report or evaluate(run, self.ruleset)
+        from .terminal import summary_text
+
+        Console(highlight=False).print(
+            f"weightwatch: {summary_text([report], time.perf_counter() - self._started)}"
+            f" - {run.path}")

@@ -1,0 +1,444 @@
+"""The terminal report: pytest's layout, for rules over a training run.
+
+::
+
+    ============================== weightwatch check ===============================
+    run: runs/exp1  (weightwatch) · 4 records · 2 tensors
+    rules: default
+    nonfinite-weights    nonfinite                                            FAILED
+    ...
+    =================================== FAILURES ===================================
+    ______________________________ nonfinite-weights _______________________________
+    dense/kernel (layer dense) · first at epoch 2 · value 3 against limit 0 · ...
+    E   dense/kernel holds 3 NaN/Inf values
+        nan+inf  0  0  [3]  3   ▁▁██
+    hint: Lower the learning rate, ...
+    =========================== short test summary info ============================
+    FAILED nonfinite-weights - dense/kernel holds 3 NaN/Inf values
+    ========================= 1 failed, 9 passed in 0.02s ==========================
+
+Everything is printed as :class:`rich.text.Text`, never as markup, so a
+tensor called ``dense[0]/kernel`` prints as written.  Colour follows rich's
+own detection (``NO_COLOR``, ``FORCE_COLOR``, whether stdout is a terminal)
+and lines follow the console's width.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.text import Text
+
+from .report import FAILED, PASSED, SKIPPED, STATUS_ORDER, WARNING, Finding, Report, RuleResult
+
+#: Colour of each status word (and of the summary line).
+STYLE = {FAILED: "red", WARNING: "yellow", PASSED: "green", SKIPPED: "dim"}
+#: Status words, as pytest writes them.
+WORD = {FAILED: "FAILED", WARNING: "WARNING", PASSED: "PASSED", SKIPPED: "SKIPPED"}
+#: -q progress characters.
+CHAR = {FAILED: "F", WARNING: "W", PASSED: ".", SKIPPED: "s"}
+#: Findings shown per rule (and summary lines per rule) unless -v.
+MAX_FINDINGS = 5
+#: History entries shown in full before the middle is elided (-v allows more).
+HISTORY_FULL, HISTORY_FULL_VERBOSE = 12, 40
+#: Widest sparkline, in characters.
+SPARK_WIDTH = 40
+
+
+# -- numbers ------------------------------------------------------------------------------
+
+def fmt_num(x, digits: int = 3, none: str = "-") -> str:
+    """A number in as few characters as it needs: ``3``, ``0.123``, ``1.5e-8``, ``nan``."""
+    if x is None:
+        return none
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(x):
+        return "nan"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    if x == int(x) and abs(x) < 1e6:
+        return str(int(x))
+    s = f"{x:.{digits}g}"
+    if "e" in s:
+        mant, exp = s.split("e")
+        s = f"{mant}e{int(exp)}"
+    return s
+
+
+def format_duration(seconds: float) -> str:
+    """pytest's session duration: ``0.12s``, or ``75.31s (0:01:15)`` past a minute."""
+    text = f"{seconds:.2f}s"
+    if seconds >= 60:
+        s = int(seconds)
+        text += f" ({s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d})"
+    return text
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def _own_sparkline(values, width=None) -> str:
+    """Fallback sparkline: one bar per value (bucket maxima past ``width``); ``·`` = undefined."""
+    vals = []
+    for v in values:
+        try:
+            v = None if v is None else float(v)
+        except (TypeError, ValueError):
+            v = None
+        vals.append(None if v is None or math.isnan(v) else v)
+    if width and len(vals) > width:
+        buckets = []
+        for i in range(width):
+            chunk = [v for v in vals[i * len(vals) // width:(i + 1) * len(vals) // width] if v is not None]
+            buckets.append(max(chunk) if chunk else None)
+        vals = buckets
+    finite = [v for v in vals if v is not None and math.isfinite(v)]
+    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
+    out = []
+    for v in vals:
+        if v is None:
+            out.append("·")
+        elif v == math.inf:
+            out.append(_BARS[-1])
+        elif v == -math.inf:
+            out.append(_BARS[0])
+        elif hi == lo:
+            out.append(_BARS[0])
+        else:
+            out.append(_BARS[min(len(_BARS) - 1, int(round((v - lo) / (hi - lo) * (len(_BARS) - 1))))])
+    return "".join(out)
+
+
+def sparkline(values, width=None) -> str:
+    """weightwatch.show's sparkline when available, else a small one of our own."""
+    try:
+        from .show import sparkline as shared
+    except ImportError:
+        return _own_sparkline(values, width)
+    try:
+        return str(shared(values, width=width))
+    except Exception:  # a helper bug must not take the report down with it
+        return _own_sparkline(values, width)
+
+
+def _shown_indices(n: int, mark: int | None, full: int, edge: int) -> list[int | None]:
+    """Indices of a history to print (``None`` = elided run): all when short, else the edges
+    and the marked record with its neighbours."""
+    if n <= full:
+        return list(range(n))
+    keep = set(range(edge)) | set(range(n - edge, n))
+    if mark is not None and 0 <= mark < n:
+        keep |= {mark - 1, mark, mark + 1}
+    out: list[int | None] = []
+    prev = -1
+    for i in sorted(k for k in keep if 0 <= k < n):
+        if i != prev + 1:
+            out.append(None)
+        out.append(i)
+        prev = i
+    return out
+
+
+def history_text(history: list, mark: int | None, *, verbose: bool = False,
+                 style: str = "bold red") -> Text:
+    """``0  0.1  [3]  3  …  2.5`` with the marked record emphasised, then a sparkline."""
+    full, edge = (HISTORY_FULL_VERBOSE, 8) if verbose else (HISTORY_FULL, 4)
+    t = Text()
+    for k, i in enumerate(_shown_indices(len(history), mark, full, edge)):
+        if k:
+            t.append("  ")
+        if i is None:
+            t.append("…", style="dim")
+        elif i == mark:
+            t.append(f"[{fmt_num(history[i])}]", style=style)
+        else:
+            t.append(fmt_num(history[i]))
+    if history:
+        width = SPARK_WIDTH if len(history) > SPARK_WIDTH else None
+        spark = sparkline(history, width)
+        t.append("   ")
+        if width is None and mark is not None and 0 <= mark < len(spark) == len(history):
+            t.append(spark[:mark], style="cyan")
+            t.append(spark[mark], style=style)
+            t.append(spark[mark + 1:], style="cyan")
+        else:
+            t.append(spark, style="cyan")
+    return t
+
+
+# -- pieces ------------------------------------------------------------------------------
+
+def source_label(source: str) -> str:
+    """``default`` for a built-in pack, a path relative to the current folder when it can be."""
+    try:
+        from .config import packs_dir
+        p = Path(source.split(" [", 1)[0]).resolve()
+        if p.parent == packs_dir().resolve() and p.suffix == ".toml":
+            return p.stem
+    except Exception:
+        pass
+    try:
+        path, _, rest = source.partition(" [")
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            return rel + (f" [{rest}" if rest else "")
+    except ValueError:
+        pass
+    return source
+
+
+def _subject(f: Finding) -> str:
+    """What a finding is about: its tensor, or the log key of a log check."""
+    return f.tensor if f.tensor else (f.metric or "run")
+
+
+def _check_of(r: RuleResult) -> str:
+    return getattr(r.rule, "check", "")
+
+
+def _line(console: Console, left: Text, right: Text) -> None:
+    """``left`` then ``right`` flush with the console's right edge (left truncated to fit)."""
+    width = console.width
+    room = max(1, width - right.cell_len - 1)
+    left = left.copy()
+    if left.cell_len > room:
+        left.truncate(room, overflow="ellipsis")
+    line = Text()
+    line.append_text(left)
+    line.append(" " * max(1, width - left.cell_len - right.cell_len))
+    line.append_text(right)
+    console.print(line, no_wrap=True, overflow="ellipsis", soft_wrap=False)
+
+
+def _sep(console: Console, title: str, char: str, style: str, bold: bool = True) -> None:
+    console.rule(Text(title, style=f"bold {style}" if bold else style), characters=char, style=style)
+
+
+def _what(f: Finding, total_records: int) -> Text:
+    t = Text()
+    subject = _subject(f)
+    t.append(subject if f.tensor else f"log {subject}", style="bold")
+    if f.tensor and f.layer and f.layer != f.tensor:
+        t.append(f" (layer {f.layer})", style="dim")
+    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
+    t.append(f" · first at {at}")
+    t.append(" (record ")
+    t.append(str(f.record))
+    t.append(")")
+    value = "non-finite" if f.value is None else fmt_num(f.value, 4)
+    t.append(" · value ")
+    t.append(value, style="bold red" if f.severity == "error" else "bold yellow")
+    if f.limit is not None:
+        t.append(f" against limit {fmt_num(f.limit, 4)}")
+    n = f.count
+    t.append(f" · {n} of {total_records} record{'s' if total_records != 1 else ''} violate"
+             + ("s" if n == 1 else ""))
+    return t
+
+
+def _finding_block(console: Console, f: Finding, report: Report, style: str, verbose: bool) -> None:
+    console.print(_what(f, report.records))
+    msg = Text("E   ", style=f"bold {style}")
+    msg.append(f.message, style=f"bold {style}")
+    console.print(msg)
+    if f.history:
+        hist = Text("    ")
+        hist.append(f"{f.metric or 'value'}: ", style="dim")
+        hist.append_text(history_text(f.history, f.record, verbose=verbose, style=f"bold {style}"))
+        console.print(hist, no_wrap=True, overflow="ellipsis")
+
+
+def _rule_section(console: Console, result: RuleResult, report: Report, verbose: bool) -> None:
+    style = STYLE[result.status] if result.status in (FAILED, WARNING) else "red"
+    _sep(console, result.id, "_", style)
+    findings = result.findings if verbose else result.findings[:MAX_FINDINGS]
+    if not result.findings and result.note:
+        console.print(Text(f"E   {result.note}", style=f"bold {style}"))
+    for k, f in enumerate(findings):
+        if k:
+            console.print()
+        _finding_block(console, f, report, style, verbose)
+    more = len(result.findings) - len(findings)
+    if more:
+        console.print(Text(f"… and {more} more tensor{'s' if more != 1 else ''} (-v shows all)",
+                           style="dim"))
+    hint = getattr(result.rule, "hint", "")
+    if hint:
+        t = Text("hint: ", style="bold cyan")
+        t.append(hint)
+        console.print(t)
+    if verbose:
+        src = getattr(result.rule, "source", "")
+        if src:
+            console.print(Text(f"rule: {source_label(src)}", style="dim"))
+
+
+def summary_lines(report: Report, verbose: bool = False) -> list[Text]:
+    """The ``short test summary info`` lines of one run."""
+    lines: list[Text] = []
+    for p in report.problems:
+        t = Text("ERROR", style="bold red")
+        t.append(f" {p}")
+        lines.append(t)
+    for result in report.results:
+        if result.status not in (FAILED, WARNING):
+            continue
+        word = WORD[result.status]
+        style = STYLE[result.status]
+        items = result.findings if verbose else result.findings[:MAX_FINDINGS]
+        if not result.findings:
+            t = Text(word, style=f"bold {style}")
+            t.append(f" {result.id} - {result.note}")
+            lines.append(t)
+        for f in items:
+            subject = _subject(f)
+            msg = f.message if f.message.startswith(subject) else f"{subject}: {f.message}"
+            t = Text(word, style=f"bold {style}")
+            t.append(f" {result.id} - {msg}")
+            lines.append(t)
+        more = len(result.findings) - len(items)
+        if more:
+            t = Text(word, style=f"bold {style}")
+            t.append(f" {result.id} - … and {more} more tensor{'s' if more != 1 else ''}")
+            lines.append(t)
+    if verbose:
+        for result in report.results:
+            if result.status == SKIPPED:
+                t = Text("SKIPPED", style="yellow")
+                t.append(f" {result.id} - {result.note or 'skipped'}")
+                lines.append(t)
+    return lines
+
+
+# -- the report ----------------------------------------------------------------------------
+
+def _header(report: Report) -> list[Text]:
+    source = "seed-format dump" if report.source == "seed" else report.source
+    head = Text("run: ", style="bold")
+    head.append(report.run)
+    head.append(f"  ({source}) · {report.records} record{'s' if report.records != 1 else ''}"
+                f" · {report.tensors} tensor{'s' if report.tensors != 1 else ''}")
+    rules = Text("rules: ", style="bold")
+    rules.append(", ".join(source_label(s) for s in report.rule_sources) or "(none)")
+    return [head, rules]
+
+
+def render_report(report: Report, console: Console, *, verbosity: int = 0) -> None:
+    """Print one run's report, pytest-style: header, one line per rule, failures, summary info."""
+    verbose = verbosity > 0
+    if verbosity < 0:
+        line = Text(report.run + " ")
+        for r in report.results:
+            line.append(CHAR.get(r.status, "?"), style=STYLE.get(r.status, ""))
+        if report.problems:
+            line.append("E" * len(report.problems), style="red")
+        console.print(line)
+    else:
+        _sep(console, "weightwatch check", "=", "default", bold=True)
+        for t in _header(report):
+            console.print(t)
+        if not report.results:
+            console.print(Text("no rule selected", style="yellow"))
+        idw = max((len(r.id) for r in report.results), default=0)
+        ckw = max((len(_check_of(r)) for r in report.results), default=0)
+        for r in report.results:
+            left = Text(r.id.ljust(idw))
+            left.append("  ")
+            left.append(_check_of(r).ljust(ckw) if verbose else _check_of(r), style="dim")
+            if verbose:
+                if r.tensors:
+                    left.append(f"  {r.tensors} tensor{'s' if r.tensors != 1 else ''}")
+                if r.note:
+                    left.append(f"  ({r.note})", style="dim")
+            elif r.status == SKIPPED and r.note:
+                pass  # the note is -v material, as pytest's skip reasons are
+            _line(console, left, Text(WORD.get(r.status, r.status.upper()), style=STYLE.get(r.status, "")))
+
+    if report.problems:
+        _sep(console, "ERRORS", "=", "red")
+        for p in report.problems:
+            console.print(Text(p, style="red"))
+
+    for title, status in (("FAILURES", FAILED), ("WARNINGS", WARNING)):
+        results = [r for r in report.results if r.status == status]
+        if not results:
+            continue
+        _sep(console, title, "=", STYLE[status])
+        for r in results:
+            _rule_section(console, r, report, verbose)
+
+    lines = summary_lines(report, verbose)
+    if lines:
+        _sep(console, "short test summary info", "=", "cyan", bold=False)
+        for t in lines:
+            console.print(t, no_wrap=True, overflow="ellipsis")
+
+
+# -- the summary line ----------------------------------------------------------------------
+
+def _counts(reports: list[Report]) -> tuple[dict, int]:
+    counts = {s: 0 for s in STATUS_ORDER}
+    for rep in reports:
+        for s, n in rep.counts().items():
+            counts[s] = counts.get(s, 0) + n
+    errors = sum(len(rep.problems) for rep in reports)
+    return counts, errors
+
+
+def _plural(n: int, noun: str) -> str:
+    """pytest's plural rule: only "warning" and "error" take an s."""
+    if noun in ("warning", "error") and n != 1:
+        noun += "s"
+    return f"{n} {noun}"
+
+
+def _parts(reports: list[Report]) -> list[tuple[str, str]]:
+    counts, errors = _counts(reports)
+    parts = [(_plural(counts[s], s), STYLE[s]) for s in STATUS_ORDER if counts.get(s)]
+    if errors:
+        parts.append((_plural(errors, "error"), "red"))
+    return parts
+
+
+def _main_color(reports: list[Report], strict: bool) -> str:
+    counts, errors = _counts(reports)
+    if counts[FAILED] or errors or (strict and counts[WARNING]):
+        return "red"
+    if counts[WARNING] or not counts[PASSED]:
+        return "yellow"   # warnings, or nothing actually checked (exit code 5)
+    return "green"
+
+
+def summary_text(reports: list[Report], duration: float) -> str:
+    """``2 failed, 1 warning, 9 passed, 1 skipped in 0.12s`` (plain text)."""
+    parts = _parts(reports)
+    body = ", ".join(p for p, _ in parts) if parts else "no rules ran"
+    return f"{body} in {format_duration(duration)}"
+
+
+def render_summary(reports: list[Report], console: Console, *, duration: float,
+                   strict: bool = False) -> None:
+    """The final ``==== 2 failed, 9 passed in 0.12s ====`` line, coloured by the worst outcome."""
+    stopped = [r for r in reports if r.stopped_early]
+    if stopped:
+        n = sum(len(r.failed) for r in stopped)
+        _sep(console, f"stopped after {n} failure{'s' if n != 1 else ''} (--maxfail)", "!", "red",
+             bold=False)
+    color = _main_color(reports, strict)
+    parts = _parts(reports)
+    title = Text()
+    if not parts:
+        title.append("no rules ran", style=f"bold {color}")
+    for k, (text, style) in enumerate(parts):
+        if k:
+            title.append(", ", style=color)
+        # pytest: the part that decides the colour is bold, the others plain in their own colour
+        title.append(text, style=f"bold {style}" if style == color else style)
+    title.append(f" in {format_duration(duration)}", style=color)
+    console.rule(title, characters="=", style=color)
