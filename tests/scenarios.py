@@ -168,12 +168,12 @@ def _mlp(keras, d_in, hidden=(32, 32), out=1, act="relu", out_act=None, name="mo
 
 
 def build_lr_far_too_high(run_dir):
-    """SGD with lr=0.25 on a ReLU regressor: weights blow up, then turn NaN."""
+    """SGD with lr=0.5 on a tanh regressor: weights blow up, then turn NaN."""
     keras = _start(1)
     x, y = _regression(scale=3.0)
-    model = _mlp(keras, 16, (64, 64))
-    model.compile(keras.optimizers.SGD(learning_rate=0.25), loss="mse")
-    model.fit(x, y, batch_size=128, epochs=6, verbose=0, callbacks=[_watch(run_dir)])
+    model = _mlp(keras, 16, (32, 32), act="tanh")
+    model.compile(keras.optimizers.SGD(learning_rate=0.5), loss="mse")
+    model.fit(x, y, batch_size=64, epochs=6, verbose=0, callbacks=[_watch(run_dir)])
 
 
 def build_nan_loss_handwritten_bce(run_dir):
@@ -188,7 +188,7 @@ def build_nan_loss_handwritten_bce(run_dir):
         return -ops.mean(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
 
     model = _mlp(keras, 16, (32,), out_act="sigmoid")
-    model.compile(keras.optimizers.Adam(learning_rate=0.05), loss=bce)
+    model.compile(keras.optimizers.Adam(learning_rate=0.02), loss=bce)
     model.fit(x, y, batch_size=32, epochs=8, verbose=0, callbacks=[_watch(run_dir)])
 
 
@@ -608,14 +608,14 @@ def build_deep_relu_he(run_dir):
 
 # --------------------------------------------------------------------------- catalogue
 
-_HIDDEN = ["hidden1/*", "hidden2/*"]
+_HIDDEN = ["model/hidden1/*", "model/hidden2/*"]
 
 SCENARIOS: list[Scenario] = [
     # ---- faulty
     Scenario(
         "lr-far-too-high", False, "exploding", ["*"], 1, None,
-        "SGD lr=0.25 on a ReLU regressor (targets scaled by 3): every tensor grows by orders of "
-        "magnitude in the first epochs, then the weights become NaN.",
+        "SGD lr=0.5 (about 20x too high) on a tanh regressor: every tensor grows by orders of "
+        "magnitude per epoch from record 1, the loss reaches ~1e32, then the weights become NaN.",
         build_lr_far_too_high),
     Scenario(
         "nan-loss-handwritten-bce", False, "nan", ["*"], 3, None,
@@ -630,12 +630,12 @@ SCENARIOS: list[Scenario] = [
         "record 1.",
         build_nan_loss_rmsle_linear, fast=True),
     Scenario(
-        "norm-growth-wrong-sign-regulariser", False, "norm-growth", ["hidden1/kernel"], 2, None,
+        "norm-growth-wrong-sign-regulariser", False, "norm-growth", ["model/hidden1/kernel"], 2, None,
         "Custom L2 regulariser returning `-l2 * sum(w^2)` (sign flipped): hidden1/kernel grows "
         "geometrically every epoch; loss stays finite, no NaN.",
         build_norm_growth_wrong_sign_regulariser),
     Scenario(
-        "frozen-after-fit", False, "frozen-trap", ["hidden1/*"], 3, None,
+        "frozen-after-fit", False, "frozen-trap", ["model/hidden1/*"], 3, None,
         "`hidden1.trainable = False` set after a first fit() without compile(): the layer reports "
         "trainable=False (recorded frozen=1) but its weights keep changing from record 3 on.",
         build_frozen_after_fit, fast=True),
@@ -662,23 +662,23 @@ SCENARIOS: list[Scenario] = [
         "first step; no weight changes at any record, learning_rate logged as 0.",
         build_lr_zero_warmup_floordiv, fast=True),
     Scenario(
-        "dead-relu-negative-bias", False, "dead-units", ["hidden2/kernel", "hidden2/bias"], 1, None,
+        "dead-relu-negative-bias", False, "dead-units", ["model/hidden2/kernel", "model/hidden2/bias"], 1, None,
         "hidden2 (ReLU) starts with bias -5: most of its units output 0 for every sample, so their "
         "kernel columns and biases never change (dead_units close to 32/32).",
         build_dead_relu_negative_bias, fast=True),
     Scenario(
-        "dead-relu-lr-spike", False, "dead-units", ["hidden1/kernel", "hidden2/kernel"], 4, None,
+        "dead-relu-lr-spike", False, "dead-units", ["model/hidden1/kernel", "model/hidden2/kernel"], 4, None,
         "LearningRateScheduler returns 1.0 instead of 1e-1 for epoch 3 (index 2): the spike pushes "
         "most ReLU units into the dead zone; from record 4 their kernel columns stop changing.",
         build_dead_relu_lr_spike),
     Scenario(
         "vanishing-deep-sigmoid", False, "vanishing",
-        ["hidden1/kernel", "hidden2/kernel", "hidden3/kernel"], 1, None,
+        ["model/hidden1/kernel", "model/hidden2/kernel", "model/hidden3/kernel"], 1, None,
         "Ten Dense(32, sigmoid) layers with Glorot init and plain SGD: the gradient shrinks ~4x per "
         "layer, so the first layers' relative updates are orders of magnitude below the last ones'.",
         build_vanishing_deep_sigmoid),
     Scenario(
-        "oscillation-fullbatch-sgd", False, "oscillation", ["linear/kernel"], 2, None,
+        "oscillation-fullbatch-sgd", False, "oscillation", ["model/linear/kernel"], 2, None,
         "Full-batch SGD on a linear regressor with one unnormalised feature (scale 10): lr=0.0105 is "
         "just above the stability limit 2/200, so each update reverses the previous one "
         "(d_cos ~ -1) and the amplitude grows slowly.",

@@ -177,8 +177,12 @@ class WatchCallback(keras.callbacks.Callback):
             return False
         self._recorder.reset()
         resume = initial_epoch > 0 and not self.overwrite
-        self._writer = RunWriter(self.run_dir, overwrite=self.overwrite, resume=resume,
-                                 model_name=self.model.name, info=self._run_info())
+        try:
+            self._writer = RunWriter(self.run_dir, overwrite=self.overwrite, resume=resume,
+                                     model_name=self.model.name, info=self._run_info())
+        except OSError as exc:
+            self._write_error(exc)
+            return False
         self._run = None
         if resume and self._writer.next_record > 0:
             from .reader import open_run

@@ -99,6 +99,10 @@ def _own_sparkline(values, width=None) -> str:
             buckets.append(max(chunk) if chunk else None)
         vals = buckets
     finite = [v for v in vals if v is not None and math.isfinite(v)]
+    if finite and min(finite) > 0 and max(finite) / min(finite) > 1e3:
+        # spans orders of magnitude (an explosion): a log scale keeps the early values visible
+        vals = [v if v is None or not math.isfinite(v) else math.log10(v) for v in vals]
+        finite = [math.log10(v) for v in finite]
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
     out = []
     for v in vals:
@@ -145,30 +149,46 @@ def _shown_indices(n: int, mark: int | None, full: int, edge: int) -> list[int |
     return out
 
 
-def history_text(history: list, mark: int | None, *, verbose: bool = False,
-                 style: str = "bold red") -> Text:
-    """``0  0.1  [3]  3  …  2.5`` with the marked record emphasised, then a sparkline."""
-    full, edge = (HISTORY_FULL_VERBOSE, 8) if verbose else (HISTORY_FULL, 4)
+def _numbers(history: list, mark: int | None, indices, style: str) -> Text:
     t = Text()
-    for k, i in enumerate(_shown_indices(len(history), mark, full, edge)):
+    for k, i in enumerate(indices):
         if k:
             t.append("  ")
         if i is None:
             t.append("…", style="dim")
         elif i == mark:
-            t.append(f"[{fmt_num(history[i])}]", style=style)
+            shown = "non-finite" if history[i] is None else fmt_num(history[i])
+            t.append(f"[{shown}]", style=style)
         else:
             t.append(fmt_num(history[i]))
+    return t
+
+
+def history_text(history: list, mark: int | None, *, verbose: bool = False,
+                 style: str = "bold red", max_width: int | None = None) -> Text:
+    """A sparkline of the history, then its values (3 significant digits), the marked record
+    as ``[value]`` in ``style``; the middle is elided (``…``) when long or when the values
+    would not fit in ``max_width`` cells."""
+    t = Text()
     if history:
-        width = SPARK_WIDTH if len(history) > SPARK_WIDTH else None
+        most = SPARK_WIDTH if max_width is None else max(8, min(SPARK_WIDTH, max_width // 3))
+        width = most if len(history) > most else None
         spark = sparkline(history, width)
-        t.append("   ")
         if width is None and mark is not None and 0 <= mark < len(spark) == len(history):
             t.append(spark[:mark], style="cyan")
             t.append(spark[mark], style=style)
             t.append(spark[mark + 1:], style="cyan")
         else:
             t.append(spark, style="cyan")
+        t.append("  ")
+    full, edge = (HISTORY_FULL_VERBOSE, 8) if verbose else (HISTORY_FULL, 4)
+    room = None if max_width is None else max_width - t.cell_len
+    while True:
+        nums = _numbers(history, mark, _shown_indices(len(history), mark, full, edge), style)
+        if room is None or nums.cell_len <= room or edge <= 1:
+            break
+        full, edge = 0, edge - 1
+    t.append_text(nums)
     return t
 
 
@@ -224,7 +244,7 @@ def _what(f: Finding, total_records: int) -> Text:
     t = Text()
     subject = _subject(f)
     t.append(subject if f.tensor else f"log {subject}", style="bold")
-    if f.tensor and f.layer and f.layer != f.tensor:
+    if f.tensor and f.layer and not f.tensor.startswith(f.layer + "/") and f.layer != f.tensor:
         t.append(f" (layer {f.layer})", style="dim")
     at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
     t.append(f" · first at {at}")
@@ -250,7 +270,8 @@ def _finding_block(console: Console, f: Finding, report: Report, style: str, ver
     if f.history:
         hist = Text("    ")
         hist.append(f"{f.metric or 'value'}: ", style="dim")
-        hist.append_text(history_text(f.history, f.record, verbose=verbose, style=f"bold {style}"))
+        hist.append_text(history_text(f.history, f.record, verbose=verbose, style=f"bold {style}",
+                                      max_width=console.width - hist.cell_len))
         console.print(hist, no_wrap=True, overflow="ellipsis")
 
 
@@ -353,7 +374,8 @@ def render_report(report: Report, console: Console, *, verbosity: int = 0) -> No
             left.append(_check_of(r).ljust(ckw) if verbose else _check_of(r), style="dim")
             if verbose:
                 if r.tensors:
-                    left.append(f"  {r.tensors} tensor{'s' if r.tensors != 1 else ''}")
+                    noun = "log" if getattr(r.rule, "is_log_check", False) else "tensor"
+                    left.append(f"  {r.tensors} {noun}{'s' if r.tensors != 1 else ''}")
                 if r.note:
                     left.append(f"  ({r.note})", style="dim")
             elif r.status == SKIPPED and r.note:

@@ -1,0 +1,75 @@
+"""GitHub Actions annotations: findings shown on the run's summary page and in the PR.
+
+One workflow command per finding::
+
+    ::error file=runs/exp1/record-000002.json,title=weightwatch nonfinite-weights::dense/kernel at epoch 2: dense/kernel holds 3 NaN/Inf values
+    ::warning file=runs/exp1/record-000005.json,title=weightwatch loss-plateau::loss at epoch 5: loss improved by 0.01% ...
+    ::notice title=weightwatch::2 failed, 1 warning, 9 passed in 0.12s
+
+The message and property values are escaped as the Actions runner expects
+(``%`` ``\\r`` ``\\n`` everywhere, and ``:`` ``,`` inside properties), the same
+as ``@actions/core``'s ``escapeData`` / ``escapeProperty``.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from .report import FAILED, WARNING, Finding, Report
+from .runformat import record_name
+from .terminal import summary_text
+
+
+def escape_data(s) -> str:
+    return str(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(s) -> str:
+    return escape_data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(kind: str, message: str, **props) -> str:
+    """``::kind prop=value,...::message`` with everything escaped."""
+    p = ",".join(f"{k}={escape_property(v)}" for k, v in props.items() if v is not None)
+    return f"::{kind}{' ' + p if p else ''}::{escape_data(message)}"
+
+
+def _join(run: str, name: str) -> str:
+    # Annotations want forward slashes whatever the OS the check ran on.
+    return str(PurePosixPath(run.replace("\\", "/")) / name)
+
+
+def _record_file(report: Report, f: Finding) -> str:
+    """The snapshot file of the finding's record (seed dumps: the run directory itself)."""
+    if report.source == "weightwatch":
+        return _join(report.run, record_name(f.record))
+    return report.run.replace("\\", "/")
+
+
+def _where(f: Finding) -> str:
+    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
+    subject = f.tensor if f.tensor else (f.metric or "")
+    return f"{subject} at {at}" if subject else at
+
+
+def github_annotations(reports: list[Report], strict: bool = False) -> str:
+    """Workflow commands for every finding, run problem, and a final summary notice."""
+    lines = []
+    for report in reports:
+        for problem in report.problems:
+            where, sep, _ = problem.partition(": ")
+            lines.append(command("error", problem, file=where.replace("\\", "/") if sep else None,
+                                 title="weightwatch input"))
+        for result in report.results:
+            if result.status not in (FAILED, WARNING):
+                continue
+            kind = "error" if result.status == FAILED or strict else "warning"
+            title = f"weightwatch {result.id}"
+            if not result.findings:
+                lines.append(command(kind, result.note or result.status, title=title))
+            for f in result.findings:
+                lines.append(command(kind, f"{_where(f)}: {f.message}",
+                                     file=_record_file(report, f), title=title))
+    duration = sum(r.duration for r in reports)
+    lines.append(command("notice", summary_text(reports, duration), title="weightwatch"))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,151 @@
+"""JUnit XML, for CI systems that show test results (GitLab, Jenkins, Azure, ...).
+
+One ``<testsuite>`` per run; one ``<testcase>`` per rule and tensor that was
+checked::
+
+    <testsuites name="weightwatch" tests="13" failures="2" errors="0" skipped="1" time="0.021">
+      <testsuite name="weightwatch: runs/exp1" tests="13" failures="2" ...>
+        <testcase classname="weightwatch.nonfinite-weights" name="dense/kernel" time="0">
+          <failure message="dense/kernel holds 3 NaN/Inf values" type="nonfinite">...</failure>
+        </testcase>
+        <testcase classname="weightwatch.exploding-norm" name="all tensors" time="0"/>
+        <testcase classname="weightwatch.frozen-changed" name="all tensors" time="0">
+          <skipped message="no selected tensor is frozen=true"/>
+        </testcase>
+        <testcase classname="weightwatch.input" name="runs/exp1/record-000003.json" time="0">
+          <error message="runs/exp1/record-000003.json: unreadable record, skipped (...)"/>
+        </testcase>
+
+A failing rule gives one testcase per finding (the report does not list the
+tensors that passed, so a passing rule is one testcase, "all tensors").
+Warnings are passing testcases whose ``<system-out>`` says what was seen,
+or failures with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from .jsonio import atomic_write
+from .report import FAILED, SKIPPED, WARNING, Finding, Report, RuleResult
+from .terminal import fmt_num
+
+#: Characters XML 1.0 cannot hold at all (ElementTree would write them and break the file).
+_ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _clean(text) -> str:
+    return _ILLEGAL_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def _subject(f: Finding) -> str:
+    return f.tensor if f.tensor else (f.metric or "run")
+
+
+def _rule_subject(result: RuleResult) -> str:
+    """The testcase name of a rule that is reported as a whole."""
+    rule = result.rule
+    if getattr(rule, "is_log_check", False):
+        opts = getattr(rule, "options", {}) or {}
+        keys = opts.get("keys") or [opts.get("key", "loss")]
+        return ", ".join(map(str, keys))
+    return "all tensors"
+
+
+def finding_details(f: Finding, rule, total_records: int) -> str:
+    """The body of a failure: where, what, against which limit, and the hint."""
+    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
+    lines = [f.message, ""]
+    lines.append(f"tensor: {f.tensor}" + (f" (layer {f.layer})" if f.layer else "") if f.tensor
+                 else f"log: {_subject(f)}")
+    lines.append(f"first at: {at} (record {f.record})")
+    value = "non-finite" if f.value is None else fmt_num(f.value, 6)
+    lines.append(f"{f.metric or 'value'}: {value}"
+                 + (f" against limit {fmt_num(f.limit, 6)}" if f.limit is not None else ""))
+    lines.append(f"violated in: {f.count} of {total_records} records")
+    if f.history:
+        lines.append("history: " + " ".join(fmt_num(v) for v in f.history))
+    hint = getattr(rule, "hint", "")
+    if hint:
+        lines.append(f"hint: {hint}")
+    return "\n".join(lines)
+
+
+def _case(suite: ET.Element, classname: str, name: str) -> ET.Element:
+    return ET.SubElement(suite, "testcase", classname=_clean(classname), name=_clean(name), time="0")
+
+
+def _suite(report: Report, strict: bool) -> tuple[ET.Element, dict]:
+    suite = ET.Element("testsuite", name=_clean(f"weightwatch: {report.run}"))
+    n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for result in report.results:
+        classname = f"weightwatch.{result.id}"
+        check = getattr(result.rule, "check", "")
+        as_failure = result.status == FAILED or (strict and result.status == WARNING)
+        if result.status in (FAILED, WARNING) and result.findings:
+            for f in result.findings:
+                case = _case(suite, classname, _subject(f))
+                n["tests"] += 1
+                details = finding_details(f, result.rule, report.records)
+                if as_failure:
+                    el = ET.SubElement(case, "failure", message=_clean(f.message), type=_clean(check))
+                    el.text = _clean(details)
+                    n["failures"] += 1
+                else:
+                    ET.SubElement(case, "system-out").text = _clean(f"warning: {details}")
+        elif result.status == WARNING:    # a warning with no finding: a note about the rule
+            case = _case(suite, classname, _rule_subject(result))
+            n["tests"] += 1
+            note = result.note or "warning"
+            if as_failure:
+                el = ET.SubElement(case, "failure", message=_clean(note), type=_clean(check))
+                el.text = _clean(note)
+                n["failures"] += 1
+            else:
+                ET.SubElement(case, "system-out").text = _clean(f"warning: {note}")
+        elif result.status == SKIPPED:
+            case = _case(suite, classname, _rule_subject(result))
+            n["tests"] += 1
+            ET.SubElement(case, "skipped", message=_clean(result.note or "skipped"))
+            n["skipped"] += 1
+        else:  # passed (or a failure without findings, which the engine does not produce)
+            case = _case(suite, classname, _rule_subject(result))
+            n["tests"] += 1
+            if result.status == FAILED:
+                ET.SubElement(case, "failure", message=_clean(result.note or "failed"), type=_clean(check))
+                n["failures"] += 1
+    for problem in report.problems:
+        where, sep, _ = problem.partition(": ")
+        case = _case(suite, "weightwatch.input", where if sep else report.run)
+        n["tests"] += 1
+        ET.SubElement(case, "error", message=_clean(problem), type="RunFormatError").text = _clean(problem)
+        n["errors"] += 1
+    for k, v in n.items():
+        suite.set(k, str(v))
+    suite.set("time", f"{report.duration:.3f}")
+    return suite, n
+
+
+def junit_xml(reports: list[Report], *, strict: bool = False) -> bytes:
+    """The JUnit XML document for ``reports``, as UTF-8 bytes."""
+    root = ET.Element("testsuites", name="weightwatch")
+    total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for report in reports:
+        suite, n = _suite(report, strict)
+        root.append(suite)
+        for k in total:
+            total[k] += n[k]
+    for k, v in total.items():
+        root.set(k, str(v))
+    root.set("time", f"{sum(r.duration for r in reports):.3f}")
+    ET.indent(root)
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write_junit(reports: list[Report], path, *, strict: bool = False) -> None:
+    """Write the JUnit XML report to ``path`` (whole or not at all; parent folders created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, junit_xml(reports, strict=strict))
