@@ -156,7 +156,13 @@ def _images(n=384, size=8, seed=0):
     return x, y
 
 
-def _mlp(keras, d_in, hidden=(32, 32), out=1, act="relu", out_act=None, name="model", **dense_kw):
+def _mlp(keras, d_in, hidden=(32, 32), out=1, act="relu", out_act="auto", name="model", **dense_kw):
+    """Sequential MLP named ``model``: paths are ``model/hidden<i>/...`` and ``model/out/...``.
+
+    ``out_act="auto"``: linear for one output (regression), softmax for several.
+    """
+    if out_act == "auto":
+        out_act = None if out == 1 else "softmax"
     layers = [keras.Input((d_in,), name="x")]
     for i, h in enumerate(hidden, 1):
         layers.append(keras.layers.Dense(h, activation=act, name=f"hidden{i}", **dense_kw))

@@ -356,7 +356,7 @@ def test_logs_hold_loss_and_learning_rate(dense_run):
 
 # -- SIGKILL in the middle of writing ----------------------------------------------------------
 
-KILL_SCRIPT = r"""
+KERAS_CHILD = r"""
 import os, sys
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import numpy as np, keras, weightwatch
@@ -370,12 +370,65 @@ cb = weightwatch.WatchCallback(sys.argv[1], freq=1, save_tensors=True, check=Fal
 model.fit(x, y, epochs=1000, batch_size=8, verbose=0, callbacks=[cb])
 """
 
+# The same writer and recorder the callback uses, without Keras (it starts in a fraction of a
+# second, so several kill timings are cheap): 2 MB of tensors a record, and a new tensor every
+# third record so that the manifest is rewritten while records are being written.
+WRITER_CHILD = r"""
+import sys, time
+import numpy as np
+from weightwatch.recorder import Recorder
+from weightwatch.runformat import RunWriter
+writer = RunWriter(sys.argv[1], model_name="writer")
+recorder = Recorder()
+arrays = {"w/big/kernel": np.random.default_rng(0).normal(size=(512, 1024)).astype("float32")}
+step = 0
+while True:
+    if step % 3 == 0:
+        arrays[f"w/extra{step}/bias"] = np.zeros(64, "float32")
+        writer.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": list(a.shape),
+                             "dtype": "float32", "kind": "kernel" if a.ndim == 2 else "bias"}
+                            for p, a in arrays.items()])
+    arrays = {p: a + np.float32(0.01) for p, a in arrays.items()}
+    rows = {p: recorder.row(p, a, trainable=True, frozen=False, units=a.shape[-1] if a.ndim == 2 else None)
+            for p, a in arrays.items()}
+    step += 1
+    writer.write_record(epoch=step, batch=None, step=step, kind="epoch", rows=rows,
+                        logs={"loss": 1.0 / step}, wall=time.time(), arrays=arrays)
+"""
+
 
 def _records_in(run_dir):
     try:
-        return sum(1 for f in os.listdir(run_dir) if RUN_FILE_RE.match(f) and f.endswith(".json")) - 1
+        return sum(1 for f in os.listdir(run_dir) if f.startswith("record-") and f.endswith(".json"))
     except FileNotFoundError:
         return 0
+
+
+def _kill_when(dirs, procs, kill_at, *, reads=10, timeout=90):
+    """SIGKILL ``procs[i]`` once ``kill_at[i](records_so_far)`` is true; read the runs meanwhile."""
+    try:
+        pending = dict(enumerate(procs))
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, "the children never reached the records to kill at"
+            for i, p in list(pending.items()):
+                assert p.poll() is None, f"child exited early: {p.stderr.read().decode()[-2000:]}"
+                n = _records_in(dirs[i])
+                if kill_at[i](n):
+                    p.send_signal(signal.SIGKILL)
+                    del pending[i]
+                elif n >= 1 and reads > 0:
+                    # A reader racing the writer never sees a half-written file.
+                    assert weightwatch.open_run(dirs[i]).problems == []
+                    reads -= 1
+            time.sleep(0.002)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            p.stderr.close()
+    assert [p.returncode for p in procs] == [-signal.SIGKILL] * len(procs)
 
 
 def _check_killed_run(run_dir, ref_row, check_row):
@@ -384,64 +437,46 @@ def _check_killed_run(run_dir, ref_row, check_row):
     assert odd == [], f"unexpected files after SIGKILL: {odd}"
     run = weightwatch.open_run(run_dir)
     assert run.problems == []
-    jsons = sorted(n for n in names if RUN_FILE_RE.match(n) and n.startswith("record-") and n.endswith(".json"))
+    jsons = sorted(n for n in names if n.startswith("record-") and n.endswith(".json"))
     assert [r.file for r in run.records] == jsons
     assert [r.index for r in run.records] == list(range(len(jsons)))
     steps = [r.step for r in run.records]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
-    for f in jsons + ["manifest.json"]:
-        strict_json(run_dir / f)
-    for n in names:
+    manifest = strict_json(run_dir / "manifest.json")
+    for rec in run.records:
+        snap = strict_json(run_dir / rec.file)
+        assert set(snap["tensors"]) <= {t["path"] for t in manifest["tensors"]}
+        with np.load(run_dir / rec.tensors_file, allow_pickle=False) as z:
+            assert set(z.files) == set(snap["tensors"])
+    for n in names:  # a tensors file written just before the kill, its snapshot not yet
         if n.endswith(".npz") and not n.startswith("."):
             with np.load(run_dir / n, allow_pickle=False) as z:
-                assert len(z.files) == 6 and all(z[k].size for k in z.files)
-    for rec in run.records:
-        assert (run_dir / rec.tensors_file).exists()
+                assert all(z[k].size for k in z.files)
     # The last complete records are right, not just parseable.
-    tail = run.records[-2:]
+    last = len(run.records) - 1
+    current = run.tensors_at(run.records[last].index)
+    previous = run.tensors_at(run.records[last - 1].index) if last > 0 else {}
     info = {t.path: t for t in run.tensors}
-    for path, a in run.tensors_at(tail[-1].index).items():
-        prev = run.tensors_at(tail[0].index)[path] if len(tail) == 2 else None
+    columns = [c for c in STATS if c != "d_cos"]
+    for path, a in current.items():
         units = a.shape[-1] if info[path].kind == "kernel" else None
-        got = {c: run.history(path, c)[len(run.records) - 1] for c in STATS if c != "d_cos"}
-        check_row(got, ref_row(a, prev, units=units), where=f"{path} after kill",
-                  columns=[c for c in STATS if c != "d_cos"])
+        got = {c: run.history(path, c)[last] for c in columns}
+        check_row(got, ref_row(a, previous.get(path), units=units), where=f"{path} after kill",
+                  columns=columns)
     return run
 
 
-def test_sigkill_mid_run_leaves_a_readable_run(tmp_path, child_env, ref_row, check_row):
-    rng = random.Random(os.getpid())
-    targets = [2 + rng.randrange(4), 25 + rng.randrange(30)]
-    dirs = [tmp_path / f"killed{i}" for i in range(len(targets))]
-    procs = [subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(d)], env=child_env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for d in dirs]
-    reads = 0
-    try:
-        pending = dict(enumerate(procs))
-        deadline = time.monotonic() + 120
-        while pending:
-            assert time.monotonic() < deadline, "training never produced the records to kill at"
-            for i, p in list(pending.items()):
-                assert p.poll() is None, f"trainer exited early: {p.stderr.read().decode()[-2000:]}"
-                n = _records_in(dirs[i])
-                if n >= targets[i]:
-                    time.sleep(rng.uniform(0, 0.03))
-                    p.send_signal(signal.SIGKILL)
-                    del pending[i]
-                elif n >= 1 and reads < 40:
-                    # A reader racing the writer never sees a half-written file.
-                    assert weightwatch.open_run(dirs[i]).problems == []
-                    reads += 1
-            time.sleep(0.005)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            p.stderr.close()
-    assert [p.returncode for p in procs] == [-signal.SIGKILL] * len(procs)
-    runs = [_check_killed_run(d, ref_row, check_row) for d in dirs]
-    assert len(runs[-1].records) >= targets[-1]
+def test_sigkill_keras_training_leaves_a_readable_run(tmp_path, child_env, ref_row, check_row):
+    """A record every batch, tensors saved; SIGKILL lands at a random record."""
+    rng = random.Random()
+    target, jitter = rng.randrange(3, 40), rng.uniform(0, 0.02)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", KERAS_CHILD, str(run_dir)], env=child_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _kill_when([run_dir], [proc], [lambda n: n >= target and (time.sleep(jitter) or True)])
+    run = _check_killed_run(run_dir, ref_row, check_row)
+    assert len(run.records) >= target
+    assert run.records[0].kind == "begin" and {r.kind for r in run.records[1:]} == {"batch"}
 
     # The killed run can be continued; the new records follow the surviving ones.
     keras.utils.set_random_seed(0)
@@ -449,42 +484,72 @@ def test_sigkill_mid_run_leaves_a_readable_run(tmp_path, child_env, ref_row, che
     model = keras.Sequential([keras.Input((32,)), layers.Dense(96, activation="relu"),
                               layers.Dense(96, activation="relu"), layers.Dense(1)], name="killme")
     model.compile(optimizer="adam", loss="mse")
-    before = len(runs[0].records)
-    model.fit(x, x[:, :1], initial_epoch=1, epochs=2, batch_size=32, verbose=0, callbacks=[watch(dirs[0])])
-    run = weightwatch.open_run(dirs[0])
+    before = len(run.records)
+    model.fit(x, x[:, :1], initial_epoch=1, epochs=2, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
+    run = weightwatch.open_run(run_dir)
     assert run.problems == []
     assert [r.kind for r in run.records[before:]] == ["begin", "epoch"]
     assert [r.index for r in run.records] == list(range(before + 2))
 
 
+def test_sigkill_writer_at_several_moments(tmp_path, child_env, ref_row, check_row):
+    rng = random.Random()
+    dirs = [tmp_path / f"killed{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER_CHILD, str(d)], env=child_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for d in dirs]
+    # Kill points: a record count, then a random delay into the next write.
+    targets = [1, rng.randrange(2, 6), rng.randrange(6, 12), rng.randrange(12, 25)]
+    delays = [rng.uniform(0, 0.02) for _ in dirs]
+    _kill_when(dirs, procs, [lambda n, t=t, d=d: n >= t and (time.sleep(d) or True)
+                             for t, d in zip(targets, delays)], reads=20)
+    for d, t in zip(dirs, targets):
+        run = _check_killed_run(d, ref_row, check_row)
+        assert len(run.records) >= t
+        assert run.log("loss").tolist() == [1.0 / r.step for r in run.records]
+
+
 # -- continuing a run -------------------------------------------------------------------------
 
-def _small_model(name):
-    model = keras.Sequential([keras.Input((8,)), layers.Dense(4, name="fc"), layers.Dense(1, name="head")],
-                             name=name)
-    model.compile(optimizer="adam", loss="mse")
-    return model
-
-
-def test_second_fit_with_same_callback_continues_the_run(tmp_path, ref_row, check_row):
+@pytest.fixture(scope="module")
+def small_model():
+    """One compiled model for the continuation tests (traced once; each test uses its own dir)."""
     keras.utils.set_random_seed(6)
-    x, y = data()
-    model = _small_model("cont")
-    cb = watch(tmp_path / "run")
+    model = keras.Sequential([keras.Input((8,)), layers.Dense(4, name="fc"), layers.Dense(1, name="head")],
+                             name="cont")
+    model.compile(optimizer="adam", loss="mse")
+    return model, data()
+
+
+def test_continuing_with_the_same_callback_then_a_new_one(tmp_path, small_model, ref_row, check_row):
+    model, (x, y) = small_model
+    run_dir = tmp_path / "run"
+    cb = watch(run_dir)
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[cb])
     model.fit(x, y, initial_epoch=3, epochs=5, batch_size=32, verbose=0, callbacks=[cb])
-    run = weightwatch.open_run(tmp_path / "run")
+    run = weightwatch.open_run(run_dir)
     assert [r.index for r in run.records] == [0, 1, 2, 3, 4, 5]
     assert run.epochs.tolist() == [0, 1, 2, 3, 4, 5]
     assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * 5
     assert np.isfinite(run.metric("d_l2")[1:]).all()  # the update across the two fits is measured
+
+    # A new callback (a new process, say) continues with initial_epoch=k > 0.
+    model.fit(x, y, initial_epoch=5, epochs=7, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
+    run = weightwatch.open_run(run_dir)
+    assert run.problems == []
+    assert [r.index for r in run.records] == list(range(9))
+    assert run.epochs.tolist() == [0, 1, 2, 3, 4, 5, 5, 6, 7]
+    assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * 5 + ["begin", "epoch", "epoch"]
+    # The new begin record: same weights as record 5, no deltas (no previous copy in memory).
+    for c in ("d_l2", "d_absmax", "changed", "d_cos"):
+        assert np.isnan(run.metric(c)[6]).all(), c
+    assert np.array_equal(run.metric("l2")[6], run.metric("l2")[5])
+    assert np.isfinite(run.metric("d_l2")[7]).all()
+    assert [t.first_record for t in run.tensors] == [0, 0, 0, 0]
     assert_matches_saved_tensors(run, ref_row, check_row)
 
 
-def test_new_callback_on_a_nonempty_dir_is_refused_then_overwrites(tmp_path):
-    keras.utils.set_random_seed(7)
-    x, y = data()
-    model = _small_model("refuse")
+def test_new_callback_on_a_nonempty_dir_is_refused_then_overwrites(tmp_path, small_model):
+    model, (x, y) = small_model
     run_dir = tmp_path / "run"
     model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
     (run_dir / "notes.txt").write_text("mine")
@@ -494,10 +559,12 @@ def test_new_callback_on_a_nonempty_dir_is_refused_then_overwrites(tmp_path):
     assert str(run_dir) in str(err.value) and "overwrite=True" in str(err.value)
     assert {f: (run_dir / f).read_bytes() for f in os.listdir(run_dir)} == before
 
-    # Resuming into a run of another model is refused too.
-    with pytest.raises(RunDirNotEmptyError, match="refuse"):
-        _small_model("other").fit(x, y, initial_epoch=2, epochs=3, batch_size=32, verbose=0,
-                                  callbacks=[watch(run_dir)])
+    # Resuming into a run of another model is refused too, naming the model.
+    other = keras.Sequential([keras.Input((8,)), layers.Dense(1)], name="other")
+    other.compile(optimizer="adam", loss="mse")
+    with pytest.raises(RunDirNotEmptyError, match="'cont'"):
+        other.fit(x, y, initial_epoch=2, epochs=3, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
+    assert {f: (run_dir / f).read_bytes() for f in os.listdir(run_dir)} == before
 
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[watch(run_dir, overwrite=True)])
     run = weightwatch.open_run(run_dir)
@@ -505,26 +572,6 @@ def test_new_callback_on_a_nonempty_dir_is_refused_then_overwrites(tmp_path):
     assert sorted(os.listdir(run_dir)) == ["manifest.json", "notes.txt", "record-000000.json",
                                            "record-000000.npz", "record-000001.json", "record-000001.npz"]
     assert (run_dir / "notes.txt").read_text() == "mine"
-
-
-def test_new_callback_with_initial_epoch_resumes(tmp_path, ref_row, check_row):
-    keras.utils.set_random_seed(8)
-    x, y = data()
-    model = _small_model("resume")
-    run_dir = tmp_path / "run"
-    model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
-    model.fit(x, y, initial_epoch=3, epochs=5, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
-    run = weightwatch.open_run(run_dir)
-    assert run.problems == []
-    assert [r.index for r in run.records] == list(range(7))
-    assert run.epochs.tolist() == [0, 1, 2, 3, 3, 4, 5]
-    assert [r.kind for r in run.records] == ["begin", "epoch", "epoch", "epoch", "begin", "epoch", "epoch"]
-    # The new begin record: same weights as record 3, no deltas (a fresh process knows no previous copy).
-    for c in ("d_l2", "d_absmax", "changed", "d_cos"):
-        assert np.isnan(run.metric(c)[4]).all(), c
-    assert np.array_equal(run.metric("l2")[4], run.metric("l2")[3])
-    assert np.isfinite(run.metric("d_l2")[5]).all()
-    assert_matches_saved_tensors(run, ref_row, check_row)
 
 
 # -- options ----------------------------------------------------------------------------------

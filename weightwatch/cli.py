@@ -110,7 +110,10 @@ def main(argv=None) -> int:
     try:
         return int(_COMMANDS[args.command](args))
     except WeightwatchError as exc:
-        _stderr().print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from rich.markup import escape
+
+        # soft_wrap: one line, however narrow the terminal; CI logs are grepped.
+        _stderr().print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return int(ExitCode.USAGE_ERROR)
     except KeyboardInterrupt:
         _stderr().print("[red]interrupted[/]")

@@ -195,19 +195,24 @@ def history_text(history: list, mark: int | None, *, verbose: bool = False,
 # -- pieces ------------------------------------------------------------------------------
 
 def source_label(source: str) -> str:
-    """``default`` for a built-in pack, a path relative to the current folder when it can be."""
+    """``default`` for a built-in pack (``default.toml:25 (built-in)`` with a line), else a
+    path relative to the current folder when it is below it."""
+    import re
+
+    m = re.fullmatch(r"(.*?)(:\d+)?", source)
+    base, line = m.group(1), m.group(2) or ""
+    path, _, section = base.partition(" [")
     try:
         from .config import packs_dir
-        p = Path(source.split(" [", 1)[0]).resolve()
-        if p.parent == packs_dir().resolve() and p.suffix == ".toml":
-            return p.stem
+        p = Path(path).resolve()
+        if p.suffix == ".toml" and p.parent == packs_dir().resolve():
+            return f"{p.name}{line} (built-in)" if line else p.stem
     except Exception:
         pass
     try:
-        path, _, rest = source.partition(" [")
         rel = os.path.relpath(path)
         if not rel.startswith(".."):
-            return rel + (f" [{rest}" if rest else "")
+            return rel + (f" [{section}" if section else "") + line
     except ValueError:
         pass
     return source

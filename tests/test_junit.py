@@ -1,0 +1,196 @@
+"""JUnit XML and GitHub annotations, on reports the real engine produced from hand-written runs."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from runfactory import MLP, write_healthy_run, write_nan_run, write_run
+from weightwatch.config import load_rules
+from weightwatch.engine import evaluate
+from weightwatch.github import escape_data, escape_property, github_annotations
+from weightwatch.junit import junit_xml, write_junit
+from weightwatch.reader import open_run
+
+
+@pytest.fixture(scope="module")
+def rules():
+    return load_rules(use_project_config=False)
+
+
+@pytest.fixture(scope="module")
+def healthy(rules, tmp_path_factory):
+    return evaluate(open_run(write_healthy_run(tmp_path_factory.mktemp("j") / "healthy")), rules)
+
+
+@pytest.fixture(scope="module")
+def nan_report(rules, tmp_path_factory):
+    return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("j") / "nan")), rules)
+
+
+@pytest.fixture(scope="module")
+def plateau(rules, tmp_path_factory):
+    records = [{"logs": {"loss": 1.0} if i else {}} for i in range(8)]
+    return evaluate(open_run(write_run(tmp_path_factory.mktemp("j") / "plateau", MLP, records)), rules)
+
+
+def parse(tmp_path, reports, **kw) -> ET.Element:
+    path = tmp_path / "out" / "nested" / "junit.xml"
+    write_junit(reports, path, **kw)
+    assert not [f for f in os.listdir(path.parent) if f.endswith(".tmp")]
+    return ET.parse(path).getroot()
+
+
+def cases(suite):
+    return [(c.get("classname"), c.get("name")) for c in suite.iter("testcase")]
+
+
+# -- JUnit ---------------------------------------------------------------------------------
+
+def test_structure_and_counts(tmp_path, healthy, nan_report):
+    root = parse(tmp_path, [healthy, nan_report])
+    assert root.tag == "testsuites"
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == [f"weightwatch: {healthy.run}", f"weightwatch: {nan_report.run}"]
+    h, n = suites
+    assert (h.get("tests"), h.get("failures"), h.get("errors"), h.get("skipped")) == ("12", "0", "0", "1")
+    assert (n.get("tests"), n.get("failures"), n.get("errors"), n.get("skipped")) == ("12", "2", "0", "1")
+    assert (root.get("tests"), root.get("failures"), root.get("skipped")) == ("24", "2", "2")
+    float(h.get("time"))
+    for suite in suites:
+        assert len(suite.findall("testcase")) == int(suite.get("tests"))
+        assert all(c.get("time") == "0" for c in suite.iter("testcase"))
+    assert ("weightwatch.nonfinite-weights", "dense/kernel") in cases(n)
+    assert ("weightwatch.nonfinite-loss", "loss") in cases(n)
+    assert ("weightwatch.exploding-norm", "all tensors") in cases(n)
+    assert ("weightwatch.loss-diverging", "loss") in cases(h)      # log rules name their key
+    assert ("weightwatch.nonfinite-weights", "all tensors") in cases(h)
+
+
+def test_failure_carries_message_and_details(tmp_path, nan_report):
+    suite = parse(tmp_path, [nan_report]).find("testsuite")
+    case = next(c for c in suite.iter("testcase") if c.get("classname") == "weightwatch.nonfinite-weights")
+    failure = case.find("failure")
+    assert failure.get("message") == "dense/kernel holds 3 NaN/Inf values"
+    assert failure.get("type") == "nonfinite"
+    text = failure.text
+    assert "tensor: dense/kernel (layer dense)" in text
+    assert "first at: epoch 2 (record 2)" in text
+    assert "nan+inf: 3 against limit 0" in text
+    assert "violated in: 2 of 4 records" in text
+    assert "history: 0 0 3 3" in text
+    assert "hint: Lower the learning rate" in text
+
+
+def test_skipped_and_passed(tmp_path, healthy):
+    suite = parse(tmp_path, [healthy]).find("testsuite")
+    skipped = [c for c in suite.iter("testcase") if c.find("skipped") is not None]
+    assert len(skipped) == 1
+    assert skipped[0].get("classname") == "weightwatch.frozen-changed"
+    assert skipped[0].get("name") == "all tensors"
+    assert skipped[0].find("skipped").get("message") == "no selected tensor is frozen=true"
+    passed = [c for c in suite.iter("testcase") if len(c) == 0]
+    assert len(passed) == 11
+
+
+def test_warnings_pass_unless_strict(tmp_path, plateau):
+    suite = parse(tmp_path, [plateau]).find("testsuite")
+    case = next(c for c in suite.iter("testcase") if c.get("classname") == "weightwatch.loss-plateau")
+    assert case.get("name") == "loss"
+    assert case.find("failure") is None
+    assert case.find("system-out").text.startswith("warning: loss improved by")
+    assert suite.get("failures") == "0"
+
+    strict = parse(tmp_path, [plateau], strict=True).find("testsuite")
+    case = next(c for c in strict.iter("testcase") if c.get("classname") == "weightwatch.loss-plateau")
+    assert case.find("failure").get("message").startswith("loss improved by")
+    assert strict.get("failures") == "1"
+
+
+def test_problems_are_errors(tmp_path, rules):
+    run = write_healthy_run(tmp_path / "run")
+    (run / "record-000004.json").write_text("{not json", encoding="utf-8")
+    report = evaluate(open_run(run), rules)
+    suite = parse(tmp_path, [report]).find("testsuite")
+    assert suite.get("errors") == "1" and suite.get("tests") == "13"
+    case = next(c for c in suite.iter("testcase") if c.get("classname") == "weightwatch.input")
+    assert case.get("name") == str(run / "record-000004.json")
+    assert "unreadable record" in case.find("error").get("message")
+
+
+def test_xml_is_well_formed_whatever_the_text(tmp_path):
+    rs = load_rules({"rule": [{"id": "odd", "check": "nonfinite", "message": "<&> \"q\" \x1b[31m ü {tensor}",
+                               "hint": "a\x00b"}]}, use_project_config=False)
+    bad = {"nan": 1, "d_l2": None, "d_absmax": None, "d_cos": None, "dead_units": None}
+    tensors = {"a<&>/kernel": {"shape": [2, 2]}}
+    records = [{"logs": {}}, {"logs": {"loss": 1.0}, "rows": {"a<&>/kernel": bad}}]
+    report = evaluate(open_run(write_run(tmp_path / "run", tensors, records)), rs)
+    root = ET.fromstring(junit_xml([report]))
+    case = next(c for c in root.iter("testcase") if c.get("classname") == "weightwatch.odd")
+    assert case.get("name") == "a<&>/kernel"
+    assert case.find("failure").get("message") == '<&> "q" \\x1b[31m ü a<&>/kernel'
+    assert junit_xml([report]).startswith(b"<?xml version='1.0' encoding='utf-8'?>")
+
+
+def test_write_replaces_existing_file(tmp_path, healthy, nan_report):
+    path = tmp_path / "junit.xml"
+    write_junit([nan_report], path)
+    write_junit([healthy], path)
+    assert ET.parse(path).getroot().get("failures") == "0"
+
+
+# -- GitHub annotations --------------------------------------------------------------------
+
+def test_annotations_for_a_failing_run(nan_report):
+    run = nan_report.run
+    lines = github_annotations([nan_report]).splitlines()
+    assert lines == [
+        f"::error file={escape_property(run)}/record-000002.json,title=weightwatch nonfinite-weights"
+        "::dense/kernel at epoch 2: dense/kernel holds 3 NaN/Inf values",
+        f"::error file={escape_property(run)}/record-000002.json,title=weightwatch nonfinite-loss"
+        f"::loss at epoch 2: {nan_report.results[1].findings[0].message}",
+        "::notice title=weightwatch::2 failed, 9 passed, 1 skipped in "
+        + lines[-1].rsplit(" in ", 1)[1],
+    ]
+    assert github_annotations([nan_report]).endswith("\n")
+
+
+def test_annotations_warnings_and_strict(plateau, healthy):
+    lines = github_annotations([plateau]).splitlines()
+    assert lines[0].startswith(f"::warning file={escape_property(plateau.run)}/record-000006.json,"
+                               "title=weightwatch loss-plateau::loss at epoch 6: loss improved by ")
+    assert lines[-1].startswith("::notice title=weightwatch::1 warning, 10 passed, 1 skipped in ")
+    assert github_annotations([plateau], strict=True).splitlines()[0].startswith("::error ")
+    assert github_annotations([healthy]).splitlines()[0].startswith("::notice title=weightwatch::11 passed")
+
+
+def test_annotation_escaping(tmp_path):
+    rs = load_rules({"rule": [{"id": "odd", "check": "nonfinite", "message": "100% bad\r\nreally: yes, {tensor}"}]},
+                    use_project_config=False)
+    bad = {"nan": 1, "d_l2": None, "d_absmax": None, "d_cos": None, "dead_units": None}
+    run_dir = tmp_path / "run,a:b%"
+    records = [{"logs": {}}, {"logs": {"loss": 1.0}, "rows": {"dense/kernel": bad}}]
+    report = evaluate(open_run(write_run(run_dir, {"dense/kernel": {"shape": [2, 2]}}, records)), rs)
+    line = next(x for x in github_annotations([report]).splitlines() if "weightwatch odd" in x)
+    file = str(run_dir).replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
+    assert "run%2Ca%3Ab%25" in file
+    assert line == (f"::error file={file}/record-000001.json,title=weightwatch odd"
+                    "::dense/kernel at epoch 1: 100%25 bad%0D%0Areally: yes, dense/kernel")
+    assert "\n" not in line and "\r" not in line
+
+
+def test_escape_functions():
+    assert escape_data("a%b\r\nc:d,e") == "a%25b%0D%0Ac:d,e"
+    assert escape_property("a%b\r\nc:d,e") == "a%25b%0D%0Ac%3Ad%2Ce"
+
+
+def test_problem_annotations(tmp_path, rules):
+    run = write_healthy_run(tmp_path / "run")
+    (run / "record-000004.json").write_text("{not json", encoding="utf-8")
+    report = evaluate(open_run(run), rules)
+    first = github_annotations([report]).splitlines()[0]
+    assert first.startswith(f"::error file={escape_property(str(run / 'record-000004.json'))},"
+                            "title=weightwatch input::")
+    assert "unreadable record, skipped" in first
