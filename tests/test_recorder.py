@@ -367,8 +367,30 @@ model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(96, activation=
                           keras.layers.Dense(96, activation="relu"), keras.layers.Dense(1)], name="killme")
 model.compile(optimizer="adam", loss="mse")
 cb = weightwatch.WatchCallback(sys.argv[1], freq=1, save_tensors=True, check=False, verbose=0)
+sys.stdin.readline()  # "go": the parent starts this process early so TF imports in the background
 model.fit(x, y, epochs=1000, batch_size=8, verbose=0, callbacks=[cb])
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def keras_child(request, tmp_path_factory, child_env):
+    """The Keras trainer to SIGKILL, started as the module begins (only if its test is selected)."""
+    if not any(item.name == "test_sigkill_keras_training_leaves_a_readable_run" for item in request.session.items):
+        yield None
+        return
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
+    proc = subprocess.Popen([sys.executable, "-c", KERAS_CHILD, str(run_dir)], env=child_env,
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    yield run_dir, proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for f in (proc.stdin, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
+
 
 # The same writer and recorder the callback uses, without Keras (it starts in a fraction of a
 # second, so several kill timings are cheap): 2 MB of tensors a record, and a new tensor every
@@ -466,13 +488,13 @@ def _check_killed_run(run_dir, ref_row, check_row):
     return run
 
 
-def test_sigkill_keras_training_leaves_a_readable_run(tmp_path, child_env, ref_row, check_row):
+def test_sigkill_keras_training_leaves_a_readable_run(keras_child, ref_row, check_row):
     """A record every batch, tensors saved; SIGKILL lands at a random record."""
     rng = random.Random()
     target, jitter = rng.randrange(3, 40), rng.uniform(0, 0.02)
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", KERAS_CHILD, str(run_dir)], env=child_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir, proc = keras_child
+    proc.stdin.write(b"go\n")
+    proc.stdin.flush()
     _kill_when([run_dir], [proc], [lambda n: n >= target and (time.sleep(jitter) or True)])
     run = _check_killed_run(run_dir, ref_row, check_row)
     assert len(run.records) >= target
