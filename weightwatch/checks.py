@@ -301,7 +301,7 @@ def update_disparity(h: Histories, max_disparity, min_rms):
 
 
 # -- training logs ------------------------------------------------------------------
-@check_kind("nonfinite-log", scope=LOG, message="{key} became {value:g} at {where}",
+@check_kind("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
             metric="log", options={
                 "keys": Option(list, ["loss"], "log entries that must stay finite"),
             })

@@ -147,7 +147,7 @@ def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
             rule=rule.id, severity=rule.severity, tensor=tensors[j], layer=layers[j],
             record=rec.index, epoch=rec.epoch, batch=rec.batch, value=value, limit=limit,
             message=rule.format_message(**fields), metric=metric if tensors[j] else names[j],
-            history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j])))
+            history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j]), file=rec.file))
     if not findings:
         return RuleResult(rule, PASSED, tensors=len(names))
     return RuleResult(rule, FAILED if rule.severity == "error" else WARNING, findings,

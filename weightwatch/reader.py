@@ -25,6 +25,8 @@ from .runformat import (
 )
 from .stats import COLUMNS
 
+_NAN = float("nan")
+
 
 @dataclass
 class TensorInfo:
@@ -109,14 +111,22 @@ class Run:
         r = len(self.records)
         self._grow(r + 1, len(self.tensors))
         if len(paths):
-            self._data[r, [self._tindex[p] for p in paths], :] = values
+            idx = [self._tindex[p] for p in paths]
+            if len(idx) == len(self.tensors) and idx == list(range(len(idx))):
+                self._data[r, : len(idx), :] = values  # the usual case: manifest order, no gaps
+            else:
+                self._data[r, idx, :] = values
         self.records.append(record)
 
-    def _grow(self, nrec: int, ntens: int) -> None:
+    def reserve(self, nrec: int, ntens: int) -> None:
+        """Allocate the history arrays once when the number of records is known."""
+        self._grow(nrec, ntens, exact=True)
+
+    def _grow(self, nrec: int, ntens: int, exact: bool = False) -> None:
         R, T, C = self._data.shape
         if nrec <= R and ntens <= T:
             return
-        newR = max(nrec, 2 * R if nrec > R else R, 8)
+        newR = nrec if exact else max(nrec, 2 * R if nrec > R else R, 8)
         newT = max(ntens, T)
         grown = np.full((newR, newT, C), np.nan)
         grown[:R, :T] = self._data
@@ -257,6 +267,7 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
 
     files = sorted((int(m.group(1)), name) for name in os.listdir(path)
                    if not name.endswith(TMP_SUFFIX) and (m := RECORD_RE.match(name)))
+    run.reserve(len(files), len(run.tensors))
     for index, name in files:
         fp = path / name
         try:
@@ -284,10 +295,19 @@ def _parse_snapshot(snap, index: int, name: str, ncols: int):
     if not isinstance(rows, dict):
         raise ValueError("'tensors' is not an object")
     paths = list(rows)
-    values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, ncols))
-    if values.ndim != 2 or values.shape[1] != ncols:
-        bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != ncols), "?")
+    # The hot path of `weightwatch check`: one flat list with null -> NaN, then one
+    # conversion.  numpy's nested-list conversion with None in it is twice as slow.
+    try:
+        flat = [_NAN if v is None else v for row in rows.values() for v in row]
+        values = np.array(flat, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or values.size != len(paths) * ncols or values.ndim != 1:
+        # Name the offending tensor: numpy's own message does not.
+        bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != ncols
+                    or not all(v is None or isinstance(v, (int, float)) for v in row)), "?")
         raise ValueError(f"tensor {bad!r}: expected {ncols} numbers")
+    values = values.reshape(len(paths), ncols)
     logs = snap.get("logs") or {}
     record = Record(index=int(snap.get("record", index)), epoch=int(snap["epoch"]),
                     batch=snap.get("batch"), step=snap.get("step"), kind=snap.get("kind", "epoch"),

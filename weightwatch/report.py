@@ -34,6 +34,7 @@ class Finding:
     history: list = field(default_factory=list)   # the figure at every record (None = undefined)
     batch: int | None = None
     count: int = 1       # records that violated the rule
+    file: str | None = None  # the record's file in the run directory
 
     @property
     def where(self) -> str:
@@ -45,7 +46,7 @@ class Finding:
             "tensor": self.tensor, "layer": self.layer, "record": self.record,
             "epoch": self.epoch, "batch": self.batch, "value": _json_float(self.value),
             "limit": _json_float(self.limit), "message": self.message, "metric": self.metric,
-            "count": self.count,
+            "count": self.count, "file": self.file,
         }
 
 

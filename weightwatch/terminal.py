@@ -390,7 +390,8 @@ def render_report(report: Report, console: Console, *, verbosity: int = 0) -> No
     if report.problems:
         _sep(console, "ERRORS", "=", "red")
         for p in report.problems:
-            console.print(Text(p, style="red"))
+            # one line however narrow the terminal: it names a file users grep for
+            console.print(Text(p, style="red"), soft_wrap=True)
 
     for title, status in (("FAILURES", FAILED), ("WARNINGS", WARNING)):
         results = [r for r in report.results if r.status == status]

@@ -1,0 +1,116 @@
+"""How fast is ``weightwatch check`` against the floor of just parsing the run?
+
+Builds a synthetic run of RECORDS x TENSORS snapshots (default 1,000 x 200)
+in the real on-disk format, then measures, interleaved and repeated:
+
+* parse floor: read and JSON-parse every record file, nothing else
+  (``jsonio.loads``: orjson when installed, as the reader uses);
+* ``open_run``: parse + build the (records, tensors) metric arrays;
+* ``check()``: open_run + every rule of the default pack;
+* CLI end to end: ``weightwatch check RUN --no-config -q`` in a fresh
+  process (includes interpreter start-up and imports);
+* CLI start-up alone: ``weightwatch --version``, and whether TensorFlow
+  was imported (it must not be).
+
+Usage: ``python benchmarks/checking.py [--records N] [--tensors N] [--repeat N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from weightwatch import jsonio  # noqa: E402
+from weightwatch.config import load_rules  # noqa: E402
+from weightwatch.engine import evaluate  # noqa: E402
+from weightwatch.reader import open_run  # noqa: E402
+from weightwatch.runformat import RunWriter  # noqa: E402
+from weightwatch.stats import COLUMNS  # noqa: E402
+
+
+def build_run(path: Path, records: int, tensors: int, seed: int = 0) -> None:
+    """A healthy-looking run: norms drift slowly, updates shrink, loss falls."""
+    rng = np.random.default_rng(seed)
+    w = RunWriter(path, overwrite=True, model_name="synthetic")
+    names = [f"block{i // 4}/dense{i % 4}/{'kernel' if i % 2 == 0 else 'bias'}" for i in range(tensors)]
+    w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [64, 64] if p.endswith("kernel") else [64],
+                    "dtype": "float32", "kind": "kernel" if p.endswith("kernel") else "bias"} for p in names])
+    l2 = rng.uniform(1, 5, tensors)
+    for r in range(records):
+        rows = {}
+        upd = 0.05 / np.sqrt(r + 1) * l2
+        for j, p in enumerate(names):
+            size = 4096 if p.endswith("kernel") else 64
+            first = r == 0
+            vals = dict(trainable=True, frozen=False, size=size, nan=0, inf=0, l2=float(l2[j]),
+                        mean=float(rng.normal(0, 0.01)), std=float(l2[j] / np.sqrt(size)),
+                        min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0,
+                        d_l2=None if first else float(upd[j]), d_absmax=None if first else float(upd[j] / 10),
+                        changed=None if first else True, dead_units=None if first or not p.endswith("kernel") else 0,
+                        d_cos=None if r < 2 else float(rng.uniform(-0.3, 0.6)))
+            rows[p] = [vals[c] for c in COLUMNS]
+        l2 = l2 * (1 + rng.normal(0, 0.002, tensors))
+        w.write_record(epoch=r, batch=None, step=r * 100, kind="begin" if r == 0 else "epoch", rows=rows,
+                       logs={} if r == 0 else {"loss": float(1.0 / np.sqrt(r)), "learning_rate": 1e-3},
+                       wall=time.time())
+
+
+def parse_floor(path: Path) -> None:
+    for f in sorted(path.glob("record-*.json")):
+        jsonio.loads(f.read_bytes())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=1000)
+    ap.add_argument("--tensors", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+
+    rules = load_rules(use_project_config=False)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        t = time.perf_counter()
+        build_run(run, args.records, args.tensors)
+        build_s = time.perf_counter() - t
+        size = sum(f.stat().st_size for f in run.iterdir())
+        times = {k: [] for k in ("parse floor", "open_run", "check()", "CLI check (process)", "CLI --version")}
+        for _ in range(args.repeat):
+            t = time.perf_counter(); parse_floor(run); times["parse floor"].append(time.perf_counter() - t)
+            t = time.perf_counter(); open_run(run); times["open_run"].append(time.perf_counter() - t)
+            t = time.perf_counter(); report = evaluate(open_run(run), rules)
+            times["check()"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "weightwatch", "check", str(run), "--no-config", "-q"],
+                                  capture_output=True, env=env)
+            times["CLI check (process)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "weightwatch", "--version"], capture_output=True, env=env)
+            times["CLI --version"].append(time.perf_counter() - t)
+        tf = subprocess.run([sys.executable, "-c", "import sys; from weightwatch.cli import main; "
+                             f"main(['check', {str(run)!r}, '--no-config', '-q']); "
+                             "print('tensorflow' in sys.modules)"], capture_output=True, text=True, env=env)
+        floor = statistics.median(times["parse floor"])
+        print(f"synthetic run: {args.records} records x {args.tensors} tensors, {size / 1e6:.1f} MB on disk "
+              f"(built in {build_s:.1f}s); json: {'orjson' if jsonio._orjson else 'stdlib'}; "
+              f"CLI exit code {proc.returncode}; report: {report.counts()}")
+        print(f"{'measure':<24}{'median s':>10}{'x floor':>9}")
+        for k, v in times.items():
+            m = statistics.median(v)
+            print(f"{k:<24}{m:>10.3f}{m / floor:>9.2f}")
+        print(f"TensorFlow imported by `weightwatch check`: {tf.stdout.strip().splitlines()[-1]}")
+
+
+if __name__ == "__main__":
+    main()
