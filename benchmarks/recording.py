@@ -311,6 +311,7 @@ def measure_model(key, args, console):
     model.compile(optimizer="adam", loss="mse")
     root = Path(tempfile.mkdtemp(prefix=f"wwbench-{key}-", dir=args.tmp))
     run_seed = n_params <= args.seed_max_params or args.seed_all
+    seed_reps = args.seed_reps
     variants = [FloorStats(), WW(False), FloorNpz(), WW(True), Checkpoint()]
     if run_seed:
         variants.append(Seed())
@@ -327,6 +328,8 @@ def measure_model(key, args, console):
             sync()
             order = variants[rep % len(variants):] + variants[:rep % len(variants)]
             for v in order:
+                if isinstance(v, Seed) and not 1 <= rep <= seed_reps:
+                    continue  # 100x slower than the rest: no warm-up, fewer repetitions
                 t0 = time.perf_counter()
                 v.run(epoch)
                 dt = time.perf_counter() - t0
@@ -369,7 +372,7 @@ def measure_model(key, args, console):
     spread = {k: (max(t) - min(t)) / statistics.median(t) for k, t in times.items()}
     return dict(key=key, label=label, params=n_params, tensors=n_tensors, largest=largest,
                 med=med, spread=spread, times=times, disk=disk, mem=mem, json_bytes=json_bytes,
-                seed_skipped=not run_seed)
+                seed_skipped=not run_seed, seed_reps=min(seed_reps, args.reps) if run_seed else 0)
 
 
 # -- printing --------------------------------------------------------------------------------
@@ -466,8 +469,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, 5 repetitions")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions per model (default 7, quick 5)")
     ap.add_argument("--seed-all", action="store_true", help="also run the seed callback at 50M")
-    ap.add_argument("--seed-max-params", type=float, default=20e6,
-                    help="largest model the seed callback runs on (default 20M)")
+    ap.add_argument("--seed-max-params", type=float, default=None,
+                    help="largest model the seed callback runs on (default 20M, quick 2M)")
+    ap.add_argument("--seed-reps", type=int, default=None,
+                    help="timed repetitions of the seed callback (default 3, quick 1)")
     ap.add_argument("--seed-mem-max", type=float, default=2e6,
                     help="largest model whose seed-callback memory is traced (default 2M)")
     ap.add_argument("--no-memory", action="store_true", help="skip the tracemalloc pass")
@@ -479,7 +484,12 @@ def main(argv=None):
         keys = tuple(k.strip().lower() for k in args.sizes.split(",") if k.strip())
     if args.reps is None:
         args.reps = 5 if args.quick else 7
-    console = Console()
+    if args.seed_max_params is None:
+        args.seed_max_params = 2e6 if args.quick else 20e6
+    if args.seed_reps is None:
+        args.seed_reps = 1 if args.quick else 3
+    args.seed_reps = max(1, min(args.seed_reps, args.reps))
+    console = Console(width=None if sys.stdout.isatty() else 150)
     console.print(f"keras {keras.__version__} ({keras.backend.backend()}), numpy {np.__version__}, "
                   f"{os.cpu_count()} CPUs, {args.reps} timed repetitions per model")
     results = []
@@ -487,7 +497,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         r = measure_model(key, args, console)
         results.append(r)
-        note = " (seed callback skipped: too slow at this size; --seed-all to run it)" if r["seed_skipped"] else ""
+        note = (" (seed callback skipped at this size: too slow; --seed-max-params / --seed-all)"
+                if r["seed_skipped"] else f" (seed callback: {r['seed_reps']} repetition(s))")
         console.print(f"  {r['label']}: done in {time.perf_counter() - t0:.0f} s{note}")
         keras.backend.clear_session()
         gc.collect()

@@ -8,12 +8,16 @@ prints one row per record:
   upd     update ratio   d_l2 / l2 of the previous record (tensors whose previous
                          l2 is 0 -- biases at init -- are left out)
   grow    growth         l2 / l2 of the previous record (same exclusion)
-  dead    dead fraction  dead_units / units, kernels only (max over tensors)
+  dead    dead fraction  dead_units / units, trainable unfrozen kernels (max over tensors)
   dcos    d_cos          cosine between this update and the previous one
   nf      non-finite     nan + inf elements, summed over tensors
   frzchg  frozen tensors whose values changed (frozen == 1 and changed == 1)
   stall   trainable, not frozen tensors that did not change / how many there are
   mov     BatchNorm moving statistics that changed / how many there are
+
+Extremes are over every tensor, then over kernels only ("kernels:"), because
+one-element biases dominate the raw extremes: their d_cos is always +-1 and
+their update ratio is large whenever the bias is near 0.
 
 ``a..b`` is min..max over the tensors in scope.  Faulty scenarios print two
 rows per record: ``F`` over the tensors matching ``where`` and ``R`` over the
@@ -73,14 +77,16 @@ class Figures:
             ok = prev > 0
             self.upd = np.where(ok, m("d_l2") / prev, np.nan)
             self.grow = np.where(ok, self.l2 / prev, np.nan)
-        units = np.array([t.units or np.nan for t in run.tensors], dtype=float)
-        kernel = np.array([t.kind == "kernel" for t in run.tensors])
-        with np.errstate(invalid="ignore"):
-            self.dead = np.where(kernel, m("dead_units") / units, np.nan)
-        self.dcos = m("d_cos")
-        self.nonfin = np.nan_to_num(m("nan")) + np.nan_to_num(m("inf"))
         self.frozen = m("frozen") == 1
         self.trainable = m("trainable") == 1
+        units = np.array([t.units or np.nan for t in run.tensors], dtype=float)
+        kernel = self.kernel = np.array([t.kind == "kernel" for t in run.tensors])
+        self.size = np.nanmax(m("size"), axis=0) if len(run.records) else np.zeros(len(self.names))
+        with np.errstate(invalid="ignore"):  # a frozen kernel is all "dead": leave it out
+            self.dead = np.where(kernel & self.trainable & ~self.frozen, m("dead_units") / units,
+                                 np.nan)
+        self.dcos = m("d_cos")
+        self.nonfin = np.nan_to_num(m("nan")) + np.nan_to_num(m("inf"))
         self.changed = m("changed")
         self.moving = np.array([t.kind == "moving_stat" for t in run.tensors])
         self.loss = run.log("loss")
@@ -143,6 +149,8 @@ def report(s, run_dir, secs):
     print(f"\n=== {s.name}  [{tag}]  build {secs:.1f} s, {nrec} records, {len(F.names)} tensors")
     if not s.healthy:
         print(f"    where={s.where}  first_visible={s.first_visible}  intent={s.intent}")
+    if s.known_gap:
+        print(f"    KNOWN GAP: {s.known_gap}")
     if F.scale is not None:
         print(f"    loss_scale per record: {' '.join(g(v).strip() for v in F.scale)}")
     if run.problems:
@@ -164,6 +172,13 @@ def report(s, run_dir, secs):
             ("max dead fraction", F.extreme(F.dead, recs, everything, np.nanargmax)),
             ("min d_cos", F.extreme(F.dcos, recs, everything, np.nanargmin)),
             ("max d_cos", F.extreme(F.dcos, recs, everything, np.nanargmax)),
+        ]
+        kern = F.kernel & (F.size > 1)
+        lines += [
+            ("kernels: max upd", F.extreme(F.upd, recs, kern, np.nanargmax)),
+            ("kernels: max growth", F.extreme(F.grow, recs, kern, np.nanargmax)),
+            ("kernels: min growth", F.extreme(F.grow, recs, kern, np.nanargmin)),
+            ("kernels: min d_cos", F.extreme(F.dcos, recs, kern, np.nanargmin)),
         ]
         for label, ext in lines:
             print(describe_extreme(label, ext))
@@ -225,6 +240,11 @@ def main(argv=None):
         tmp = tempfile.TemporaryDirectory(prefix="ww-scenarios-")
         out = Path(tmp.name)
     times = {}
+    t0 = time.perf_counter()
+    if not args.no_build:  # import TensorFlow before timing the first scenario
+        sc._keras()
+        import weightwatch.callback  # noqa: F401
+    print(f"TensorFlow/Keras import: {time.perf_counter() - t0:.1f} s")
     t_all = time.perf_counter()
     for s in chosen:
         if args.no_build:

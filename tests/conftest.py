@@ -152,3 +152,23 @@ def recorded_run(tmp_path_factory):
     cb = weightwatch.WatchCallback(run_dir, check=False, save_tensors=True, verbose=0)
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[cb])
     return run_dir, [v.path for v in model.weights]
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """Build each scenario once per session, on demand; returns its opened run."""
+    pytest.importorskip("keras")
+    from weightwatch.reader import open_run
+
+    root = tmp_path_factory.mktemp("scenarios")
+    cache = {}
+
+    def get(s):
+        if s.name not in cache:
+            import scenarios as sc
+
+            run_dir, _ = sc.build(s, root)
+            cache[s.name] = open_run(run_dir)
+        return cache[s.name]
+
+    return get

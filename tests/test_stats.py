@@ -138,7 +138,7 @@ def test_values_near_float32_max_do_not_overflow(ref_row, check_row):
     x[::2] *= -1
     got, _ = tensor_row(x)
     exp = ref_row(x)
-    assert math.isfinite(exp["l2"]) and exp["l2"] > np.finfo(np.float32).max
+    assert math.isfinite(exp["l2"]) and exp["l2"] > float(np.finfo(np.float32).max)
     check_row(got, exp)
     assert got["l2"] == pytest.approx(exp["l2"], rel=1e-5)
 
@@ -164,6 +164,17 @@ def test_finite_update_larger_than_float32_max(ref_row):
     with np.errstate(over="ignore"):
         got, _ = tensor_row(x, prev)
     assert got["d_l2"] == pytest.approx(ref_row(x, prev)["d_l2"], rel=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "stats.py precision: d_l2 sums squares with a float32 dot per 131072-element block; for an "
+    "Adam-like update (every |d| about equal) the relative error is ~2e-5, above the 1e-5 the "
+    "recorder tests hold every statistic to (l2 is fine: it uses shifted sums)"))
+def test_d_l2_of_a_uniform_update_over_many_blocks(ref_row):
+    prev = rng(21).normal(size=4 * BLOCK + 7).astype(np.float32)
+    x = prev + np.float32(0.01)
+    got, _ = tensor_row(x, prev)
+    assert got["d_l2"] == pytest.approx(ref_row(x, prev)["d_l2"], rel=1e-5)
 
 
 @pytest.mark.parametrize("rows,units", [(50, 12), (600, 300), (3, 40000)])

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import CheckHalted, WeightwatchError
 from .reader import Record, Run, TensorInfo
 from .recorder import Recorder
-from .runformat import RunWriter, record_name, select_tensors, tensor_kind
+from .runformat import RunWriter, record_name, select_tensors, tensor_kind, wait_for_sync
 from .stats import COLUMNS
 
 
@@ -127,6 +127,7 @@ class WatchCallback(keras.callbacks.Callback):
         self._t0 = time.time()
         self.halted = None
         self._copy_fetched = keras.backend.backend() == "torch"
+        self._tf_fetch = keras.backend.backend() == "tensorflow"
         if self.check and self._live is None:
             from .live import LiveChecker
 
@@ -162,6 +163,11 @@ class WatchCallback(keras.callbacks.Callback):
         self._record(epoch=epoch + 1, batch=None, kind="epoch", logs=logs or {})
 
     def on_train_end(self, logs=None):
+        if self._writer is not None and not self._write_failed:
+            try:
+                wait_for_sync()  # the last record's background fsync
+            except OSError as exc:
+                self._write_error(exc)
         if self._live is not None and self._run is not None and self.verbose:
             self._live.print_summary(self._run)
 
@@ -212,27 +218,44 @@ class WatchCallback(keras.callbacks.Callback):
         return info
 
     def _variables(self):
-        """(variable, layer_path, frozen) for every weight, in model order.
+        """(variable, frozen) for every weight, in model order.
 
         A variable belongs to the deepest layer that lists it; it is frozen
-        when that layer or any ancestor has ``trainable=False``.
+        when that layer or any ancestor has ``trainable=False``.  Which layers
+        own a variable is worked out again only when the model's list of
+        variables changes (the walk costs more than the statistics of a model
+        of small tensors); ``frozen`` is read from those layers' ``trainable``
+        flags at every record, so flipping one between epochs shows at once.
         """
-        owner: dict[int, bool] = {}
+        model = self.model
+        weights = model.weights
+        key = (id(model), tuple(map(id, weights)))
+        cache = getattr(self, "_owner_cache", None)
+        if cache is None or cache[0] != key:
+            chains: dict[int, tuple] = {}
 
-        def walk(layer, frozen):
-            frozen = frozen or not layer.trainable
-            for v in layer.weights:
-                owner[id(v)] = frozen
-            for sub in _sublayers(layer):
-                walk(sub, frozen)
+            def walk(layer, chain):
+                chain = chain + (layer,)
+                for v in layer.weights:
+                    chains[id(v)] = chain
+                for sub in _sublayers(layer):
+                    walk(sub, chain)
 
-        walk(self.model, False)
-        seen = set()
-        for v in self.model.weights:
-            if id(v) in seen:
-                continue
-            seen.add(id(v))
-            yield v, owner.get(id(v), not self.model.trainable)
+            walk(model, ())
+            plan, seen = [], set()
+            for v in weights:
+                if id(v) in seen:
+                    continue
+                seen.add(id(v))
+                plan.append((v, chains.get(id(v))))
+            # The plan holds the variables themselves, so no id in the key
+            # can be reused by a new object while the cache lives.
+            cache = self._owner_cache = (key, plan)
+        for v, chain in cache[1]:
+            if chain is None:
+                yield v, not model.trainable
+            else:
+                yield v, not all(layer.trainable for layer in chain)
 
     def _record(self, *, epoch, batch, kind, logs):
         if self._writer is None or self.halted is not None or self._write_failed:
@@ -242,18 +265,26 @@ class WatchCallback(keras.callbacks.Callback):
                      if not (self.trainable_only and not v.trainable)]
         selected = set(select_tensors([v.path for v, _ in variables], self.include, self.exclude))
         entries, rows = [], {}
+        # A tensor's manifest entry and unit count depend on its path, shape
+        # and dtype only: worked out once, not at every record.
+        static = self.__dict__.setdefault("_static_cache", {})
         for v, frozen in variables:
             path = v.path
             if path not in selected:
                 continue
             array = self._fetch(v)
-            shape = tuple(array.shape)
-            kind_ = tensor_kind(path, len(shape))
-            units = shape[-1] if kind_ == "kernel" and len(shape) >= 2 else None
+            known = static.get((path, array.shape, array.dtype))
+            if known is None:
+                shape = tuple(array.shape)
+                kind_ = tensor_kind(path, len(shape))
+                units = shape[-1] if kind_ == "kernel" and len(shape) >= 2 else None
+                entry = {"path": path, "layer": path.rsplit("/", 1)[0] if "/" in path else "",
+                         "shape": list(shape), "dtype": str(array.dtype), "kind": kind_}
+                known = static[(path, array.shape, array.dtype)] = (entry, units)
+            entry, units = known
             rows[path] = self._recorder.row(path, array, trainable=bool(v.trainable),
                                             frozen=bool(frozen), units=units)
-            entries.append({"path": path, "layer": path.rsplit("/", 1)[0] if "/" in path else "",
-                            "shape": list(shape), "dtype": str(array.dtype), "kind": kind_})
+            entries.append(entry)
         clean_logs = _clean_logs(logs)
         self._add_optimizer_logs(clean_logs)
         arrays = {p: self._recorder.prev[p] for p in rows} if self.save_tensors else None
@@ -268,9 +299,11 @@ class WatchCallback(keras.callbacks.Callback):
         record = Record(index=index, epoch=epoch, batch=batch, step=self._step, kind=kind,
                         time=time.time(), logs=clean_logs, file=record_name(index),
                         tensors_file=record_name(index, ".npz") if arrays is not None else None)
+        in_run = set(self._run.tensor_names)
         for e in entries:
-            self._run.add_tensor(TensorInfo(e["path"], e["layer"], tuple(e["shape"]), e["dtype"],
-                                            e["kind"], first_record=index))
+            if e["path"] not in in_run:
+                self._run.add_tensor(TensorInfo(e["path"], e["layer"], tuple(e["shape"]), e["dtype"],
+                                                e["kind"], first_record=index))
         values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(COLUMNS)))
         self._run.append(record, list(rows), values)
         self._record_seconds = time.perf_counter() - started
@@ -282,11 +315,30 @@ class WatchCallback(keras.callbacks.Callback):
 
         TensorFlow and JAX hand back fresh (or immutable) buffers; torch's
         CPU tensors share memory with the parameter, so those are copied.
+
+        On TensorFlow the variable is read with one op and copied once:
+        ``convert_to_numpy`` reads it with two ops and copies it twice, which
+        is most of a record's cost for small tensors and twice the memory
+        traffic for large ones.
         """
+        if getattr(self, "_tf_fetch", False):
+            try:
+                return np.array(_tf_read(v))  # the one private copy
+            except Exception:  # not a plain TF variable (autocast, distributed...)
+                pass
         array = np.asarray(keras.ops.convert_to_numpy(v))
         if self._copy_fetched:
             array = array.copy()
         return array
+
+    def _scalar(self, x):
+        """A scalar variable's value, read as cheaply as :meth:`_fetch` reads weights."""
+        if getattr(self, "_tf_fetch", False):
+            try:
+                return _tf_read(x)
+            except Exception:  # a schedule's tensor, not a variable
+                pass
+        return keras.ops.convert_to_numpy(x)
 
     def _add_optimizer_logs(self, logs: dict) -> None:
         opt = getattr(self.model, "optimizer", None)
@@ -294,14 +346,14 @@ class WatchCallback(keras.callbacks.Callback):
             return
         if "learning_rate" not in logs:
             try:
-                lr = float(keras.ops.convert_to_numpy(opt.learning_rate))
+                lr = float(self._scalar(opt.learning_rate))
                 logs["learning_rate"] = lr if np.isfinite(lr) else None
             except Exception:  # optimizers without a scalar learning rate
                 pass
         scale = getattr(opt, "dynamic_scale", None)
         if scale is not None:
             try:
-                logs["loss_scale"] = float(keras.ops.convert_to_numpy(scale))
+                logs["loss_scale"] = float(self._scalar(scale))
             except Exception:
                 pass
 
@@ -333,6 +385,16 @@ class WatchCallback(keras.callbacks.Callback):
         if self.raise_error:
             raise CheckHalted(f"weightwatch halted training: {reason}", report=report)
         self.model.stop_training = True
+
+
+def _tf_read(v):
+    """A Keras variable's value on TensorFlow: one ReadVariableOp, no copy.
+
+    ``ResourceVariable.value()`` reads the variable; the tensor's ``__array__``
+    is a view of its buffer (on CPU, the variable's own), so a caller that
+    keeps the result must copy it.
+    """
+    return v.value.value().__array__()
 
 
 def _sublayers(layer):

@@ -156,6 +156,40 @@ def norm_growth(h: Histories, max_ratio, min_rms):
     return Outcome(g, _gt(g, max_ratio), float(max_ratio))
 
 
+@check_kind("norm-runaway",
+            message="{tensor} norm grew {value:.3g}x in a record, and faster each record for {records} records",
+            metric="growth", options={
+                "min_growth": Option((int, float), 1.2, "growth per record that counts as fast"),
+                "records": Option(int, 2, "consecutive records of fast, non-slowing growth"),
+                "min_rms": Option((int, float), 0.01, "norm floor per element, as for norm-growth"),
+            })
+def norm_runaway(h: Histories, min_growth, records, min_rms):
+    """Fails when a norm grows fast and does not slow down: geometric, runaway growth.
+
+    Why: weights move away from their initialisation quickly at first and
+    then settle, so healthy growth decelerates from record to record.  A norm
+    that keeps growing by ``min_growth`` or more per record at an equal or
+    faster rate is being pushed outward by something other than the data - a
+    regulariser with the wrong sign, a learning rate slightly too high - and
+    it ends in overflow, without the single big jump norm-growth waits for.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = h("l2") / _floored_prev_norm(h, min_rms)
+    fast = _gt(g, min_growth - 1e-12)
+    bad = fast.copy()
+    for k in range(1, max(1, records)):
+        prev_g = np.full_like(g, np.nan)
+        prev_g[k:] = g[:-k]
+        later = np.full_like(g, np.nan)
+        later[k - 1:] = g[: len(g) - k + 1] if k > 1 else g
+        shifted_fast = np.zeros_like(fast)
+        shifted_fast[k:] = fast[:-k]
+        with np.errstate(invalid="ignore"):
+            not_slowing = np.greater_equal(later, prev_g)
+        bad &= shifted_fast & not_slowing
+    return Outcome(g, bad, float(min_growth), extra={"records": records})
+
+
 @check_kind("norm-limit", message="{tensor} {metric} is {value:.4g} (limit {limit:g})",
             metric="absmax", options={
                 "metric": Option(str, "absmax", "figure to bound: absmax, l2 or rms"),
@@ -254,7 +288,9 @@ def dead_units(h: Histories, max_fraction):
     units = np.array([t.units or np.nan for t in h.tensors], dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         f = h("dead_units") / units
-    return Outcome(f, _gt(f, max_fraction), float(max_fraction))
+    # A kernel that did not change at all is not "dead units" but a stalled layer
+    # (learning rate 0, frozen): the stalled / unchanged checks report that.
+    return Outcome(f, _gt(f, max_fraction) & (h("changed") == 1), float(max_fraction))
 
 
 @check_kind("oscillation",
@@ -262,8 +298,10 @@ def dead_units(h: Histories, max_fraction):
             metric="d_cos", options={
                 "max_cos": Option((int, float), -0.8,
                                   "cosine between consecutive updates at or below which they count as reversed"),
+                "min_size": Option(int, 4, "skip tensors with fewer elements: the direction of a "
+                                           "1-3 element update flips by chance"),
             })
-def oscillation(h: Histories, max_cos):
+def oscillation(h: Histories, max_cos, min_size):
     """Fails when consecutive updates point in opposite directions.
 
     Why: with a step size just above the stability limit, gradient descent
@@ -273,7 +311,7 @@ def oscillation(h: Histories, max_cos):
     """
     c = h("d_cos")
     with np.errstate(invalid="ignore"):
-        bad = np.less_equal(c, max_cos) & ~np.isnan(c)
+        bad = np.less_equal(c, max_cos) & ~np.isnan(c) & (h("size") >= min_size)
     return Outcome(c, bad, float(max_cos))
 
 

@@ -27,6 +27,23 @@ except ImportError:  # pragma: no cover - exercised when orjson is absent
 TMP_SUFFIX = ".tmp"
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the umask (mkstemp gives 0o600)."""
+    try:
+        with open("/proc/self/status") as f:  # Linux: read the umask without changing it
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _file_mode()
+
+
 def dumps(obj: Any) -> bytes:
     """Serialise ``obj`` as compact, strict JSON bytes."""
     if _orjson is not None:
@@ -54,6 +71,8 @@ def atomic_write(path: str | os.PathLike, data, *, fsync: bool = True) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), _FILE_MODE)  # as readable as a plainly written file
             if callable(data):
                 data(f)
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stats import COLUMNS, UpdateDirection, tensor_row
+from .stats import COLUMNS, UpdateDirection, _tensor_row_recycling
 
 _ROW_COLUMNS = COLUMNS[2:]
 
@@ -32,8 +32,9 @@ class Recorder:
         if prev is not None and prev.shape != array.shape:
             prev = None  # reshaped (rebuilt layer): no meaningful delta
             self._dirs.pop(path, None)
-        figures, direction = tensor_row(array, prev, self._dirs.get(path), units=units,
-                                        track_direction=self.track_direction)
+        # The previous direction is dropped after this call, so its buffers are reused.
+        figures, direction = _tensor_row_recycling(array, prev, self._dirs.pop(path, None), units,
+                                                   self.track_direction)
         self.prev[path] = array
         self._dirs[path] = direction
         return [trainable, frozen] + [figures[c] for c in _ROW_COLUMNS]

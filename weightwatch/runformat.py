@@ -9,17 +9,22 @@ A run directory is a public interface (documented in the README)::
       verdict.json           why live checking halted the run, if it did
       healthy.npz            weights of the last record that passed live checks
 
-Every file is written whole (see :mod:`weightwatch.jsonio`).  The writer
-knows nothing about Keras: it takes rows computed by :mod:`weightwatch.stats`.
+Every file is written whole (see :mod:`weightwatch.jsonio`); a record's files
+are fsynced on a background thread after the rename (see :func:`sync_later`).
+The writer knows nothing about Keras: it takes rows computed by
+:mod:`weightwatch.stats`.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import fnmatch
 import os
 import platform
 import re
+import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +175,9 @@ class RunWriter:
                      rows: dict[str, list], logs: dict, wall: float,
                      arrays: dict[str, np.ndarray] | None = None) -> int:
         """Write one snapshot (and its tensors first, so a snapshot never points at nothing)."""
+        # The previous record's background fsync (long done, normally); an
+        # error it met is raised here, where the caller handles write errors.
+        wait_for_sync()
         index = self.next_record
         tensors_file = None
         if arrays is not None:
@@ -188,7 +196,10 @@ class RunWriter:
             "tensors_file": tensors_file,
             "tensors": rows,
         }
-        write_json(self.dir / record_name(index), snap)
+        path = self.dir / record_name(index)
+        write_json(path, snap, fsync=not _BACKGROUND_SYNC)
+        if _BACKGROUND_SYNC:
+            sync_later(path)
         self.next_record = index + 1
         return index
 
@@ -197,9 +208,119 @@ class RunWriter:
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An uncompressed .npz written whole; loads with ``np.load(allow_pickle=False)``."""
+    """An uncompressed .npz written whole; loads with ``np.load(allow_pickle=False)``.
+
+    Renamed into place at once, fsynced in the background (see :func:`sync_later`).
+    """
     # Streamed straight into the temporary file: no in-memory copy of the weights.
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    atomic_write(path, lambda f: np.savez(f, **arrays), fsync=not _BACKGROUND_SYNC)
+    if _BACKGROUND_SYNC:
+        sync_later(path)
+
+
+# -- durability off the training thread ------------------------------------------------------
+#
+# A record is written to a temporary file and renamed into place before
+# write_record returns, so readers (this process or another) see the whole
+# file or none, and a killed process (SIGKILL, OOM, an exception) leaves at
+# most a ``.*.tmp`` file.  Flushing it to the disk (fsync) is what survives a
+# power loss or a kernel crash, and it is slow: about 8 ms for a snapshot and
+# 70 ms for a 40 MB sidecar on a virtual disk, as much as the record itself.
+# So on POSIX the fsync runs on a background thread after the rename, one
+# record deep: the next write_record (and the callback's on_train_end) waits
+# for it and raises the OSError it met, if any.  The trade-off: a power loss
+# within that window (normally milliseconds, at most one record) can leave
+# the newest record truncated under its final name; the reader reports it as
+# damaged and keeps every other record.  Every other file of the run, and a
+# record on a system that is not POSIX, is fsynced before the rename.
+
+_BACKGROUND_SYNC = os.name == "posix"
+
+
+class _Syncer:
+    """One worker thread that fsyncs files in the order they were written.
+
+    Started on first use (and afresh in a forked child); handing it a path
+    costs microseconds, where starting a thread per record costs a scheduler
+    round trip.  It is a daemon so that it never keeps a process alive, and
+    an ``atexit`` hook lets the files already handed to it reach the disk.
+    """
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        # Also the fork handler: the child gets fresh state and a fresh lock,
+        # never a copy of one that the parent's worker held at the fork.
+        self._cv = threading.Condition()
+        self._queue: list = []
+        self._pending = 0
+        self._errors: list[OSError] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, path) -> None:
+        with self._cv:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="weightwatch-fsync",
+                                                daemon=True)
+                self._thread.start()
+            self._queue.append(path)
+            self._pending += 1
+            self._cv.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._queue:
+                    self._cv.wait()
+                path = self._queue.pop(0)
+            error = _fsync_file(path)
+            with self._cv:
+                if error is not None:
+                    self._errors.append(error)
+                self._pending -= 1
+                self._cv.notify_all()
+
+    def wait(self, *, raise_errors: bool = True) -> None:
+        with self._cv:
+            while self._pending:
+                self._cv.wait()
+            errors, self._errors = self._errors, []
+        if errors and raise_errors:
+            raise errors[0]
+
+
+def _fsync_file(path) -> OSError | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # replaced or removed since: nothing left to flush
+    except OSError as exc:
+        return exc
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+    return None
+
+
+_syncer = _Syncer()
+atexit.register(_syncer.wait, raise_errors=False)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_syncer._reset)
+
+
+def sync_later(*paths) -> None:
+    """fsync ``paths`` on the background thread; :func:`wait_for_sync` collects it."""
+    for path in paths:
+        _syncer.submit(path)
+
+
+def wait_for_sync() -> None:
+    """Wait for the background fsyncs handed over so far; raise the first error one met."""
+    _syncer.wait()
 
 
 def load_npz(path) -> dict[str, np.ndarray]:
@@ -207,5 +328,5 @@ def load_npz(path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise RunFormatError(f"cannot read tensors ({exc})", path=path) from None

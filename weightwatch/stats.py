@@ -30,11 +30,12 @@ position, so columns can be added without breaking old runs.
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numpy as np
 
-#: Elements per block.  256 KiB of float32: small enough to stay in L2 with the
+#: Elements per block.  256 KiB of float32: small enough to stay in cache with the
 #: block temporaries, large enough that Python overhead per block is noise.
 BLOCK = 1 << 16
 
@@ -72,6 +73,64 @@ class UpdateDirection:
 
 #: Full scale of :class:`UpdateDirection` values.
 _DIR_SCALE = 32767.0
+
+#: Threads that share the blocks of one large tensor (numpy and BLAS release
+#: the GIL in their loops).  1 keeps everything on the calling thread.
+THREADS = 2 if (os.cpu_count() or 1) > 1 else 1
+#: A tensor is split between threads when it has at least this many blocks
+#: besides the first; below that, handing work over costs more than it saves.
+PARALLEL_MIN_BLOCKS = 4
+
+
+class _Helper:
+    """One daemon thread that runs the second half of large tensors.
+
+    Started on first use and afresh in a forked child (``os.register_at_fork``),
+    never with a lock copied from the parent.
+    """
+
+    def __init__(self):
+        self._reset()
+
+    def _reset(self) -> None:
+        self._cv = threading.Condition()
+        self._jobs: list = []
+        self._thread = None
+
+    def submit(self, fn, args) -> list:
+        job = [fn, args, threading.Event(), None, None]
+        with self._cv:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="weightwatch-stats",
+                                                daemon=True)
+                self._thread.start()
+            self._jobs.append(job)
+            self._cv.notify()
+        return job
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs:
+                    self._cv.wait()
+                job = self._jobs.pop(0)
+            try:
+                job[3] = job[0](*job[1])
+            except BaseException as exc:  # handed to the caller
+                job[4] = exc
+            job[2].set()
+
+    @staticmethod
+    def result(job):
+        job[2].wait()
+        if job[4] is not None:
+            raise job[4]
+        return job[3]
+
+
+_helper = _Helper()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper._reset)
 
 _local = threading.local()
 
@@ -118,13 +177,27 @@ def tensor_row(
         exact_changed = None if prev is None else not np.array_equal(x, prev)
         xf = np.asarray(x, dtype=np.float64).reshape(-1)
         pf = None if prev is None else np.asarray(prev, dtype=np.float64).reshape(-1)
-        row, _ = _float_row(xf, pf, None, units, track_direction=False)
+        row, _ = _float_row(xf, pf, None, units, False, False)
         if exact_changed is not None:
             row["changed"] = exact_changed
         return row, None
     xf = x.reshape(-1)
     pf = None if prev is None else prev.reshape(-1)
-    return _float_row(xf, pf, prev_dir, units, track_direction)
+    return _float_row(xf, pf, prev_dir, units, track_direction, False)
+
+
+def _tensor_row_recycling(x, prev, prev_dir, units, track_direction):
+    """:func:`tensor_row` for a caller that drops ``prev_dir`` afterwards (the recorder).
+
+    The new direction is written over ``prev_dir``'s buffers, block by block
+    after each block of the old one is read: no allocation, and no second
+    direction in memory during a record.
+    """
+    dt = x.dtype
+    if dt.kind != "f" or dt.itemsize < 4:
+        return tensor_row(x, prev, prev_dir, units=units, track_direction=track_direction)
+    return _float_row(x.reshape(-1), None if prev is None else prev.reshape(-1), prev_dir, units,
+                      track_direction, True)
 
 
 _min = np.minimum.reduce
@@ -140,18 +213,55 @@ _count_nonzero = np.count_nonzero
 _isfinite = math.isfinite
 
 
-def _float_row(x, prev, prev_dir, units, track_direction):
+class _Pass:
+    """What one run of consecutive blocks adds up to (a thread's share of a tensor)."""
+
+    __slots__ = ("shift", "count", "nan", "inf", "zeros", "s", "ss", "mn", "mx",
+                 "d_ss", "d_dot", "d_mx", "d_nonzero", "d_nonfinite", "unit_changed")
+
+    def __init__(self, shift):
+        self.shift = shift
+        self.count = self.nan = self.inf = self.zeros = 0
+        self.s = self.ss = 0.0
+        self.mn, self.mx = math.inf, -math.inf
+        self.d_ss = self.d_dot = self.d_mx = 0.0
+        self.d_nonzero = 0
+        self.d_nonfinite = False
+        self.unit_changed = None
+
+    def merge(self, o: "_Pass") -> None:
+        self.count += o.count
+        self.nan += o.nan
+        self.inf += o.inf
+        self.zeros += o.zeros
+        self.s += o.s
+        self.ss += o.ss
+        self.mn = min(self.mn, o.mn)
+        self.mx = max(self.mx, o.mx)
+        self.d_ss += o.d_ss
+        self.d_dot += o.d_dot
+        self.d_mx = max(self.d_mx, o.d_mx)
+        self.d_nonzero += o.d_nonzero
+        self.d_nonfinite = self.d_nonfinite or o.d_nonfinite
+        if o.unit_changed is not None:
+            self.unit_changed |= o.unit_changed
+
+
+def _blocks(x, prev, k0, k1, block, shift, units, pdir, ndir):
+    """Blocks ``k0 <= k < k1`` of ``x`` (and of ``x - prev``), in one pass each.
+
+    ``shift`` is None only for the run that starts at block 0: it picks the
+    shift from the first block that has a finite value.  ``pdir`` is the
+    previous direction's (values, scales) to read, ``ndir`` the new one's to
+    write (they may be the same arrays: each block is read before it is
+    written).  Returns a :class:`_Pass`.
+    """
     n = x.size
     dtype = x.dtype
-    has_prev = prev is not None and prev.size == n
-    block = BLOCK
-    if units and units > 0 and has_prev:
-        block = max(units, (BLOCK // units) * units)  # blocks hold whole rows of units
-    nblocks = max(1, -(-n // block))
     buf, dbuf, pbuf, ones, mask = _scratch(dtype, min(n, block))
-    scale_max = float(np.finfo(dtype).max) if dtype.kind == "f" else math.inf
-
-    shift = None  # values are accumulated shifted by a first-block value: no cancellation in std
+    scale_max = float(np.finfo(dtype).max)
+    has_prev = prev is not None
+    acc = _Pass(shift)
     count = nan = inf = zeros = 0
     s = ss = 0.0
     mn, mx = math.inf, -math.inf
@@ -161,20 +271,15 @@ def _float_row(x, prev, prev_dir, units, track_direction):
     d_nonfinite = False
     unit_changed = None
     units_all_changed = False
-    if has_prev and units and units > 0 and n % units == 0:
+    if has_prev and units:
         unit_changed = np.zeros(units, dtype=bool)
-    new_dir = nvalues = nscales = None
-    if has_prev and track_direction:
-        new_dir = UpdateDirection(n, nblocks)
-        nvalues, nscales = new_dir.values, new_dir.scales
-    use_prev_dir = (
-        has_prev and prev_dir is not None and prev_dir.values.size == n
-        and prev_dir.scales.size == nblocks and prev_dir.norm > 0
-    )
-    if use_prev_dir:
-        pvalues, pscales = prev_dir.values, prev_dir.scales
+    if pdir is not None:
+        pvalues, pscales = pdir
+    if ndir is not None:
+        nvalues, nscales = ndir
 
-    for k, i in enumerate(range(0, n, block)):
+    for k in range(k0, k1):
+        i = k * block
         cf = x[i:i + block]
         c = cf
         m = c.size
@@ -192,11 +297,20 @@ def _float_row(x, prev, prev_dir, units, track_direction):
                 cmn, cmx = float(_min(c)), float(_max(c))
         if m:
             straddles = cmn <= 0.0 <= cmx
+            bs = None
             if shift is None:
-                if straddles:
+                # The shift is the first block's mean, or none at all (and no
+                # subtraction pass) when that mean is small against the spread.
+                bs = float(_dot(c, ones[:m]))
+                mean1 = bs / m
+                if cmn == cmx:
+                    shift = cmn
+                elif not _isfinite(mean1):
+                    shift = float(dtype.type(0.5 * (cmn + cmx)))
+                elif abs(mean1) <= 0.1 * (cmx - cmn):
                     shift = 0.0
                 else:
-                    shift = float(dtype.type(cmn if cmn == cmx else 0.5 * (cmn + cmx)))
+                    shift = float(dtype.type(mean1))
             count += m
             if cmn < mn:
                 mn = cmn
@@ -209,9 +323,11 @@ def _float_row(x, prev, prev_dir, units, track_direction):
             if shift:
                 b = buf[:m]
                 _subtract(c, shift, out=b)
+                bs = float(_dot(b, ones[:m]))
             else:
                 b = c
-            bs = float(_dot(b, ones[:m]))
+                if bs is None:
+                    bs = float(_dot(b, ones[:m]))
             bss = float(_dot(b, b))
             if not (_isfinite(bss) and _isfinite(bs)):  # float32 overflow: redo in float64
                 b64 = b.astype(np.float64)
@@ -240,26 +356,91 @@ def _float_row(x, prev, prev_dir, units, track_direction):
                     dd = float(_dot(d64, d64))
                 d_ss += dd
                 if unit_changed is not None and not units_all_changed:
-                    z = mask[:m]
-                    _not_equal(d, 0, out=z)
-                    unit_changed |= _any_rows(z.reshape(-1, units), axis=0)
+                    # One row first: in a trained kernel it nearly always
+                    # shows every unit changed, and the block is not needed.
+                    z = mask[:units]
+                    _not_equal(d[:units], 0, out=z)
+                    unit_changed |= z
+                    if m > units and not unit_changed.all():
+                        z = mask[:m - units]
+                        _not_equal(d[units:], 0, out=z)
+                        unit_changed |= _any_rows(z.reshape(-1, units), axis=0)
                     units_all_changed = bool(unit_changed.all())
-                if use_prev_dir:
+                if pdir is not None:
                     ps = pscales[k]
                     if ps > 0:
                         pd = pbuf[:m]
                         _copyto(pd, pvalues[i:i + m], casting="unsafe")
                         d_dot += float(_dot(d, pd)) * float(ps)
-                if new_dir is not None:
+                if ndir is not None:
                     sc = _DIR_SCALE / dabs
                     if sc < scale_max:
                         _multiply(d, sc, out=nvalues[i:i + m], casting="unsafe")
                     else:  # a tiny update: the scale itself would overflow the dtype
                         _multiply(d.astype(np.float64), sc, out=nvalues[i:i + m], casting="unsafe")
                     nscales[k] = dabs / _DIR_SCALE
-            elif new_dir is not None:
+            elif ndir is not None:
                 nvalues[i:i + m] = 0
                 nscales[k] = 0.0
+
+    acc.shift = shift
+    acc.count, acc.nan, acc.inf, acc.zeros = count, nan, inf, zeros
+    acc.s, acc.ss, acc.mn, acc.mx = s, ss, mn, mx
+    acc.d_ss, acc.d_dot, acc.d_mx = d_ss, d_dot, d_mx
+    acc.d_nonzero, acc.d_nonfinite, acc.unit_changed = d_nonzero, d_nonfinite, unit_changed
+    return acc
+
+
+def _float_row(x, prev, prev_dir, units, track_direction, recycle):
+    n = x.size
+    has_prev = prev is not None and prev.size == n
+    if not has_prev:
+        prev = None
+    block = BLOCK
+    if units and units > 0 and has_prev:
+        block = max(units, (BLOCK // units) * units)  # blocks hold whole rows of units
+    nblocks = max(1, -(-n // block))
+    units_tracked = units if (has_prev and units and units > 0 and n % units == 0) else None
+    fits = (has_prev and prev_dir is not None and prev_dir.values.size == n
+            and prev_dir.scales.size == nblocks)
+    use_prev_dir = fits and prev_dir.norm > 0
+    prev_norm = prev_dir.norm if use_prev_dir else 0.0
+    new_dir = None
+    if has_prev and track_direction:
+        if recycle and fits and prev_dir.values.dtype == np.int16:
+            new_dir = prev_dir  # each block of it is read below before it is overwritten
+        else:
+            new_dir = UpdateDirection(n, nblocks)
+    pdir = (prev_dir.values, prev_dir.scales) if use_prev_dir else None
+    ndir = (new_dir.values, new_dir.scales) if new_dir is not None else None
+    kblocks = -(-n // block)  # 0 for an empty tensor
+
+    # The first block alone (it picks the shift), then the rest: split in two
+    # halves, one on a helper thread, when there is enough of it.
+    acc = _blocks(x, prev, 0, min(1, kblocks), block, None, units_tracked, pdir, ndir)
+    rest = kblocks - 1
+    if rest >= PARALLEL_MIN_BLOCKS and THREADS > 1 and acc.shift is not None:
+        mid = 1 + rest // 2
+        job = _helper.submit(_blocks, (x, prev, mid, kblocks, block, acc.shift, units_tracked,
+                                       pdir, ndir))
+        try:
+            acc.merge(_blocks(x, prev, 1, mid, block, acc.shift, units_tracked, pdir, ndir))
+        finally:
+            second = _helper.result(job)
+        acc.merge(second)
+    elif rest > 0:
+        tail = _blocks(x, prev, 1, kblocks, block, acc.shift, units_tracked, pdir, ndir)
+        if acc.shift is None:
+            acc.shift = tail.shift
+        acc.merge(tail)
+    shift = acc.shift
+    count, nan, inf, zeros = acc.count, acc.nan, acc.inf, acc.zeros
+    s, ss, mn, mx = acc.s, acc.ss, acc.mn, acc.mx
+    d_ss, d_dot, d_mx = acc.d_ss, acc.d_dot, acc.d_mx
+    d_nonzero, d_nonfinite = acc.d_nonzero, acc.d_nonfinite
+    unit_changed = acc.unit_changed if units_tracked else None
+    if has_prev and units and units > 0 and unit_changed is None and n % units == 0:
+        unit_changed = np.zeros(units, dtype=bool)  # an empty tensor
 
     row = {"size": int(n), "nan": nan, "inf": inf}
     if count:
@@ -293,7 +474,7 @@ def _float_row(x, prev, prev_dir, units, track_direction):
         row["dead_units"] = None
     cos = None
     if use_prev_dir and d_l2 > 0:
-        cos = _finite_or_none(max(-1.0, min(1.0, d_dot / (d_l2 * prev_dir.norm))))
+        cos = _finite_or_none(max(-1.0, min(1.0, d_dot / (d_l2 * prev_norm))))
     row["d_cos"] = cos
     if new_dir is not None:
         new_dir.norm = d_l2

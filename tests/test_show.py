@@ -1,0 +1,208 @@
+"""``weightwatch show``: the per-tensor table, rendered into a recording rich Console."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import weightwatch
+from weightwatch.recorder import Recorder
+from weightwatch.runformat import RunWriter
+from weightwatch.show import BARS, fmt, render_show, sparkline
+
+
+def render(run, **kw):
+    console = Console(record=True, width=160, color_system="truecolor", force_terminal=True)
+    render_show(run, console, **kw)
+    return console.export_text(clear=False), console.export_text(styles=True)
+
+
+def line_of(text, path):
+    lines = [ln for ln in text.splitlines() if ln.split() and ln.split()[0] == path]
+    assert len(lines) == 1, f"{path!r} should be on exactly one line of:\n{text}"
+    return lines[0]
+
+
+def styled(ansi, style_code, content):
+    """True when ``content`` is printed with the SGR ``style_code`` (e.g. '31' red, '33' yellow)."""
+    return re.search(r"\x1b\[(?:[0-9]+;)*" + style_code + r"(?:;[0-9]+)*m *" + re.escape(content) + r"\b",
+                     ansi) is not None
+
+
+# -- sparkline ----------------------------------------------------------------------------------
+
+def test_sparkline_scales_min_to_lowest_and_max_to_highest():
+    assert sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == BARS
+    assert sparkline([7, 0]) == "█▁"
+    assert sparkline(np.array([10.0, 10.5, 11.0])) == "▁▅█"
+    assert sparkline([-3, -1]) == "▁█"
+
+
+def test_sparkline_non_finite_is_a_space_and_flat_is_mid_height():
+    assert sparkline([1, math.nan, 3]) == "▁ █"
+    assert sparkline([math.inf, 1, 2, -math.inf]) == " ▁█ "
+    assert sparkline([math.nan, math.nan]) == "  "
+    assert sparkline([2.0, 2.0, 2.0]) == "▄▄▄"
+    assert sparkline([5.0, math.nan]) == "▄ "
+    assert sparkline([1.0, 1.0 + 1e-15]) == "▄▄"  # rounding noise is not a trend
+    assert sparkline([]) == ""
+
+
+def test_sparkline_width_averages_down_but_never_stretches():
+    long = np.arange(100, dtype=float)
+    s = sparkline(long, width=10)
+    assert len(s) == 10 and s[0] == "▁" and s[-1] == "█"
+    assert [BARS.index(c) for c in s] == sorted(BARS.index(c) for c in s)
+    assert sparkline([1, 2, 3], width=10) == sparkline([1, 2, 3]) and len(sparkline([1, 2, 3], width=10)) == 3
+    # A NaN inside a bucket is not averaged away.
+    long[55] = math.nan
+    s = sparkline(long, width=10)
+    assert s[5] == " " and s.count(" ") == 1
+    with pytest.raises(ValueError, match="Received: width=0"):
+        sparkline([1, 2], width=0)
+
+
+def test_fmt_three_significant_digits():
+    assert [fmt(x) for x in (0.0, 1234.5, 0.012345, 3.0, 1e-7, math.nan, None, math.inf)] == [
+        "0", "1.23e+03", "0.0123", "3", "1e-07", "–", "–", "inf"]
+
+
+# -- the table on a real recorded run ---------------------------------------------------------------
+
+def test_show_real_run(recorded_run):
+    run_dir, paths = recorded_run
+    run = weightwatch.open_run(run_dir)
+    text, _ = render(run)
+    header = text.splitlines()[0]
+    assert str(run_dir) in header
+    for part in ("source weightwatch", "records 4", "epochs 0–3", "tensors 4", "model tiny"):
+        assert part in header, part
+    l2, d_l2 = run.metric("l2"), run.metric("d_l2")
+    for i, path in enumerate(paths):
+        line = line_of(text, path)
+        t = run.tensors[run.tensor_index(path)]
+        cells = line.split()
+        assert cells[1] == "×".join(map(str, t.shape)) and cells[2] == "float32" and cells[3] == "trainable"
+        assert cells[4] == fmt(l2[-1, i])
+        assert cells[5] == fmt(d_l2[-1, i] / l2[-2, i])
+        assert cells[6:8] == ["0", "0"]
+        assert line.rstrip().endswith(sparkline(l2[:, i]).rstrip())
+        assert len(line) <= 160
+    assert "unreadable" not in text
+
+
+# -- hand-built runs for the corner cases -------------------------------------------------------------
+
+@pytest.fixture
+def corner_run(tmp_path):
+    """Three records, built with the real writer: frozen, non-trainable, late, zero-start, going NaN."""
+    d = tmp_path / "run"
+    w = RunWriter(d, model_name="corners")
+    rec = Recorder()
+    base = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    for k in range(3):
+        arrays = {
+            "m/fc/kernel": (base * (1 + k)).astype(np.float32),
+            "m/fc/bias": np.full(4, 0.1 * k, np.float32),                       # starts at exactly 0
+            "m/frozen/kernel": base.copy(),
+            "m/bn/moving_mean": np.full(4, 0.5 + k, np.float32),
+            "m/bad/kernel": base if k < 2 else np.where(base > 0, np.inf, np.nan).astype(np.float32),
+        }
+        if k >= 1:
+            arrays["m/late/kernel"] = base * k
+        flags = {"m/frozen/kernel": (False, True), "m/bn/moving_mean": (False, False)}
+        entries = [{"path": p, "layer": p.rsplit("/", 1)[0], "shape": list(a.shape), "dtype": "float32",
+                    "kind": "kernel" if a.ndim == 2 else "bias"} for p, a in arrays.items()]
+        w.add_tensors(entries)
+        rows = {p: rec.row(p, a, trainable=flags.get(p, (True, False))[0], frozen=flags.get(p, (True, False))[1],
+                           units=a.shape[-1] if a.ndim == 2 else None) for p, a in arrays.items()}
+        w.write_record(epoch=k, batch=None, step=k, kind="begin" if k == 0 else "epoch", rows=rows,
+                       logs={}, wall=0.0)
+    return d
+
+
+def test_show_flags_ratios_and_nan(corner_run):
+    run = weightwatch.open_run(corner_run)
+    text, ansi = render(run)
+    assert "model corners" in text.splitlines()[0]
+    assert line_of(text, "m/frozen/kernel").split()[3] == "frozen"
+    assert line_of(text, "m/bn/moving_mean").split()[3] == "non-trainable"
+    assert line_of(text, "m/fc/kernel").split()[3] == "trainable"
+    # 2x -> 3x the base: ||dW|| / ||W_prev|| = 1/2.
+    assert line_of(text, "m/fc/kernel").split()[5] == "0.5"
+    assert line_of(text, "m/frozen/kernel").split()[4:6] == [fmt(float(np.linalg.norm(np.linspace(-1, 1, 12)))), "0"]
+    # The late tensor: no figure at record 0, so its sparkline starts with a space.
+    late = line_of(text, "m/late/kernel")
+    assert late.rstrip().endswith(" ▁█")
+    # Weights gone non-finite: L2 shown as nan, counts highlighted, last sparkline point blank.
+    bad = line_of(text, "m/bad/kernel").split()
+    assert bad[4] == "nan" and bad[5] == "–" and bad[6:8] == ["6", "6"]
+    assert styled(ansi, "31", "6")
+    assert line_of(text, "m/bad/kernel").rstrip().endswith("▄▄")
+    assert not styled(ansi, "31", "0")
+
+
+def test_show_zero_start_bias_ratio_is_inf(tmp_path):
+    d = tmp_path / "run"
+    w = RunWriter(d, model_name="m")
+    rec = Recorder()
+    for k in range(2):
+        a = np.full(3, 0.5 * k, np.float32)
+        w.add_tensors([{"path": "m/b/bias", "layer": "m/b", "shape": [3], "dtype": "float32", "kind": "bias"}])
+        w.write_record(epoch=k, batch=None, step=k, kind="epoch", logs={}, wall=0.0,
+                       rows={"m/b/bias": rec.row("m/b/bias", a, trainable=True, frozen=False, units=None)})
+    text, _ = render(weightwatch.open_run(d))
+    assert line_of(text, "m/b/bias").split()[4:6] == [fmt(math.sqrt(3 * 0.25)), "inf"]
+
+
+def test_show_seed_run_has_unknown_flags_and_lists_problems(tmp_path):
+    d = tmp_path / "dumps"
+    d.mkdir()
+    (d / "weights_epoch_1.json").write_text(json.dumps({"fc": [[[1.0, 2.0]], [0.0]]}))
+    (d / "weights_epoch_2.json").write_text('{"fc": [[[1.0, NaN]], [0.5]]}')
+    (d / "weights_epoch_3.json").write_text('{"fc": [[[1.0, 2.0], [3.0]], [0.5]]}')  # ragged
+    run = weightwatch.open_run(d)
+    text, ansi = render(run)
+    header = text.splitlines()[0]
+    assert "source seed" in header and "records 2" in header and "epochs 1–2" in header
+    assert "model" not in header
+    kernel = line_of(text, "fc/0").split()
+    assert kernel[1:5] == ["1×2", "float64", "?", "1"] and kernel[6:8] == ["1", "0"]
+    assert styled(ansi, "31", "1")
+    assert line_of(text, "fc/1").split()[3] == "?"
+    # The unreadable file, in yellow, after the table.
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if "unreadable file" in ln)
+    assert at > max(i for i, ln in enumerate(lines) if ln.startswith("fc/"))
+    assert any(str(d / "weights_epoch_3.json") in ln and "'fc/0'" in ln for ln in lines[at:])
+    assert styled(ansi, "33", "  " + str(d / "weights_epoch_3.json"))
+
+
+def test_show_run_without_tensors(tmp_path):
+    d = tmp_path / "run"
+    w = RunWriter(d, model_name="lazy")
+    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows={}, logs={}, wall=0.0)
+    text, _ = render(weightwatch.open_run(d))
+    assert "records 1" in text and "epochs 0" in text and "tensors 0" in text
+    assert "no tensors recorded" in text
+
+
+def test_show_long_run_sparkline_is_bounded(tmp_path):
+    d = tmp_path / "run"
+    w = RunWriter(d, model_name="long")
+    rec = Recorder()
+    w.add_tensors([{"path": "m/w/kernel", "layer": "m/w", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
+    for k in range(200):
+        a = np.full((2, 2), 1.0 + k, np.float32)
+        w.write_record(epoch=k, batch=None, step=k, kind="epoch", logs={}, wall=0.0, arrays=None,
+                       rows={"m/w/kernel": rec.row("m/w/kernel", a, trainable=True, frozen=False, units=2)})
+    text, _ = render(weightwatch.open_run(d), spark_width=20)
+    line = line_of(text, "m/w/kernel")
+    spark = line.rstrip()[-20:]
+    assert set(spark) <= set(BARS) and spark[0] == "▁" and spark[-1] == "█"
+    assert "epochs 0–199" in text and "records 200" in text
