@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="train a healthy and a broken model and check both (~30 s)",
                        description="Train a small model twice on generated data - a healthy run and "
-                                   "one with a learning rate far too high - with live checks, then "
+                                   "one with a learning rate ten times too high - with live checks, then "
                                    "report on both. Needs TensorFlow (pip install weightwatch[tensorflow]).")
     d.add_argument("dir", nargs="?", default="weightwatch-demo", metavar="DIR",
                    help="where to write the two runs (default: ./weightwatch-demo)")

@@ -2,7 +2,7 @@
 
 Everything is generated here (nothing is downloaded): a small classification
 problem, one model trained with a sensible learning rate and one with a
-learning rate far too high.  The live checks halt the broken run at the
+learning rate ten times too high.  The live checks halt the broken run at the
 first record that fails; then both runs get the same report
 ``weightwatch check`` prints.
 """
@@ -68,7 +68,7 @@ def run_demo(out_dir, console) -> ExitCode:
     runs = {}
     for name, lr, story in (
         ("healthy", 0.05, "learning rate 0.05"),
-        ("broken", 400.0, "learning rate 400 - far too high"),
+        ("broken", 0.5, "learning rate 0.5 - ten times too high"),
     ):
         keras.utils.set_random_seed(1)
         model = _model(keras, lr)

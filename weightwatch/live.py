@@ -77,9 +77,14 @@ class LiveChecker:
 
         console = Console(highlight=False)
         console.print()  # Keras' progress bar may still own the current line
+        by_rule: dict[str, list[Finding]] = {}
         for f in findings:
+            by_rule.setdefault(f.rule, []).append(f)
+        for rule, group in by_rule.items():
+            f = group[0]
             word = "[bold red]FAILED[/]" if f.severity == "error" else "[yellow]WARNING[/]"
-            console.print(f"weightwatch: {word} {escape(f.rule)} - {escape(f.message)}")
+            more = f" [dim](and {len(group) - 1} more tensors)[/]" if len(group) > 1 else ""
+            console.print(f"weightwatch: {word} {escape(rule)} - {escape(f.message)}{more}")
 
     def keep_healthy(self, run, index: int, arrays: dict, writer) -> None:
         """Keep the weights of record ``index`` as the last healthy ones (``healthy.npz``).

@@ -30,7 +30,6 @@ position, so columns can be added without breaking old runs.
 from __future__ import annotations
 
 import math
-import os
 import threading
 
 import numpy as np
@@ -73,64 +72,6 @@ class UpdateDirection:
 
 #: Full scale of :class:`UpdateDirection` values.
 _DIR_SCALE = 32767.0
-
-#: Threads that share the blocks of one large tensor (numpy and BLAS release
-#: the GIL in their loops).  1 keeps everything on the calling thread.
-THREADS = 2 if (os.cpu_count() or 1) > 1 else 1
-#: A tensor is split between threads when it has at least this many blocks
-#: besides the first; below that, handing work over costs more than it saves.
-PARALLEL_MIN_BLOCKS = 4
-
-
-class _Helper:
-    """One daemon thread that runs the second half of large tensors.
-
-    Started on first use and afresh in a forked child (``os.register_at_fork``),
-    never with a lock copied from the parent.
-    """
-
-    def __init__(self):
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cv = threading.Condition()
-        self._jobs: list = []
-        self._thread = None
-
-    def submit(self, fn, args) -> list:
-        job = [fn, args, threading.Event(), None, None]
-        with self._cv:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="weightwatch-stats",
-                                                daemon=True)
-                self._thread.start()
-            self._jobs.append(job)
-            self._cv.notify()
-        return job
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._jobs:
-                    self._cv.wait()
-                job = self._jobs.pop(0)
-            try:
-                job[3] = job[0](*job[1])
-            except BaseException as exc:  # handed to the caller
-                job[4] = exc
-            job[2].set()
-
-    @staticmethod
-    def result(job):
-        job[2].wait()
-        if job[4] is not None:
-            raise job[4]
-        return job[3]
-
-
-_helper = _Helper()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_helper._reset)
 
 _local = threading.local()
 
@@ -214,7 +155,7 @@ _isfinite = math.isfinite
 
 
 class _Pass:
-    """What one run of consecutive blocks adds up to (a thread's share of a tensor)."""
+    """What a run of consecutive blocks adds up to."""
 
     __slots__ = ("shift", "count", "nan", "inf", "zeros", "s", "ss", "mn", "mx",
                  "d_ss", "d_dot", "d_mx", "d_nonzero", "d_nonfinite", "unit_changed")
@@ -229,29 +170,12 @@ class _Pass:
         self.d_nonfinite = False
         self.unit_changed = None
 
-    def merge(self, o: "_Pass") -> None:
-        self.count += o.count
-        self.nan += o.nan
-        self.inf += o.inf
-        self.zeros += o.zeros
-        self.s += o.s
-        self.ss += o.ss
-        self.mn = min(self.mn, o.mn)
-        self.mx = max(self.mx, o.mx)
-        self.d_ss += o.d_ss
-        self.d_dot += o.d_dot
-        self.d_mx = max(self.d_mx, o.d_mx)
-        self.d_nonzero += o.d_nonzero
-        self.d_nonfinite = self.d_nonfinite or o.d_nonfinite
-        if o.unit_changed is not None:
-            self.unit_changed |= o.unit_changed
-
 
 def _blocks(x, prev, k0, k1, block, shift, units, pdir, ndir):
     """Blocks ``k0 <= k < k1`` of ``x`` (and of ``x - prev``), in one pass each.
 
-    ``shift`` is None only for the run that starts at block 0: it picks the
-    shift from the first block that has a finite value.  ``pdir`` is the
+    With ``shift`` None the shift is picked from the first block that has a
+    finite value.  ``pdir`` is the
     previous direction's (values, scales) to read, ``ndir`` the new one's to
     write (they may be the same arrays: each block is read before it is
     written).  Returns a :class:`_Pass`.
@@ -415,32 +339,13 @@ def _float_row(x, prev, prev_dir, units, track_direction, recycle):
     ndir = (new_dir.values, new_dir.scales) if new_dir is not None else None
     kblocks = -(-n // block)  # 0 for an empty tensor
 
-    # The first block alone (it picks the shift), then the rest: split in two
-    # halves, one on a helper thread, when there is enough of it.
-    acc = _blocks(x, prev, 0, min(1, kblocks), block, None, units_tracked, pdir, ndir)
-    rest = kblocks - 1
-    if rest >= PARALLEL_MIN_BLOCKS and THREADS > 1 and acc.shift is not None:
-        mid = 1 + rest // 2
-        job = _helper.submit(_blocks, (x, prev, mid, kblocks, block, acc.shift, units_tracked,
-                                       pdir, ndir))
-        try:
-            acc.merge(_blocks(x, prev, 1, mid, block, acc.shift, units_tracked, pdir, ndir))
-        finally:
-            second = _helper.result(job)
-        acc.merge(second)
-    elif rest > 0:
-        tail = _blocks(x, prev, 1, kblocks, block, acc.shift, units_tracked, pdir, ndir)
-        if acc.shift is None:
-            acc.shift = tail.shift
-        acc.merge(tail)
+    acc = _blocks(x, prev, 0, kblocks, block, None, units_tracked, pdir, ndir)
     shift = acc.shift
     count, nan, inf, zeros = acc.count, acc.nan, acc.inf, acc.zeros
     s, ss, mn, mx = acc.s, acc.ss, acc.mn, acc.mx
     d_ss, d_dot, d_mx = acc.d_ss, acc.d_dot, acc.d_mx
     d_nonzero, d_nonfinite = acc.d_nonzero, acc.d_nonfinite
     unit_changed = acc.unit_changed if units_tracked else None
-    if has_prev and units and units > 0 and unit_changed is None and n % units == 0:
-        unit_changed = np.zeros(units, dtype=bool)  # an empty tensor
 
     row = {"size": int(n), "nan": nan, "inf": inf}
     if count:
