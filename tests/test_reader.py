@@ -270,3 +270,12 @@ def test_writer_refuses_a_nonempty_directory_and_resumes(tmp_path):
         RunWriter(tmp_path / "afile")
     run = weightwatch.open_run(d)
     assert run.tensors_at(0)["m/d/kernel"].shape == (2, 2)
+
+
+def test_records_without_manifest_are_not_taken_for_a_seed_dump(tmp_path):
+    from weightwatch.errors import RunFormatError
+    from weightwatch.reader import open_run
+
+    (tmp_path / "record-000000.json").write_text("{}")
+    with pytest.raises(RunFormatError, match="without manifest.json"):
+        open_run(tmp_path)

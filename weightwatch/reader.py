@@ -229,6 +229,11 @@ def open_run(path) -> Run:
     if not manifest_path.exists():
         from .seedformat import looks_like_seed_run, open_seed_run
 
+        if any(RECORD_RE.match(name) for name in os.listdir(path)):
+            # Not a naive dump with prefix "record-": a weightwatch run that lost its manifest.
+            raise RunFormatError("weightwatch records without manifest.json: the run directory "
+                                 "is incomplete (copied partially?)", path=manifest_path)
+
         if looks_like_seed_run(path):
             return open_seed_run(path)
         raise RunNotFoundError(

@@ -96,18 +96,21 @@ def _count(x: float) -> Text:
     return Text(str(n), style="bold red" if n > 0 else "")
 
 
-def build_table(run, *, spark_width: int = SPARK_WIDTH) -> Table:
+def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True) -> Table:
     """The per-tensor table of :func:`render_show`, for callers that lay out their own output."""
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    table.add_column("tensor", overflow="fold")
+    longest = max((len(t.path) for t in run.tensors), default=6)
+    # Tensor paths are what users grep and copy into rules: give them room before the sparkline.
+    table.add_column("tensor", overflow="fold", min_width=min(longest, 36))
     table.add_column("shape", justify="right", no_wrap=True)
-    table.add_column("dtype", no_wrap=True)
+    if dtype:
+        table.add_column("dtype", no_wrap=True)
     table.add_column("flags", no_wrap=True)
     table.add_column("L2", justify="right", no_wrap=True)
     table.add_column("‖ΔW‖/‖W‖", justify="right", no_wrap=True)
     table.add_column("NaN", justify="right", no_wrap=True)
     table.add_column("Inf", justify="right", no_wrap=True)
-    table.add_column("L2 over the run", no_wrap=True)
+    table.add_column("L2 trend", no_wrap=True)
 
     n = len(run.records)
     if n == 0:
@@ -127,10 +130,9 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH) -> Table:
             l2_cell = Text("nan", style="bold red")  # no finite element left
         else:
             l2_cell = Text("–", style="dim")        # not recorded at the last record
+        cells = [Text(t.path), _shape(t.shape)] + ([t.dtype or "?"] if dtype else [])
         table.add_row(
-            Text(t.path),
-            _shape(t.shape),
-            t.dtype or "?",
+            *cells,
             _flags(trainable[last, i], frozen[last, i]),
             l2_cell,
             _update_ratio(d_l2[last, i], l2[last - 1, i] if last > 0 else math.nan),
@@ -172,7 +174,12 @@ def render_show(run, console: Console | None = None, *, spark_width: int = SPARK
     console = console or Console()
     console.print(_header(run), soft_wrap=True)
     if run.tensors:
-        console.print(build_table(run, spark_width=spark_width))
+        longest = max(len(t.path) for t in run.tensors)
+        # ~75 columns for the figures; the sparkline gets what is left (at least 8)
+        room = console.width - 75 - min(longest, 36)
+        narrow = room < 8  # a narrow terminal (or CI log) drops dtype before the sparkline
+        room += 9 if narrow else 0
+        console.print(build_table(run, spark_width=max(8, min(spark_width, room)), dtype=not narrow))
     else:
         console.print(Text("no tensors recorded", style="dim"))
     if run.problems:
