@@ -70,10 +70,6 @@ class Histories:
         return out
 
     @property
-    def sizes(self) -> np.ndarray:
-        return np.nanmax(self("size"), axis=0, initial=0) if len(self.records) else np.zeros(len(self.index))
-
-    @property
     def records(self):
         return self.run.records
 

@@ -11,8 +11,6 @@ function serves ``weightwatch check``, the live callback and user tests.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import numpy as np
 
 from .checks import Histories
@@ -174,7 +172,3 @@ def _num(x):
         return None
     x = float(x)
     return None if np.isnan(x) else x
-
-
-def check_paths(paths, rules=None, **kw) -> list[Report]:
-    return [check(Path(p), rules, **kw) for p in paths]

@@ -20,7 +20,7 @@ import numpy as np
 from .errors import RunFormatError, RunNotFoundError
 from .jsonio import TMP_SUFFIX, loads
 from .runformat import (
-    FORMAT, HEALTHY, MANIFEST, RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, load_npz,
+    FORMAT, MANIFEST, RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, load_npz,
     tensor_kind,
 )
 from .stats import COLUMNS
@@ -201,10 +201,6 @@ class Run:
             raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
                                  path=self.path)
         return load_npz(self.path / rec.tensors_file)
-
-    @property
-    def healthy_path(self) -> Path:
-        return self.path / HEALTHY
 
     def __repr__(self) -> str:
         return (f"<Run {str(self.path)!r} source={self.source} records={len(self.records)} "

@@ -99,7 +99,6 @@ class RunWriter:
         self.tensors: list[dict] = []
         self._index: dict[str, int] = {}
         self.next_record = 0
-        self.healthy_record: int | None = None
         existing = self.dir / MANIFEST
         if self.dir.exists() and not self.dir.is_dir():
             raise RunFormatError("run directory is a file, not a directory", path=self.dir)
