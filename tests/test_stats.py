@@ -143,9 +143,6 @@ def test_values_near_float32_max_do_not_overflow(ref_row, check_row):
     assert got["l2"] == pytest.approx(exp["l2"], rel=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stats.py bug: the shift is taken from the first block, later blocks compute c - shift in "
-    "float32 and overflow to inf before the float64 fallback; l2/mean/std come out None"))
 def test_values_near_float32_max_across_blocks(ref_row):
     x = np.concatenate([np.full(BLOCK, 3e38, np.float32), np.full(BLOCK + 3, -3e38, np.float32)])
     with np.errstate(over="ignore"):
@@ -155,9 +152,6 @@ def test_values_near_float32_max_across_blocks(ref_row):
     assert got["std"] == pytest.approx(exp["std"], rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stats.py bug: a finite update larger than float32 max (-3e38 -> 3e38) overflows the float32 "
-    "difference and is reported as non-finite (d_l2 None)"))
 def test_finite_update_larger_than_float32_max(ref_row):
     prev = np.array([-3e38, 1.0], np.float32)
     x = np.array([3e38, 1.0], np.float32)
@@ -166,10 +160,6 @@ def test_finite_update_larger_than_float32_max(ref_row):
     assert got["d_l2"] == pytest.approx(ref_row(x, prev)["d_l2"], rel=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stats.py precision: d_l2 sums squares with a float32 dot per 131072-element block; for an "
-    "Adam-like update (every |d| about equal) the relative error is ~2e-5, above the 1e-5 the "
-    "recorder tests hold every statistic to (l2 is fine: it uses shifted sums)"))
 def test_d_l2_of_a_uniform_update_over_many_blocks(ref_row):
     prev = rng(21).normal(size=4 * BLOCK + 7).astype(np.float32)
     x = prev + np.float32(0.01)

@@ -165,7 +165,7 @@ class WatchCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None and not self._write_failed:
             try:
-                wait_for_sync()  # the last record's background fsync
+                wait_for_sync(self._writer.dir)  # the last record's background fsync
             except OSError as exc:
                 self._write_error(exc)
         if self._live is not None and self._run is not None and self.verbose:

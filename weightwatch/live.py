@@ -19,7 +19,7 @@ from .config import load_rules
 from .engine import evaluate
 from .jsonio import atomic_write
 from .report import FAILED, WARNING, Finding, Report
-from .runformat import HEALTHY, record_name, save_npz
+from .runformat import HEALTHY, record_name, save_npz, sync_later
 
 
 
@@ -113,7 +113,10 @@ class LiveChecker:
     def _write_pointer(self, writer, index, file):
         from .jsonio import dumps
 
-        atomic_write(writer.dir / "healthy.json", dumps({"record": index, "file": file}))
+        path = writer.dir / "healthy.json"
+        # Renamed into place now, fsynced off the training thread like the records.
+        atomic_write(path, dumps({"record": index, "file": file}), fsync=False)
+        sync_later(path)
 
     def write_verdict(self, run, outcome: LiveOutcome, writer) -> None:
         rec = run.records[-1]

@@ -176,7 +176,7 @@ class RunWriter:
         """Write one snapshot (and its tensors first, so a snapshot never points at nothing)."""
         # The previous record's background fsync (long done, normally); an
         # error it met is raised here, where the caller handles write errors.
-        wait_for_sync()
+        wait_for_sync(self.dir)
         index = self.next_record
         tensors_file = None
         if arrays is not None:
@@ -212,9 +212,35 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     Renamed into place at once, fsynced in the background (see :func:`sync_later`).
     """
     # Streamed straight into the temporary file: no in-memory copy of the weights.
-    atomic_write(path, lambda f: np.savez(f, **arrays), fsync=not _BACKGROUND_SYNC)
+    atomic_write(path, lambda f: _write_npz(f, arrays), fsync=not _BACKGROUND_SYNC)
     if _BACKGROUND_SYNC:
         sync_later(path)
+
+
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez(f, **arrays)``, the same file, without its copies.
+
+    ``np.savez`` writes an array into a zip member through ``tobytes`` in
+    16 MiB chunks: a copy of the weights, in fresh memory, on top of the CRC
+    and the write.  A contiguous array's own buffer is handed to the member
+    instead.  Anything else (object or user-defined dtypes, non-contiguous
+    arrays, headers that need format 2.0) goes through numpy's own writer.
+    """
+    fmt = np.lib.format
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            array = np.asanyarray(value)
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                if (array.dtype.hasobject or not getattr(type(array.dtype), "_legacy", False)
+                        or not array.flags.c_contiguous or array.itemsize == 0):
+                    fmt.write_array(member, array)
+                    continue
+                try:
+                    fmt.write_array_header_1_0(member, fmt.header_data_from_array_1_0(array))
+                except ValueError:  # a header too long for format 1.0: nothing written yet
+                    fmt.write_array(member, array)
+                    continue
+                member.write(memoryview(array.reshape(-1).view(np.uint8)))
 
 
 # -- durability off the training thread ------------------------------------------------------
@@ -254,7 +280,7 @@ class _Syncer:
         self._cv = threading.Condition()
         self._queue: list = []
         self._pending = 0
-        self._errors: list[OSError] = []
+        self._errors: list[tuple[Path, OSError]] = []
         self._thread: threading.Thread | None = None
 
     def submit(self, path) -> None:
@@ -276,17 +302,22 @@ class _Syncer:
             error = _fsync_file(path)
             with self._cv:
                 if error is not None:
-                    self._errors.append(error)
+                    self._errors.append((Path(path).parent, error))
                 self._pending -= 1
                 self._cv.notify_all()
 
-    def wait(self, *, raise_errors: bool = True) -> None:
+    def wait(self, directory=None, *, raise_errors: bool = True) -> None:
         with self._cv:
             while self._pending:
                 self._cv.wait()
-            errors, self._errors = self._errors, []
+            if directory is None:
+                errors, self._errors = self._errors, []
+            else:  # another run's errors stay for its own writer
+                directory = Path(directory)
+                errors = [e for e in self._errors if e[0] == directory]
+                self._errors = [e for e in self._errors if e[0] != directory]
         if errors and raise_errors:
-            raise errors[0]
+            raise errors[0][1]
 
 
 def _fsync_file(path) -> OSError | None:
@@ -317,9 +348,13 @@ def sync_later(*paths) -> None:
         _syncer.submit(path)
 
 
-def wait_for_sync() -> None:
-    """Wait for the background fsyncs handed over so far; raise the first error one met."""
-    _syncer.wait()
+def wait_for_sync(directory=None) -> None:
+    """Wait for the background fsyncs handed over so far.
+
+    Raises the first error met by one of a file in ``directory`` (any file,
+    when None); the errors of other directories are left for their writers.
+    """
+    _syncer.wait(directory)
 
 
 def load_npz(path) -> dict[str, np.ndarray]:
