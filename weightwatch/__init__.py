@@ -17,7 +17,6 @@ from .errors import (  # noqa: E402
     RunNotFoundError,
     WeightwatchError,
 )
-from .reader import Run, open_run  # noqa: E402
 
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
@@ -26,6 +25,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    # Loaded on first use: `weightwatch --version` and `--help` need neither numpy
+    # nor Keras, and only the callback and restore need Keras.
+    "open_run": ("reader", "open_run"),
+    "Run": ("reader", "Run"),
     "WatchCallback": ("callback", "WatchCallback"),
     "restore": ("restore", "restore"),
     "check": ("engine", "check"),
@@ -34,7 +37,7 @@ _LAZY = {
 
 
 def __getattr__(name):
-    # PEP 562: the callback module imports Keras, so it loads only when asked for.
+    # PEP 562 lazy attributes.
     try:
         module, attr = _LAZY[name]
     except KeyError:

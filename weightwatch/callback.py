@@ -165,6 +165,8 @@ class WatchCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self._writer is not None and not self._write_failed:
             try:
+                if self._live is not None:
+                    self._live.wait_healthy()
                 wait_for_sync(self._writer.dir)  # the last record's background fsync
             except OSError as exc:
                 self._write_error(exc)
@@ -261,6 +263,14 @@ class WatchCallback(keras.callbacks.Callback):
         if self._writer is None or self.halted is not None or self._write_failed:
             return
         started = time.perf_counter()
+        if self._live is not None:
+            try:
+                # The previous healthy-weights write must be done before the
+                # recorder replaces the arrays it is writing.
+                self._live.wait_healthy()
+            except OSError as exc:
+                self._write_error(exc)
+                return
         variables = [(v, frozen) for v, frozen in self._variables()
                      if not (self.trainable_only and not v.trainable)]
         selected = set(select_tensors([v.path for v, _ in variables], self.include, self.exclude))

@@ -89,26 +89,56 @@ class LiveChecker:
     def keep_healthy(self, run, index: int, arrays: dict, writer) -> None:
         """Keep the weights of record ``index`` as the last healthy ones (``healthy.npz``).
 
-        When the record already has its tensors on disk (``save_tensors=True``)
-        the file is hard-linked instead of written again.
+        Written on a background thread so the next epoch trains meanwhile:
+        ``arrays`` are the recorder's copies of this record, which are
+        replaced, never mutated, at the next record - and the next record
+        starts with :meth:`wait_healthy`, so no more than one copy is ever
+        held.  When the record has its tensors on disk already
+        (``save_tensors=True``) the file is hard-linked instead.
         """
-        target = writer.dir / HEALTHY
+        self.wait_healthy()
         sidecar = writer.dir / record_name(index, ".npz")
-        if sidecar.exists():
-            tmp = writer.dir / f".{HEALTHY}.link.tmp"
+        if sidecar.exists() and self._link(sidecar, writer.dir / HEALTHY):
+            self._write_pointer(writer, index, sidecar.name)
+            self.healthy_record = index
+            return
+        import threading
+
+        snapshot = dict(arrays)
+
+        def write():
             try:
-                if tmp.exists():
-                    tmp.unlink()
-                os.link(sidecar, tmp)
-                os.replace(tmp, target)
-                self._write_pointer(writer, index, sidecar.name)
+                save_npz(writer.dir / HEALTHY, snapshot)
+                self._write_pointer(writer, index, HEALTHY)
                 self.healthy_record = index
-                return
-            except OSError:
-                pass  # filesystems without hard links: write a copy
-        save_npz(target, arrays)
-        self._write_pointer(writer, index, HEALTHY)
-        self.healthy_record = index
+            except OSError as exc:
+                self._healthy_error = exc
+
+        self._healthy_thread = threading.Thread(target=write, name="weightwatch-healthy", daemon=True)
+        self._healthy_thread.start()
+
+    def wait_healthy(self) -> None:
+        """Wait for the healthy-weights write in flight; raise the OSError it met, if any."""
+        thread = getattr(self, "_healthy_thread", None)
+        if thread is not None:
+            thread.join()
+            self._healthy_thread = None
+        error = getattr(self, "_healthy_error", None)
+        if error is not None:
+            self._healthy_error = None
+            raise error
+
+    @staticmethod
+    def _link(source, target) -> bool:
+        tmp = target.with_name(f".{target.name}.link.tmp")
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            os.link(source, tmp)
+            os.replace(tmp, target)
+            return True
+        except OSError:
+            return False  # filesystems without hard links: write a copy
 
     def _write_pointer(self, writer, index, file):
         from .jsonio import dumps
@@ -119,6 +149,7 @@ class LiveChecker:
         sync_later(path)
 
     def write_verdict(self, run, outcome: LiveOutcome, writer) -> None:
+        self.wait_healthy()  # the verdict names the healthy record: it must be on disk
         rec = run.records[-1]
         findings = [f for r in outcome.report.results for f in r.findings
                     if r.status in (FAILED, WARNING)]
