@@ -20,23 +20,7 @@ import weightwatch
 from weightwatch import RunFormatError
 
 
-class WeightRecorderCallback(keras.callbacks.Callback):
-    def __init__(self, save_dir, filename_prefix='weights_epoch_'):
-      super(WeightRecorderCallback, self).__init__()
-      self.save_dir = save_dir
-      self.filename_prefix = filename_prefix
-      os.makedirs(self.save_dir, exist_ok=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        weights_dict = {}
-        for layer in self.model.layers:
-            if hasattr(layer, 'get_weights'):
-                layer_weights = layer.get_weights()
-                if layer_weights:
-                    weights_dict[layer.name] = [w.tolist() for w in layer_weights]
-        filepath = os.path.join(self.save_dir, f'{self.filename_prefix}{epoch+1}.json')
-        with open(filepath, 'w') as f:
-             json.dump(weights_dict, f)
+from seed_note import WeightRecorderCallback  # noqa: E402
 
 
 STATS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac",
