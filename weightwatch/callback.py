@@ -114,6 +114,8 @@ class WatchCallback(keras.callbacks.Callback):
         self._run: Run | None = None
         self._live = None
         self._write_failed = False
+        self._owner_cache = None   # (key, [(variable, owning layer chain)])
+        self._static = {}          # (path, shape, dtype) -> (manifest entry, units)
         self.halted = None
 
     # -- Keras hooks --------------------------------------------------------------
@@ -124,7 +126,6 @@ class WatchCallback(keras.callbacks.Callback):
         self._epoch = 0
         self._batches = 0
         self._step = getattr(self, "_step", 0)
-        self._t0 = time.time()
         self.halted = None
         self._copy_fetched = keras.backend.backend() == "torch"
         self._tf_fetch = keras.backend.backend() == "tensorflow"
@@ -232,7 +233,7 @@ class WatchCallback(keras.callbacks.Callback):
         model = self.model
         weights = model.weights
         key = (id(model), tuple(map(id, weights)))
-        cache = getattr(self, "_owner_cache", None)
+        cache = self._owner_cache
         if cache is None or cache[0] != key:
             chains: dict[int, tuple] = {}
 
@@ -262,7 +263,6 @@ class WatchCallback(keras.callbacks.Callback):
     def _record(self, *, epoch, batch, kind, logs):
         if self._writer is None or self.halted is not None or self._write_failed:
             return
-        started = time.perf_counter()
         if self._live is not None:
             try:
                 # The previous healthy-weights write must be done before the
@@ -277,7 +277,7 @@ class WatchCallback(keras.callbacks.Callback):
         entries, rows = [], {}
         # A tensor's manifest entry and unit count depend on its path, shape
         # and dtype only: worked out once, not at every record.
-        static = self.__dict__.setdefault("_static_cache", {})
+        static = self._static
         for v, frozen in variables:
             path = v.path
             if path not in selected:
@@ -316,7 +316,6 @@ class WatchCallback(keras.callbacks.Callback):
                                                 e["kind"], first_record=index))
         values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(COLUMNS)))
         self._run.append(record, list(rows), values)
-        self._record_seconds = time.perf_counter() - started
         if self._live is not None:
             self._after_record(index)
 
