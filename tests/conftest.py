@@ -172,3 +172,32 @@ def built(tmp_path_factory):
         return cache[s.name]
 
     return get
+
+
+# -- reports of hand-written runs (tests/runfactory.py), shared by the reporter tests ---------
+@pytest.fixture(scope="session")
+def rules():
+    """The default pack, without project configuration."""
+    from weightwatch.config import load_rules
+
+    return load_rules(use_project_config=False)
+
+
+@pytest.fixture(scope="session")
+def healthy(rules, tmp_path_factory):
+    from runfactory import write_healthy_run
+
+    from weightwatch.engine import evaluate
+    from weightwatch.reader import open_run
+
+    return evaluate(open_run(write_healthy_run(tmp_path_factory.mktemp("reports") / "healthy")), rules)
+
+
+@pytest.fixture(scope="session")
+def nan_report(rules, tmp_path_factory):
+    from runfactory import write_nan_run
+
+    from weightwatch.engine import evaluate
+    from weightwatch.reader import open_run
+
+    return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("reports") / "nan")), rules)

@@ -1,9 +1,8 @@
 """Each check kind on hand-made histories: fires where it must, stays quiet where it must not."""
 
-import numpy as np
 import pytest
 
-from weightwatch.checks import REGISTRY, Histories
+from weightwatch.checks import REGISTRY
 from weightwatch.config import load_rules
 from weightwatch.engine import evaluate, evaluate_rule
 from weightwatch.rules import parse_rule

@@ -7,32 +7,15 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from runfactory import MLP, write_healthy_run, write_nan_run, write_run
+from runfactory import MLP, write_healthy_run, write_run
 from weightwatch.config import load_rules
 from weightwatch.engine import evaluate
 from weightwatch.github import escape_data, escape_property, github_annotations
 from weightwatch.junit import junit_xml, write_junit
 from weightwatch.reader import open_run
 
-from weightwatch.config import load_rules  # noqa: E402
-
 #: rules in the default pack: the counts below follow it as rules are added
 N = len(load_rules(use_project_config=False))
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules(use_project_config=False)
-
-
-@pytest.fixture(scope="module")
-def healthy(rules, tmp_path_factory):
-    return evaluate(open_run(write_healthy_run(tmp_path_factory.mktemp("j") / "healthy")), rules)
-
-
-@pytest.fixture(scope="module")
-def nan_report(rules, tmp_path_factory):
-    return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("j") / "nan")), rules)
 
 
 @pytest.fixture(scope="module")

@@ -19,27 +19,10 @@ from weightwatch.terminal import (
     summary_text,
 )
 
-from weightwatch.config import load_rules  # noqa: E402
-
 #: rules in the default pack: the counts below follow it as rules are added
 N = len(load_rules(use_project_config=False))
 
 WIDTH = 120
-
-
-@pytest.fixture(scope="module")
-def rules():
-    return load_rules(use_project_config=False)
-
-
-@pytest.fixture(scope="module")
-def healthy(rules, tmp_path_factory):
-    return evaluate(open_run(write_healthy_run(tmp_path_factory.mktemp("t") / "healthy")), rules)
-
-
-@pytest.fixture(scope="module")
-def nan_report(rules, tmp_path_factory):
-    return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("t") / "nan")), rules)
 
 
 def console(width=WIDTH, **kw) -> Console:
