@@ -163,7 +163,8 @@ def cmd_check(args) -> int:
             report = Report(run=str(path), source="?", records=0, tensors=0,
                             rule_sources=list(ruleset.sources), problems=[str(exc)])
         else:
-            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail)
+            # --maxfail 0 means no limit, as in pytest
+            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail or None)
         reports.append(report)
         exit_codes.append(report.exit_code(strict=args.strict))
     duration = time.perf_counter() - started
