@@ -133,8 +133,7 @@ class WatchCallback(keras.callbacks.Callback):
             from .live import LiveChecker
 
             # Loading rules here makes a bad rule file stop fit() before the first step.
-            self._live = LiveChecker(self.rules, run_dir=self.run_dir, verbose=self.verbose,
-                                     halt_on=self.halt_on)
+            self._live = LiveChecker(self.rules, verbose=self.verbose, halt_on=self.halt_on)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1

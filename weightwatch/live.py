@@ -22,7 +22,6 @@ from .report import FAILED, WARNING, Finding, Report
 from .runformat import HEALTHY, record_name, save_npz, sync_later
 
 
-
 @dataclass
 class LiveOutcome:
     report: Report
@@ -33,12 +32,11 @@ class LiveOutcome:
 
 
 class LiveChecker:
-    def __init__(self, rules=None, *, run_dir=None, verbose=1, halt_on="error"):
+    def __init__(self, rules=None, *, verbose=1, halt_on="error"):
         # Loaded at on_train_begin: a bad rule file stops fit() before the first step.
         self.ruleset = load_rules(rules)
         self.verbose = verbose
         self.halt_on = halt_on
-        self.run_dir = run_dir
         self._seen: set[tuple] = set()
         self.last_report: Report | None = None
         self.healthy_record: int | None = None
@@ -61,8 +59,9 @@ class LiveChecker:
                     out.new.append(f)
         out.healthy = not report.failed
         levels = {"error": (FAILED,), "warning": (FAILED, WARNING)}.get(self.halt_on, ())
+        new_ids = {id(f) for f in out.new}
         triggering = [f for r in report.results if r.status in levels for f in r.findings
-                      if f in out.new]
+                      if id(f) in new_ids]
         if triggering:
             out.halt = True
             first = triggering[0]
