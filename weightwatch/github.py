@@ -40,7 +40,9 @@ def _join(run: str, name: str) -> str:
 
 
 def _record_file(report: Report, f: Finding) -> str:
-    """The snapshot file of the finding's record (seed dumps: the run directory itself)."""
+    """The file of the finding's record: a snapshot, or a seed dump's epoch file."""
+    if f.file:
+        return _join(report.run, f.file)
     if report.source == "weightwatch":
         return _join(report.run, record_name(f.record))
     return report.run.replace("\\", "/")
