@@ -44,6 +44,17 @@ def test_norm_growth_uses_floor_for_zero_start():
     assert f.record == 2 and f.value == pytest.approx(4.0)
 
 
+def test_norm_runaway_needs_fast_growth_that_does_not_slow():
+    # healthy early growth decelerates: 1.12, 1.37, 1.23 ... never two fast non-slowing records
+    healthy = make_run({"a/kernel": {"l2": [1.0, 1.12, 1.5344, 1.887, 2.19]}}, 5)
+    assert run_check(healthy, "norm-runaway").status == "passed"
+    # a wrong-sign regulariser: 1.18, 1.30, 1.31, 1.32: fires at the second fast, faster record
+    runaway = make_run({"a/kernel": {"l2": [1.0, 1.18, 1.534, 2.01, 2.65]}}, 5)
+    f = first(run_check(runaway, "norm-runaway"))
+    assert f.record == 3 and f.value == pytest.approx(1.31, rel=1e-3)
+    assert first(run_check(runaway, "norm-runaway", records=3)).record == 4
+
+
 def test_unchanged_and_stalled_are_opposites():
     still = {"d_l2": [None, 0.0, 0.0], "d_absmax": [None, 0.0, 0.0], "changed": [None, 0, 0]}
     moving = {"d_l2": [None, 0.1, 0.1], "d_absmax": [None, 0.01, 0.01], "changed": [None, 1, 1]}

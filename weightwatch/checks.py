@@ -110,6 +110,15 @@ def update_ratio(h: Histories, min_rms: float) -> np.ndarray:
         return h("d_l2") / _floored_prev_norm(h, min_rms)
 
 
+def _shifted(a: np.ndarray, k: int, fill) -> np.ndarray:
+    """``a`` moved ``k`` records later: row t holds row t-k (``fill`` before the start)."""
+    if k == 0:
+        return a
+    out = np.full_like(a, fill)
+    out[k:] = a[:-k]
+    return out
+
+
 def _floored_prev_norm(h: Histories, min_rms: float) -> np.ndarray:
     """The previous record's L2 norm, raised to a floor; NaN where there is no previous record."""
     prev = h.prev("l2")
@@ -171,18 +180,12 @@ def norm_runaway(h: Histories, min_growth, records, min_rms):
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         g = h("l2") / _floored_prev_norm(h, min_rms)
-    fast = _gt(g, min_growth - 1e-12)
+    with np.errstate(invalid="ignore"):
+        fast = np.greater_equal(g, min_growth)               # NaN compares False
+        not_slowing = np.greater_equal(g, _shifted(g, 1, np.nan))  # g[t] >= g[t-1]
     bad = fast.copy()
     for k in range(1, max(1, records)):
-        prev_g = np.full_like(g, np.nan)
-        prev_g[k:] = g[:-k]
-        later = np.full_like(g, np.nan)
-        later[k - 1:] = g[: len(g) - k + 1] if k > 1 else g
-        shifted_fast = np.zeros_like(fast)
-        shifted_fast[k:] = fast[:-k]
-        with np.errstate(invalid="ignore"):
-            not_slowing = np.greater_equal(later, prev_g)
-        bad &= shifted_fast & not_slowing
+        bad &= _shifted(fast, k, False) & _shifted(not_slowing, k - 1, False)
     return Outcome(g, bad, float(min_growth), extra={"records": records})
 
 
