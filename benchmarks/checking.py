@@ -5,8 +5,13 @@ in the real on-disk format, then measures, interleaved and repeated:
 
 * parse floor: read and JSON-parse every record file, nothing else
   (``jsonio.loads``: orjson when installed, as the reader uses);
-* ``open_run``: parse + build the (records, tensors) metric arrays;
-* ``check()``: open_run + every rule of the default pack;
+* ``open_run``: the (records, tensors) metric arrays, built from the
+  journal (``history.bin``) after checking every record file's CRC against
+  it; and ``open_run`` of a copy without the journal, which parses every
+  record (runs of older versions, or a folder of edited records);
+* ``check()``: open_run + every rule of the default pack (both ways);
+* the same parse floor in a fresh Python process (interpreter start-up
+  included), against which the CLI is compared;
 * CLI end to end: ``weightwatch check RUN --no-config -q`` in a fresh
   process (includes interpreter start-up and imports);
 * CLI start-up alone: ``weightwatch --version``, and whether TensorFlow
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from weightwatch import jsonio  # noqa: E402
 from weightwatch.config import load_rules  # noqa: E402
 from weightwatch.engine import evaluate  # noqa: E402
+from weightwatch.journal import JOURNAL  # noqa: E402
 from weightwatch.reader import open_run  # noqa: E402
 from weightwatch.runformat import RunWriter  # noqa: E402
 from weightwatch.stats import COLUMNS  # noqa: E402
@@ -85,12 +92,27 @@ def main() -> None:
         build_run(run, args.records, args.tensors)
         build_s = time.perf_counter() - t
         size = sum(f.stat().st_size for f in run.iterdir())
-        times = {k: [] for k in ("parse floor", "open_run", "check()", "CLI check (process)", "CLI --version")}
+        journal_size = (run / JOURNAL).stat().st_size
+        bare = Path(tmp) / "without-journal"
+        shutil.copytree(run, bare, ignore=shutil.ignore_patterns(JOURNAL))
+        floor_process = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); "
+                         "from pathlib import Path; from weightwatch.jsonio import loads\n"
+                         "for f in sorted(Path(sys.argv[1]).glob('record-*.json')): loads(f.read_bytes())",
+                         str(run), env["PYTHONPATH"]]
+        in_process = ("parse floor", "open_run", "open_run, no journal", "check()", "check(), no journal")
+        processes = ("parse floor (process)", "CLI check (process)", "CLI --version")
+        times = {k: [] for k in in_process + processes}
         for _ in range(args.repeat):
             t = time.perf_counter(); parse_floor(run); times["parse floor"].append(time.perf_counter() - t)
             t = time.perf_counter(); open_run(run); times["open_run"].append(time.perf_counter() - t)
+            t = time.perf_counter(); open_run(bare); times["open_run, no journal"].append(time.perf_counter() - t)
             t = time.perf_counter(); report = evaluate(open_run(run), rules)
             times["check()"].append(time.perf_counter() - t)
+            t = time.perf_counter(); evaluate(open_run(bare), rules)
+            times["check(), no journal"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            subprocess.run(floor_process, check=True, env=env)
+            times["parse floor (process)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, "-m", "weightwatch", "check", str(run), "--no-config", "-q"],
                                   capture_output=True, env=env)
@@ -101,14 +123,16 @@ def main() -> None:
         tf = subprocess.run([sys.executable, "-c", "import sys; from weightwatch.cli import main; "
                              f"main(['check', {str(run)!r}, '--no-config', '-q']); "
                              "print('tensorflow' in sys.modules)"], capture_output=True, text=True, env=env)
-        floor = statistics.median(times["parse floor"])
-        print(f"synthetic run: {args.records} records x {args.tensors} tensors, {size / 1e6:.1f} MB on disk "
-              f"(built in {build_s:.1f}s); json: {'orjson' if jsonio._orjson else 'stdlib'}; "
+        floors = {k: statistics.median(times["parse floor"]) for k in in_process}
+        floors.update({k: statistics.median(times["parse floor (process)"]) for k in processes})
+        print(f"synthetic run: {args.records} records x {args.tensors} tensors, {size / 1e6:.1f} MB on disk, "
+              f"of which journal {journal_size / 1e6:.1f} MB (built in {build_s:.1f}s); "
+              f"json: {'orjson' if jsonio._orjson else 'stdlib'}; "
               f"CLI exit code {proc.returncode}; report: {report.counts()}")
-        print(f"{'measure':<24}{'median s':>10}{'x floor':>9}")
+        print(f"{'measure':<26}{'median s':>10}{'x floor':>9}   (processes against the floor in a process)")
         for k, v in times.items():
             m = statistics.median(v)
-            print(f"{k:<24}{m:>10.3f}{m / floor:>9.2f}")
+            print(f"{k:<26}{m:>10.3f}{m / floors[k]:>9.2f}")
         print(f"TensorFlow imported by `weightwatch check`: {tf.stdout.strip().splitlines()[-1]}")
 
 

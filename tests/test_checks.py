@@ -131,3 +131,24 @@ def test_default_pack_passes_a_healthy_history():
     logs = [{}, {"loss": 1.0}, {"loss": 0.6}, {"loss": 0.5}, {"loss": 0.45}]
     report = evaluate(make_run(tensors, 5, logs=logs), load_rules(use_project_config=False))
     assert not report.failed, [f.message for r in report.failed for f in r.findings]
+
+
+@pytest.mark.parametrize("patience", [1, 2, 3, 5])
+def test_first_streak_agrees_with_counting_record_by_record(patience):
+    import numpy as np
+
+    from weightwatch.engine import _first_streak
+
+    rng = np.random.default_rng(patience)
+    for records in range(0, 9):
+        bad = rng.random((records, 40)) < 0.6
+        want = []
+        for j in range(bad.shape[1]):
+            streak, fire = 0, -1
+            for r in range(records):
+                streak = streak + 1 if bad[r, j] else 0
+                if streak >= patience:
+                    fire = r
+                    break
+            want.append(fire)
+        assert _first_streak(bad, patience).tolist() == want, (records, patience)

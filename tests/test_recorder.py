@@ -29,7 +29,7 @@ from weightwatch import RunDirNotEmptyError
 
 STATS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac",
          "d_l2", "d_absmax", "changed", "dead_units", "d_cos")
-RUN_FILE_RE = re.compile(r"^(manifest\.json|record-\d{6}\.(json|npz))$")
+RUN_FILE_RE = re.compile(r"^(manifest\.json|history\.bin|record-\d{6}\.(json|npz))$")
 HIDDEN_TMP_RE = re.compile(r"^\.(manifest\.json|record-\d{6}\.(json|npz))\..+\.tmp$")
 
 
@@ -204,7 +204,7 @@ def test_one_record_before_training_and_one_per_epoch(request, fixture):
     assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * epochs
     assert all(r.batch is None for r in run.records)
     assert run.manifest["model"] == model.name
-    assert sorted(os.listdir(run_dir)) == ["manifest.json"] + sorted(
+    assert sorted(os.listdir(run_dir)) == ["history.bin", "manifest.json"] + sorted(
         f"record-{i:06d}{ext}" for i in range(epochs + 1) for ext in (".json", ".npz"))
 
 
@@ -606,7 +606,7 @@ def test_new_callback_on_a_nonempty_dir_is_refused_then_overwrites(tmp_path, sma
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[watch(run_dir, overwrite=True)])
     run = weightwatch.open_run(run_dir)
     assert run.epochs.tolist() == [0, 1] and run.problems == []
-    assert sorted(os.listdir(run_dir)) == ["manifest.json", "notes.txt", "record-000000.json",
+    assert sorted(os.listdir(run_dir)) == ["history.bin", "manifest.json", "notes.txt", "record-000000.json",
                                            "record-000000.npz", "record-000001.json", "record-000001.npz"]
     assert (run_dir / "notes.txt").read_text() == "mine"
 

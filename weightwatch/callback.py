@@ -297,11 +297,12 @@ class WatchCallback(keras.callbacks.Callback):
         clean_logs = _clean_logs(logs)
         self._add_optimizer_logs(clean_logs)
         arrays = {p: self._recorder.prev[p] for p in rows} if self.save_tensors else None
+        values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(COLUMNS)))
         try:
             self._writer.add_tensors(entries)
             index = self._writer.write_record(
                 epoch=epoch, batch=batch, step=self._step, kind=kind, rows=rows, logs=clean_logs,
-                wall=time.time(), arrays=arrays)
+                wall=time.time(), arrays=arrays, values=values)
         except OSError as exc:
             self._write_error(exc)
             return
@@ -313,7 +314,6 @@ class WatchCallback(keras.callbacks.Callback):
             if e["path"] not in in_run:
                 self._run.add_tensor(TensorInfo(e["path"], e["layer"], tuple(e["shape"]), e["dtype"],
                                                 e["kind"], first_record=index))
-        values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(COLUMNS)))
         self._run.append(record, list(rows), values)
         if self._live is not None:
             self._after_record(index)

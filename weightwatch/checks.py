@@ -58,9 +58,28 @@ class Histories:
         self.run = run
         self.index = index
         self.tensors = [run.tensors[i] for i in index]
+        # Every tensor, in order (the usual case): histories are the run's own
+        # arrays, not copies.
+        self._whole = index.size == len(run.tensors) and bool((index == np.arange(index.size)).all())
+        # Rules that select the same tensors (all kernels, say) share the
+        # gathered histories; the cache lives as long as the run's shape.
+        shape = (len(run.records), len(run.tensors))
+        cache = run._histories_cache
+        if cache is None or cache[0] != shape:
+            cache = run._histories_cache = (shape, {})
+        self._cache = cache[1]
+        self._key = b"" if self._whole else index.tobytes()
 
     def __call__(self, metric: str) -> np.ndarray:
-        return self.run.metric(metric)[:, self.index]
+        """The metric's history, (records, selected tensors); read-only, shared between calls."""
+        key = (metric, self._key)
+        m = self._cache.get(key)
+        if m is None:
+            m = self.run.metric(metric)
+            m = m.view() if self._whole else m[:, self.index]
+            m.flags.writeable = False
+            self._cache[key] = m
+        return m
 
     def prev(self, metric: str) -> np.ndarray:
         """The metric at the previous record (NaN at the first record)."""

@@ -63,13 +63,14 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
 
 
 def _static_selection(run: Run, rule: Rule) -> np.ndarray:
+    everything = "*" in rule.select and not rule.exclude
     idx = []
     for i, t in enumerate(run.tensors):
-        if not rule.matches(t.path, t.layer):
-            continue
         if rule.kind and t.kind not in rule.kind:
             continue
         if rule.dtype == "float" and t.dtype and not (t.dtype.startswith("float") or t.dtype == "bfloat16"):
+            continue
+        if not everything and not rule.matches(t.path, t.layer):
             continue
         idx.append(i)
     return np.array(idx, dtype=np.intp)
@@ -154,17 +155,15 @@ def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
 
 def _first_streak(bad: np.ndarray, patience: int) -> np.ndarray:
     """Per column, the record where ``patience`` consecutive violations are first reached (-1: never)."""
-    if bad.shape[0] == 0:
+    if bad.shape[0] < max(patience, 1):
         return np.full(bad.shape[1], -1)
     if patience <= 1:
         return np.where(bad.any(axis=0), bad.argmax(axis=0), -1)
-    fire = np.full(bad.shape[1], -1)
-    streak = np.zeros(bad.shape[1], dtype=np.int64)
-    for r in range(bad.shape[0]):
-        streak = (streak + 1) * bad[r]
-        newly = (streak >= patience) & (fire < 0)
-        fire[newly] = r
-    return fire
+    # A streak of `patience` ending at record r: bad at r, r-1, ..., r-patience+1.
+    streak = bad[patience - 1:].copy()
+    for k in range(1, patience):
+        streak &= bad[patience - 1 - k: bad.shape[0] - k]
+    return np.where(streak.any(axis=0), streak.argmax(axis=0) + patience - 1, -1)
 
 
 def _num(x):

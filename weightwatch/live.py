@@ -19,7 +19,7 @@ from .config import load_rules
 from .engine import evaluate
 from .jsonio import atomic_write
 from .report import FAILED, WARNING, Finding, Report
-from .runformat import HEALTHY, record_name, save_npz, sync_later
+from .runformat import HEALTHY, HEALTHY_POINTER, record_name, save_npz, sync_later
 
 
 @dataclass
@@ -142,7 +142,7 @@ class LiveChecker:
     def _write_pointer(self, writer, index, file):
         from .jsonio import dumps
 
-        path = writer.dir / "healthy.json"
+        path = writer.dir / HEALTHY_POINTER
         # Renamed into place now, fsynced off the training thread like the records.
         atomic_write(path, dumps({"record": index, "file": file}), fsync=False)
         sync_later(path)

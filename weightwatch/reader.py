@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import journal
 from .errors import RunFormatError, RunNotFoundError
 from .jsonio import TMP_SUFFIX, loads
 from .runformat import (
@@ -24,8 +25,6 @@ from .runformat import (
     tensor_kind,
 )
 from .stats import COLUMNS
-
-_NAN = float("nan")
 
 
 @dataclass
@@ -92,7 +91,10 @@ class Run:
         self.columns = tuple(columns)
         self._col = {c: i for i, c in enumerate(self.columns)}
         self._tindex: dict[str, int] = {}
-        self._data = np.full((0, 0, len(self.columns)), np.nan)
+        # (columns, records, tensors): one metric's history is one contiguous
+        # block, so a check reads it without a copy (see Run.metric).
+        self._data = np.full((len(self.columns), 0, 0), np.nan)
+        self._histories_cache = None  # see checks.Histories
 
     # -- building ---------------------------------------------------------------
     def add_tensor(self, info: TensorInfo) -> int:
@@ -108,14 +110,22 @@ class Run:
             if p not in self._tindex:
                 self.add_tensor(TensorInfo(p, p.rsplit("/", 1)[0] if "/" in p else p,
                                            first_record=len(self.records)))
+        idx = [self._tindex[p] for p in paths]
+        self._store(record, idx, np.asarray(values).T, in_order=idx == list(range(len(idx))))
+
+    def _store(self, record: Record, idx, columns: np.ndarray, *, in_order: bool) -> None:
+        """Add one record whose ``columns[c, i]`` is column c of tensor ``idx[i]``.
+
+        ``in_order``: ``idx`` is 0, 1, 2...
+        """
         r = len(self.records)
         self._grow(r + 1, len(self.tensors))
-        if len(paths):
-            idx = [self._tindex[p] for p in paths]
-            if len(idx) == len(self.tensors) and idx == list(range(len(idx))):
-                self._data[r, : len(idx), :] = values  # the usual case: manifest order, no gaps
+        n = len(idx)
+        if n:
+            if in_order and n == len(self.tensors):
+                self._data[:, r, :n] = columns  # the usual case: manifest order, no gaps
             else:
-                self._data[r, idx, :] = values
+                self._data[:, r, idx] = columns
         self.records.append(record)
 
     def reserve(self, nrec: int, ntens: int) -> None:
@@ -123,13 +133,13 @@ class Run:
         self._grow(nrec, ntens, exact=True)
 
     def _grow(self, nrec: int, ntens: int, exact: bool = False) -> None:
-        R, T, C = self._data.shape
+        C, R, T = self._data.shape
         if nrec <= R and ntens <= T:
             return
         newR = nrec if exact else max(nrec, 2 * R if nrec > R else R, 8)
         newT = max(ntens, T)
-        grown = np.full((newR, newT, C), np.nan)
-        grown[:R, :T] = self._data
+        grown = np.full((C, newR, newT), np.nan)
+        grown[:, :R, :T] = self._data
         self._data = grown
 
     # -- reading ----------------------------------------------------------------
@@ -149,7 +159,7 @@ class Run:
             c = self._col[name]
         except KeyError:
             raise KeyError(f"unknown metric {name!r}; known: {', '.join(self.columns)}") from None
-        return self._data[: len(self.records), : len(self.tensors), c]
+        return self._data[c, : len(self.records), : len(self.tensors)]
 
     def history(self, tensor: str, metric: str) -> np.ndarray:
         return self.metric(metric)[:, self.tensor_index(tensor)]
@@ -269,10 +279,21 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     files = sorted((int(m.group(1)), name) for name in os.listdir(path)
                    if not name.endswith(TMP_SUFFIX) and (m := RECORD_RE.match(name)))
     run.reserve(len(files), len(run.tensors))
+    mirrored = journal.read(path / journal.JOURNAL)
+    known_ids: dict[tuple, bool | None] = {}
     for index, name in files:
         fp = path / name
         try:
-            snap = loads(fp.read_bytes())
+            data = fp.read_bytes()
+            entry = mirrored.get(index)
+            if entry is not None and entry.mirrors(data):
+                in_order = _ids_in_order(run, entry, known_ids)
+                if in_order is not None:
+                    # The journal holds this very file's figures: no parsing.
+                    run._store(_record(loads(entry.meta), index, name), entry.ids, entry.columns,
+                               in_order=in_order)
+                    continue
+            snap = loads(data)
             record, paths, values = _parse_snapshot(snap, index, name, len(run.columns))
         except (OSError, ValueError, TypeError, KeyError) as exc:
             msg = str(exc) or type(exc).__name__
@@ -288,30 +309,45 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
 
 
 def _parse_snapshot(snap, index: int, name: str, ncols: int):
-    if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError("not a weightwatch snapshot")
-    if snap.get("version") != VERSION:
-        raise ValueError(f"unsupported snapshot version {snap.get('version')!r}")
+    record = _record(snap, index, name)
     rows = snap["tensors"]
     if not isinstance(rows, dict):
         raise ValueError("'tensors' is not an object")
     paths = list(rows)
-    # The hot path of `weightwatch check`: one flat list with null -> NaN, then one
-    # conversion.  numpy's nested-list conversion with None in it is twice as slow.
+    # Records without a journal entry: numpy reads null as NaN and booleans as 0/1.
     try:
-        flat = [_NAN if v is None else v for row in rows.values() for v in row]
-        values = np.array(flat, dtype=np.float64)
+        values = (np.array(list(rows.values()), dtype=np.float64) if rows
+                  else np.empty((0, ncols)))
     except (TypeError, ValueError):
         values = None
-    if values is None or values.size != len(paths) * ncols or values.ndim != 1:
+    if values is None or values.shape != (len(paths), ncols):
         # Name the offending tensor: numpy's own message does not.
         bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != ncols
                     or not all(v is None or isinstance(v, (int, float)) for v in row)), "?")
         raise ValueError(f"tensor {bad!r}: expected {ncols} numbers")
-    values = values.reshape(len(paths), ncols)
-    logs = snap.get("logs") or {}
-    record = Record(index=int(snap.get("record", index)), epoch=int(snap["epoch"]),
-                    batch=snap.get("batch"), step=snap.get("step"), kind=snap.get("kind", "epoch"),
-                    time=snap.get("time"), logs=logs, file=name,
-                    tensors_file=snap.get("tensors_file"))
     return record, paths, values
+
+
+def _record(snap, index: int, name: str) -> Record:
+    """The record a snapshot (or its journal entry's copy of it, without tensors) describes."""
+    if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError("not a weightwatch snapshot")
+    if snap.get("version") != VERSION:
+        raise ValueError(f"unsupported snapshot version {snap.get('version')!r}")
+    return Record(index=int(snap.get("record", index)), epoch=int(snap["epoch"]),
+                  batch=snap.get("batch"), step=snap.get("step"), kind=snap.get("kind", "epoch"),
+                  time=snap.get("time"), logs=snap.get("logs") or {}, file=name,
+                  tensors_file=snap.get("tensors_file"))
+
+
+def _ids_in_order(run: Run, entry, known: dict) -> bool | None:
+    """None when the entry's tensor ids no longer name, in this manifest, the tensors
+    they named when written; else whether they are 0, 1, 2..."""
+    key = (entry.ids.tobytes(), entry.paths_crc, entry.columns.shape[0])
+    if key not in known:
+        ids = entry.ids.tolist()
+        valid = (entry.columns.shape[0] == len(run.columns)
+                 and all(0 <= i < len(run.tensors) for i in ids)
+                 and journal.paths_crc(run.tensors[i].path for i in ids) == entry.paths_crc)
+        known[key] = (ids == list(range(len(ids)))) if valid else None
+    return known[key]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import RunFormatError
 from .jsonio import loads
-from .runformat import HEALTHY, load_npz, record_name
+from .runformat import HEALTHY, HEALTHY_POINTER, load_npz, record_name
 
 
 def restore(model, run_dir, record: int | None = None) -> int:
@@ -32,7 +32,7 @@ def restore(model, run_dir, record: int | None = None) -> int:
     """
     run_dir = Path(run_dir)
     if record is None:
-        pointer = run_dir / "healthy.json"
+        pointer = run_dir / HEALTHY_POINTER
         if not (run_dir / HEALTHY).exists() or not pointer.exists():
             raise RunFormatError("no healthy weights kept in this run (record with check=True, "
                                  "or pass record=N of a run recorded with save_tensors=True)",

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, journal
 from .errors import RunDirNotEmptyError, RunFormatError
-from .jsonio import atomic_write, loads, write_json
+from .jsonio import atomic_write, dumps, loads, write_json
 from .stats import COLUMNS
 
 FORMAT = "weightwatch-run"
@@ -41,6 +41,7 @@ VERSION = 1
 MANIFEST = "manifest.json"
 VERDICT = "verdict.json"
 HEALTHY = "healthy.npz"
+HEALTHY_POINTER = "healthy.json"
 RECORD_RE = re.compile(r"^record-(\d{6,})\.json$")
 
 
@@ -147,10 +148,11 @@ class RunWriter:
         self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
         indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
         self.next_record = max(indices) + 1 if indices else 0
+        journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
 
     def _clear(self) -> None:
         for f in self.dir.iterdir():
-            if f.is_file() and (f.name == MANIFEST or f.name in (VERDICT, HEALTHY)
+            if f.is_file() and (f.name in (MANIFEST, VERDICT, HEALTHY, HEALTHY_POINTER, journal.JOURNAL)
                                 or RECORD_RE.match(f.name) or f.name.endswith(".npz")
                                 or f.name.endswith(".tmp")):
                 f.unlink()
@@ -172,8 +174,13 @@ class RunWriter:
 
     def write_record(self, *, epoch: int, batch: int | None, step: int | None, kind: str,
                      rows: dict[str, list], logs: dict, wall: float,
-                     arrays: dict[str, np.ndarray] | None = None) -> int:
-        """Write one snapshot (and its tensors first, so a snapshot never points at nothing)."""
+                     arrays: dict[str, np.ndarray] | None = None,
+                     values: np.ndarray | None = None) -> int:
+        """Write one snapshot (and its tensors first, so a snapshot never points at nothing).
+
+        ``values`` is ``rows`` as a float array (tensors x columns, NaN for
+        None), when the caller has it already; it goes to the journal.
+        """
         # The previous record's background fsync (long done, normally); an
         # error it met is raised here, where the caller handles write errors.
         wait_for_sync(self.dir)
@@ -182,7 +189,7 @@ class RunWriter:
         if arrays is not None:
             tensors_file = record_name(index, ".npz")
             save_npz(self.dir / tensors_file, arrays)
-        snap = {
+        meta = {
             "format": SNAPSHOT_FORMAT,
             "version": VERSION,
             "record": index,
@@ -193,14 +200,30 @@ class RunWriter:
             "time": wall,
             "logs": logs,
             "tensors_file": tensors_file,
-            "tensors": rows,
         }
         path = self.dir / record_name(index)
-        write_json(path, snap, fsync=not _BACKGROUND_SYNC)
-        if _BACKGROUND_SYNC:
-            sync_later(path)
+        data = dumps({**meta, "tensors": rows})
+        atomic_write(path, data, fsync=not _BACKGROUND_SYNC)
         self.next_record = index + 1
+        self._journal(index, data, meta, rows, values)
+        if _BACKGROUND_SYNC:
+            sync_later(path, self.dir / journal.JOURNAL)
         return index
+
+    def _journal(self, index: int, data: bytes, meta: dict, rows: dict, values) -> None:
+        """Mirror the record just written into the journal (see :mod:`weightwatch.journal`).
+
+        After the record's rename: a crash in between leaves a record without
+        an entry, which readers parse from its JSON.
+        """
+        ids = [self._index.get(p) for p in rows]
+        if None in ids:
+            return  # a tensor missing from the manifest: this record is read from its JSON
+        if values is None:
+            values = np.array(list(rows.values()), dtype=np.float64).reshape(len(rows), len(COLUMNS))
+        journal.append(self.dir / journal.JOURNAL, journal.encode(
+            record=index, file_bytes=data, meta=dumps(meta), ids=ids, paths=list(rows),
+            columns=values.T))
 
     def write_verdict(self, verdict: dict) -> None:
         write_json(self.dir / VERDICT, verdict)

@@ -1,0 +1,188 @@
+"""history.bin: the reader takes a record's figures from the journal only when they are that file's.
+
+The JSON records are the truth.  Every test here changes the run on disk the
+way an edit, a crash or a careless copy would, and checks that open_run
+gives exactly what parsing every JSON record gives, reports what parsing
+reports, and uses the journal wherever it still can (counted by wrapping
+the JSON parser, which the journal path must not call).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import weightwatch
+from weightwatch import journal, reader
+from weightwatch.runformat import RunWriter
+from weightwatch.stats import COLUMNS
+
+PATHS = ["m/d/kernel", "m/d/bias", "m/e/kernel"]
+
+
+@pytest.fixture
+def parsed(monkeypatch):
+    """The indices of the records that open_run parsed from JSON."""
+    seen = []
+    real = reader._parse_snapshot
+
+    def counting(snap, index, name, ncols):
+        seen.append(index)
+        return real(snap, index, name, ncols)
+
+    monkeypatch.setattr(reader, "_parse_snapshot", counting)
+    return seen
+
+
+def row(record: int, j: int) -> list:
+    """Every kind of value a row holds: booleans, counts, floats, nulls."""
+    first = record == 0
+    values = dict(trainable=j != 2, frozen=j == 2, size=4 * (j + 1), nan=0, inf=record % 2,
+                  l2=1.0 + record + j / 3, mean=-0.1 * j, std=0.5, min=-1.0, max=1.0, absmax=1.0,
+                  zero_frac=0.25, d_l2=None if first else 0.1 * record, d_absmax=None if first else 0.01,
+                  changed=None if first else j != 2, dead_units=None if j == 1 or first else j,
+                  d_cos=None if record < 2 else -0.5)
+    return [values[c] for c in COLUMNS]
+
+
+def write(run_dir, records: int = 4, *, start: int = 0, resume: bool = False) -> None:
+    w = RunWriter(run_dir, model_name="m", resume=resume)
+    w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [2, 2] if p.endswith("kernel") else [4],
+                    "dtype": "float32", "kind": p.rsplit("/", 1)[1]} for p in PATHS])
+    for r in range(start, start + records):
+        w.write_record(epoch=r, batch=None, step=r * 10, kind="begin" if r == 0 else "epoch",
+                       rows={p: row(r, j) for j, p in enumerate(PATHS)},
+                       logs={} if r == 0 else {"loss": 1.0 / r, "acc": None}, wall=1000.0 + r)
+
+
+def without_journal(run_dir, tmp_path):
+    """The same run read by parsing every record: the reference."""
+    copy = tmp_path / "reference"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(run_dir, copy)
+    (copy / journal.JOURNAL).unlink(missing_ok=True)
+    return weightwatch.open_run(copy)
+
+
+def assert_same(got, want) -> None:
+    assert got.tensor_names == want.tensor_names
+    assert [Path(p.path).name for p in got.problems] == [Path(p.path).name for p in want.problems]
+    fields = ("index", "epoch", "batch", "step", "kind", "time", "logs", "file", "tensors_file")
+    assert [[getattr(r, f) for f in fields] for r in got.records] == \
+           [[getattr(r, f) for f in fields] for r in want.records]
+    for c in COLUMNS:
+        np.testing.assert_array_equal(got.metric(c), want.metric(c), err_msg=c)
+
+
+def test_a_real_run_reads_the_same_from_the_journal(recorded_run, tmp_path, parsed):
+    run_dir, _ = recorded_run
+    assert (run_dir / journal.JOURNAL).stat().st_size > 0
+    run = weightwatch.open_run(run_dir)
+    assert parsed == []  # every record came from the journal
+    reference = without_journal(run_dir, tmp_path)
+    assert parsed == [r.index for r in reference.records]
+    assert_same(run, reference)
+
+
+def test_every_kind_of_value_survives_the_journal(tmp_path, parsed):
+    write(tmp_path / "run")
+    run = weightwatch.open_run(tmp_path / "run")
+    assert parsed == []
+    assert_same(run, without_journal(tmp_path / "run", tmp_path))
+    assert np.isnan(run.metric("dead_units")[:, 1]).all() and run.metric("frozen")[:, 2].tolist() == [1.0] * 4
+
+
+def test_an_edited_record_is_read_from_its_json(tmp_path, parsed):
+    write(tmp_path / "run")
+    f = tmp_path / "run" / "record-000002.json"
+    snap = json.loads(f.read_text())
+    snap["tensors"]["m/d/bias"][COLUMNS.index("l2")] = 123.0
+    f.write_text(json.dumps(snap))
+    run = weightwatch.open_run(tmp_path / "run")
+    assert parsed == [2]
+    assert run.history("m/d/bias", "l2")[2] == 123.0
+    assert_same(run, without_journal(tmp_path / "run", tmp_path))
+
+
+def test_a_damaged_record_is_reported_although_the_journal_has_it(tmp_path, parsed):
+    write(tmp_path / "run")
+    f = tmp_path / "run" / "record-000001.json"
+    f.write_bytes(f.read_bytes()[:-40])
+    run = weightwatch.open_run(tmp_path / "run")
+    assert [r.index for r in run.records] == [0, 2, 3]
+    assert len(run.problems) == 1 and "record-000001.json" in str(run.problems[0])
+    assert_same(run, without_journal(tmp_path / "run", tmp_path))
+
+
+def test_a_deleted_record_stays_deleted(tmp_path):
+    write(tmp_path / "run")
+    (tmp_path / "run" / "record-000003.json").unlink()
+    assert [r.index for r in weightwatch.open_run(tmp_path / "run").records] == [0, 1, 2]
+
+
+def test_a_torn_tail_is_ignored_and_cut_off_by_the_next_writer(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d)
+    j = d / journal.JOURNAL
+    whole = j.stat().st_size
+    with open(j, "r+b") as f:
+        f.truncate(whole - 10)  # the last append was cut short by a crash
+    assert_same(weightwatch.open_run(d), without_journal(d, tmp_path))
+    assert parsed[0] == 3
+    write(d, 2, start=4, resume=True)  # continuing the run repairs the journal first
+    assert j.stat().st_size > whole - 10
+    parsed.clear()
+    run = weightwatch.open_run(d)
+    assert parsed == [3]  # the record whose entry was torn; 4 and 5 come from the journal
+    assert [r.index for r in run.records] == [0, 1, 2, 3, 4, 5]
+    assert_same(run, without_journal(d, tmp_path))
+
+
+def test_a_damaged_entry_hides_nothing(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d)
+    j = d / journal.JOURNAL
+    data = bytearray(j.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in the middle: that entry and all after it are ignored
+    j.write_bytes(bytes(data))
+    run = weightwatch.open_run(d)
+    assert run.problems == [] and parsed and parsed == sorted(parsed) and parsed[-1] == 3
+    assert_same(run, without_journal(d, tmp_path))
+
+
+def test_entries_do_not_follow_tensors_moved_in_the_manifest(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d)
+    before = weightwatch.open_run(d)
+    m = json.loads((d / "manifest.json").read_text())
+    m["tensors"].reverse()
+    (d / "manifest.json").write_text(json.dumps(m))
+    parsed.clear()
+    after = weightwatch.open_run(d)
+    assert parsed == [0, 1, 2, 3]  # the ids no longer name the same tensors
+    for p in PATHS:
+        for c in COLUMNS:
+            np.testing.assert_array_equal(after.history(p, c), before.history(p, c))
+
+
+def test_overwriting_a_run_starts_a_new_journal(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d)
+    RunWriter(d, model_name="m", overwrite=True)
+    assert not (d / journal.JOURNAL).exists()
+    write(d, 2, resume=True)
+    assert [r.index for r in weightwatch.open_run(d).records] == [0, 1] and parsed == []
+
+
+def test_a_garbage_journal_is_no_journal(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d)
+    (d / journal.JOURNAL).write_bytes(b"not a journal at all")
+    run = weightwatch.open_run(d)
+    assert parsed == [0, 1, 2, 3] and run.problems == []
+    (d / journal.JOURNAL).write_bytes(b"")
+    assert len(weightwatch.open_run(d).records) == 4

@@ -1,0 +1,143 @@
+"""``history.bin``: every record's statistics again, in binary, so reading a run need not parse them.
+
+Parsing a snapshot's few thousand numbers and turning them into floats is
+most of what ``weightwatch check`` costs.  So the writer also appends each
+record's statistics, as raw float64 columns, to one journal file, and the
+reader copies them from there instead.
+
+The JSON records stay the truth; the journal is a cache of them.  Each
+entry carries the size and CRC-32 of the record file it mirrors, and the
+reader uses an entry only when that file still holds exactly those bytes (it
+reads the file anyway: a CRC costs a small fraction of parsing it).  An
+edited, replaced or damaged record, a record with no entry, an entry whose
+tensor ids no longer name the same tensors in the manifest, a torn entry at
+the end (a crash mid-append) or no journal at all: the record is parsed from
+its JSON instead.  Same result, more time.
+
+The framing is TFRecord's (TensorBoard's event files): append-only, each
+entry length-prefixed and checksummed, so a torn or damaged entry is
+recognised; it and everything after it are ignored by readers and cut off by
+the next writer that continues the run.
+
+An entry, little-endian::
+
+    magic      4 bytes  b"WWH1"
+    length     u32      bytes in the body
+    body_crc   u32      CRC-32 of the body
+    body:
+      record     u32    record index
+      file_size  u64    size of record-NNNNNN.json
+      file_crc   u32    CRC-32 of it
+      paths_crc  u32    CRC-32 of the record's tensor paths joined by "\\n"
+      ntensors   u32
+      ncols      u32
+      meta_len   u32
+      meta       meta_len bytes: the snapshot without "tensors", as JSON
+      ids        i32[ntensors]          the tensors' rows in the manifest's table
+      values     f64[ncols][ntensors]   column by column, NaN where JSON has null
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+JOURNAL = "history.bin"
+MAGIC = b"WWH1"
+_FRAME = struct.Struct("<4sII")
+_BODY = struct.Struct("<IQIIIII")
+
+
+def paths_crc(paths) -> int:
+    return zlib.crc32("\n".join(paths).encode())
+
+
+def encode(*, record: int, file_bytes: bytes, meta: bytes, ids, paths,
+           columns: np.ndarray) -> bytes:
+    """One entry; ``columns[c, i]`` is column c of tensor ``paths[i]`` (manifest row ``ids[i]``)."""
+    ids = np.asarray(ids, dtype="<i4")
+    columns = np.ascontiguousarray(columns, dtype="<f8")
+    ncols, ntensors = columns.shape if columns.ndim == 2 else (0, 0)
+    body = b"".join((
+        _BODY.pack(record, len(file_bytes), zlib.crc32(file_bytes), paths_crc(paths),
+                   ntensors, ncols, len(meta)),
+        meta, ids.tobytes(), columns.tobytes()))
+    return _FRAME.pack(MAGIC, len(body), zlib.crc32(body)) + body
+
+
+def append(path, entry: bytes) -> None:
+    """Append one entry with a single write (readers take a torn one for absent)."""
+    with open(path, "ab") as f:
+        f.write(entry)
+
+
+@dataclass(frozen=True)
+class Entry:
+    record: int
+    file_size: int
+    file_crc: int
+    paths_crc: int
+    meta: bytes
+    ids: np.ndarray          # (ntensors,) int32
+    columns: np.ndarray      # (ncols, ntensors) float64, a view into the journal
+
+    def mirrors(self, file_bytes: bytes) -> bool:
+        """Whether this entry was written for exactly these record-file bytes."""
+        return len(file_bytes) == self.file_size and zlib.crc32(file_bytes) == self.file_crc
+
+
+def _scan(buf):
+    """Yield (entry, end offset) for each whole entry, stopping at the first torn or damaged one."""
+    view = memoryview(buf)
+    off, n = 0, len(buf)
+    while off + _FRAME.size <= n:
+        magic, length, crc = _FRAME.unpack_from(buf, off)
+        start, end = off + _FRAME.size, off + _FRAME.size + length
+        if magic != MAGIC or end > n or length < _BODY.size or zlib.crc32(view[start:end]) != crc:
+            return
+        record, size, fcrc, pcrc, nt, nc, mlen = _BODY.unpack_from(buf, start)
+        p = start + _BODY.size
+        if p + mlen + 4 * nt + 8 * nt * nc != end:
+            return
+        meta = bytes(view[p:p + mlen])
+        p += mlen
+        ids = np.frombuffer(buf, dtype="<i4", count=nt, offset=p)
+        p += 4 * nt
+        columns = np.frombuffer(buf, dtype="<f8", count=nt * nc, offset=p).reshape(nc, nt)
+        yield Entry(record, size, fcrc, pcrc, meta, ids, columns), end
+        off = end
+
+
+def read(path) -> dict[int, Entry]:
+    """The journal's whole entries by record index (the last one wins); {} when there is none.
+
+    Never raises for a damaged journal: readers then parse the JSON records.
+    """
+    try:
+        with open(path, "rb") as f:
+            try:
+                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (ValueError, OSError):  # empty, or a file system without mmap
+                buf = f.read()
+    except OSError:
+        return {}
+    return {e.record: e for e, _ in _scan(buf)}
+
+
+def repair(path) -> None:
+    """Cut a torn or damaged tail off, so that entries appended next can be read."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return
+    good = 0
+    for _, end in _scan(data):
+        good = end
+    if good != len(data):
+        os.truncate(path, good)
