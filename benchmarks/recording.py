@@ -110,6 +110,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from weightwatch.callback import WatchCallback  # noqa: E402
+from weightwatch.stats import COLUMNS  # noqa: E402
 
 MODELS = ("1m", "10m", "50m", "conv", "many")
 QUICK = ("1m", "many", "conv")
@@ -459,8 +460,12 @@ def check_targets(results, console):
             ratio = m / r["largest"]
             detail = f"{ratio:.2f}x ({fmt_b(m)})"
             if ratio > 2.2:  # what is left beyond the tensors is per-tensor bookkeeping
-                detail += (f"; {(m - 2 * r['largest']) / r['tensors']:.0f} B per tensor beyond 2x "
-                           "largest: rows, snapshot JSON, run history when it doubles")
+                detail += (f"; beyond 2x largest: {(m - 2 * r['largest']) / r['tensors']:.0f} B per "
+                           f"tensor (its {len(COLUMNS)} figures as float64, {8 * len(COLUMNS)} B, for "
+                           "the journal and live checks)")
+                floor_m = r["mem"].get("floor stats")
+                if floor_m:
+                    detail += f"; the statistics floor itself: {floor_m / r['largest']:.2f}x"
             row(f"peak extra <= ~2x largest tensor ({what})", r["label"], detail, ratio <= 2.2)
     per_tensor = [(r["label"], r["json_bytes"] / r["tensors"], r["json_bytes"] / r["params"])
                   for r in results]

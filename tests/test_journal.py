@@ -186,3 +186,27 @@ def test_a_garbage_journal_is_no_journal(tmp_path, parsed):
     assert parsed == [0, 1, 2, 3] and run.problems == []
     (d / journal.JOURNAL).write_bytes(b"")
     assert len(weightwatch.open_run(d).records) == 4
+
+
+@pytest.mark.parametrize("encoder", ["orjson", "stdlib"])
+def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, monkeypatch, encoder):
+    """The writer streams a snapshot a few rows at a time; the file must be what one dumps gives."""
+    from weightwatch import jsonio
+    from weightwatch.runformat import _SnapshotWriter
+
+    if encoder == "stdlib":
+        monkeypatch.setattr(jsonio, "_orjson", None)
+    elif jsonio._orjson is None:
+        pytest.skip("orjson not installed")
+    many = [f"m/layer{i}/{'kernel' if i % 2 else 'bias'}" for i in range(3 * _SnapshotWriter.ROWS_PER_WRITE + 5)]
+    w = RunWriter(tmp_path / "run", model_name="m")
+    w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [4], "dtype": "float32",
+                    "kind": "bias"} for p in many])
+    rows = {p: row(1, j % 3) for j, p in enumerate(many)}
+    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows=rows, logs={"loss": 0.5}, wall=1.0)
+    data = (tmp_path / "run" / "record-000000.json").read_bytes()
+    snap = json.loads(data)
+    assert snap["tensors"] == rows  # booleans, counts and nulls come back as they went in
+    assert data == jsonio.dumps(snap)
+    weightwatch.open_run(tmp_path / "run")
+    assert parsed == []  # the journal's size and CRC are the file's

@@ -192,6 +192,8 @@ class WatchCallback(keras.callbacks.Callback):
             self._write_error(exc)
             return False
         self._run = None
+        if self._live is None:
+            return True  # the histories in memory are for live checks only
         if resume and self._writer.next_record > 0:
             from .reader import open_run
 
@@ -201,8 +203,7 @@ class WatchCallback(keras.callbacks.Callback):
                 self._run = None
         if self._run is None:
             self._run = Run(self.run_dir, source="weightwatch", manifest=self._writer.manifest)
-        if self._live is not None:
-            self._live.start(self._run)
+        self._live.start(self._run)
         return True
 
     def _run_info(self) -> dict:
@@ -270,16 +271,19 @@ class WatchCallback(keras.callbacks.Callback):
             except OSError as exc:
                 self._write_error(exc)
                 return
-        variables = [(v, frozen) for v, frozen in self._variables()
-                     if not (self.trainable_only and not v.trainable)]
-        selected = set(select_tensors([v.path for v, _ in variables], self.include, self.exclude))
-        entries, rows = [], {}
+        globs = self.include or self.exclude
+        entries, paths = [], []
+        # The figures go straight into one float array (a row per tensor):
+        # Python lists of them cost ten times the memory, per tensor.
+        values = np.empty((len(self.model.weights), len(COLUMNS)))
         # A tensor's manifest entry and unit count depend on its path, shape
         # and dtype only: worked out once, not at every record.
         static = self._static
-        for v, frozen in variables:
+        for v, frozen in self._variables():
+            if self.trainable_only and not v.trainable:
+                continue
             path = v.path
-            if path not in selected:
+            if globs and not select_tensors((path,), self.include, self.exclude):
                 continue
             array = self._fetch(v)
             known = static.get((path, array.shape, array.dtype))
@@ -291,32 +295,34 @@ class WatchCallback(keras.callbacks.Callback):
                          "shape": list(shape), "dtype": str(array.dtype), "kind": kind_}
                 known = static[(path, array.shape, array.dtype)] = (entry, units)
             entry, units = known
-            rows[path] = self._recorder.row(path, array, trainable=bool(v.trainable),
-                                            frozen=bool(frozen), units=units)
+            values[len(paths)] = self._recorder.row(path, array, trainable=bool(v.trainable),
+                                                    frozen=bool(frozen), units=units)
+            paths.append(path)
             entries.append(entry)
+        values = values[: len(paths)]
         clean_logs = _clean_logs(logs)
         self._add_optimizer_logs(clean_logs)
-        arrays = {p: self._recorder.prev[p] for p in rows} if self.save_tensors else None
-        values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(COLUMNS)))
+        arrays = {p: self._recorder.prev[p] for p in paths} if self.save_tensors else None
         try:
             self._writer.add_tensors(entries)
             index = self._writer.write_record(
-                epoch=epoch, batch=batch, step=self._step, kind=kind, rows=rows, logs=clean_logs,
-                wall=time.time(), arrays=arrays, values=values)
+                epoch=epoch, batch=batch, step=self._step, kind=kind, paths=paths, values=values,
+                logs=clean_logs, wall=time.time(), arrays=arrays)
         except OSError as exc:
             self._write_error(exc)
             return
         record = Record(index=index, epoch=epoch, batch=batch, step=self._step, kind=kind,
                         time=time.time(), logs=clean_logs, file=record_name(index),
                         tensors_file=record_name(index, ".npz") if arrays is not None else None)
+        if self._live is None:
+            return  # nothing reads the histories in memory: they are not kept
         in_run = set(self._run.tensor_names)
         for e in entries:
             if e["path"] not in in_run:
                 self._run.add_tensor(TensorInfo(e["path"], e["layer"], tuple(e["shape"]), e["dtype"],
                                                 e["kind"], first_record=index))
-        self._run.append(record, list(rows), values)
-        if self._live is not None:
-            self._after_record(index)
+        self._run.append(record, paths, values)
+        self._after_record(index)
 
     def _fetch(self, v) -> np.ndarray:
         """A host copy of ``v`` that later training steps cannot mutate.

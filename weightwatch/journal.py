@@ -34,7 +34,7 @@ An entry, little-endian::
       meta_len   u32
       meta       meta_len bytes: the snapshot without "tensors", as JSON
       ids        i32[ntensors]          the tensors' rows in the manifest's table
-      values     f64[ncols][ntensors]   column by column, NaN where JSON has null
+      values     f64[ntensors][ncols]   the snapshot's rows, NaN where JSON has null
 """
 
 from __future__ import annotations
@@ -58,23 +58,35 @@ def paths_crc(paths) -> int:
     return zlib.crc32("\n".join(paths).encode())
 
 
-def encode(*, record: int, file_bytes: bytes, meta: bytes, ids, paths,
-           columns: np.ndarray) -> bytes:
-    """One entry; ``columns[c, i]`` is column c of tensor ``paths[i]`` (manifest row ``ids[i]``)."""
-    ids = np.asarray(ids, dtype="<i4")
-    columns = np.ascontiguousarray(columns, dtype="<f8")
-    ncols, ntensors = columns.shape if columns.ndim == 2 else (0, 0)
-    body = b"".join((
-        _BODY.pack(record, len(file_bytes), zlib.crc32(file_bytes), paths_crc(paths),
-                   ntensors, ncols, len(meta)),
-        meta, ids.tobytes(), columns.tobytes()))
-    return _FRAME.pack(MAGIC, len(body), zlib.crc32(body)) + body
+def append(path, *, record: int, file_size: int, file_crc: int, meta: bytes, ids, paths,
+           values: np.ndarray) -> None:
+    """Append one entry; ``values[i]`` is the row of tensor ``paths[i]`` (manifest row ``ids[i]``).
+
+    One write call, from the caller's buffers (no copy of the figures): a
+    crash leaves the entry whole or torn, and readers take a torn one for absent.
+    """
+    ids = np.ascontiguousarray(ids, dtype="<i4")
+    values = np.ascontiguousarray(values, dtype="<f8")
+    ntensors, ncols = values.shape
+    parts = [_BODY.pack(record, file_size, file_crc, paths_crc(paths),
+                        ntensors, ncols, len(meta)), meta, _bytes_of(ids), _bytes_of(values)]
+    crc = 0
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    parts.insert(0, _FRAME.pack(MAGIC, sum(len(p) for p in parts), crc))
+    with open(path, "ab", buffering=0) as f:
+        if hasattr(os, "writev"):
+            written = os.writev(f.fileno(), parts)
+            if written != sum(len(p) for p in parts):  # a short write: finish it in order
+                rest = b"".join(bytes(p) for p in parts)[written:]
+                f.write(rest)
+        else:
+            for part in parts:
+                f.write(part)
 
 
-def append(path, entry: bytes) -> None:
-    """Append one entry with a single write (readers take a torn one for absent)."""
-    with open(path, "ab") as f:
-        f.write(entry)
+def _bytes_of(a: np.ndarray) -> memoryview:
+    return memoryview(a.reshape(-1).view(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -85,7 +97,7 @@ class Entry:
     paths_crc: int
     meta: bytes
     ids: np.ndarray          # (ntensors,) int32
-    columns: np.ndarray      # (ncols, ntensors) float64, a view into the journal
+    values: np.ndarray       # (ntensors, ncols) float64, a view into the journal
 
     def mirrors(self, file_bytes: bytes) -> bool:
         """Whether this entry was written for exactly these record-file bytes."""
@@ -109,8 +121,8 @@ def _scan(buf):
         p += mlen
         ids = np.frombuffer(buf, dtype="<i4", count=nt, offset=p)
         p += 4 * nt
-        columns = np.frombuffer(buf, dtype="<f8", count=nt * nc, offset=p).reshape(nc, nt)
-        yield Entry(record, size, fcrc, pcrc, meta, ids, columns), end
+        values = np.frombuffer(buf, dtype="<f8", count=nt * nc, offset=p).reshape(nt, nc)
+        yield Entry(record, size, fcrc, pcrc, meta, ids, values), end
         off = end
 
 

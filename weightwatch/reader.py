@@ -290,7 +290,7 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
                 in_order = _ids_in_order(run, entry, known_ids)
                 if in_order is not None:
                     # The journal holds this very file's figures: no parsing.
-                    run._store(_record(loads(entry.meta), index, name), entry.ids, entry.columns,
+                    run._store(_record(loads(entry.meta), index, name), entry.ids, entry.values.T,
                                in_order=in_order)
                     continue
             snap = loads(data)
@@ -343,10 +343,10 @@ def _record(snap, index: int, name: str) -> Record:
 def _ids_in_order(run: Run, entry, known: dict) -> bool | None:
     """None when the entry's tensor ids no longer name, in this manifest, the tensors
     they named when written; else whether they are 0, 1, 2..."""
-    key = (entry.ids.tobytes(), entry.paths_crc, entry.columns.shape[0])
+    key = (entry.ids.tobytes(), entry.paths_crc, entry.values.shape[1])
     if key not in known:
         ids = entry.ids.tolist()
-        valid = (entry.columns.shape[0] == len(run.columns)
+        valid = (entry.values.shape[1] == len(run.columns)
                  and all(0 <= i < len(run.tensors) for i in ids)
                  and journal.paths_crc(run.tensors[i].path for i in ids) == entry.paths_crc)
         known[key] = (ids == list(range(len(ids)))) if valid else None

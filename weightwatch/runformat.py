@@ -25,6 +25,7 @@ import platform
 import re
 import threading
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -173,14 +174,20 @@ class RunWriter:
             self.write_manifest()
 
     def write_record(self, *, epoch: int, batch: int | None, step: int | None, kind: str,
-                     rows: dict[str, list], logs: dict, wall: float,
-                     arrays: dict[str, np.ndarray] | None = None,
-                     values: np.ndarray | None = None) -> int:
+                     logs: dict, wall: float, rows: dict[str, list] | None = None,
+                     paths: list[str] | None = None, values: np.ndarray | None = None,
+                     arrays: dict[str, np.ndarray] | None = None) -> int:
         """Write one snapshot (and its tensors first, so a snapshot never points at nothing).
 
-        ``values`` is ``rows`` as a float array (tensors x columns, NaN for
-        None), when the caller has it already; it goes to the journal.
+        The figures come as ``paths`` and ``values`` (tensors x columns, NaN
+        for undefined: what :class:`~weightwatch.recorder.Recorder` fills) or,
+        for convenience, as ``rows``: ``{path: [figure per column]}``.
         """
+        if rows is not None:
+            paths = list(rows)
+            values = (np.array(list(rows.values()), dtype=np.float64) if rows
+                      else np.empty((0, len(COLUMNS))))
+        values = np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS))
         # The previous record's background fsync (long done, normally); an
         # error it met is raised here, where the caller handles write errors.
         wait_for_sync(self.dir)
@@ -202,31 +209,69 @@ class RunWriter:
             "tensors_file": tensors_file,
         }
         path = self.dir / record_name(index)
-        data = dumps({**meta, "tensors": rows})
-        atomic_write(path, data, fsync=not _BACKGROUND_SYNC)
+        written = _SnapshotWriter(meta, paths, values)
+        atomic_write(path, written, fsync=not _BACKGROUND_SYNC)
         self.next_record = index + 1
-        self._journal(index, data, meta, rows, values)
+        self._journal(index, written, meta, paths, values)
         if _BACKGROUND_SYNC:
             sync_later(path, self.dir / journal.JOURNAL)
         return index
 
-    def _journal(self, index: int, data: bytes, meta: dict, rows: dict, values) -> None:
+    def _journal(self, index: int, written: _SnapshotWriter, meta: dict, paths: list[str],
+                 values: np.ndarray) -> None:
         """Mirror the record just written into the journal (see :mod:`weightwatch.journal`).
 
         After the record's rename: a crash in between leaves a record without
         an entry, which readers parse from its JSON.
         """
-        ids = [self._index.get(p) for p in rows]
+        ids = [self._index.get(p) for p in paths]
         if None in ids:
             return  # a tensor missing from the manifest: this record is read from its JSON
-        if values is None:
-            values = np.array(list(rows.values()), dtype=np.float64).reshape(len(rows), len(COLUMNS))
-        journal.append(self.dir / journal.JOURNAL, journal.encode(
-            record=index, file_bytes=data, meta=dumps(meta), ids=ids, paths=list(rows),
-            columns=values.T))
+        journal.append(self.dir / journal.JOURNAL, record=index, file_size=written.size,
+                       file_crc=written.crc, meta=dumps(meta), ids=ids, paths=paths, values=values)
 
     def write_verdict(self, verdict: dict) -> None:
         write_json(self.dir / VERDICT, verdict)
+
+
+#: How a figure of each column is written in JSON (NaN is written null).
+_JSON_TYPES = tuple(bool if c in ("trainable", "frozen", "changed")
+                    else int if c in ("size", "nan", "inf", "dead_units") else float for c in COLUMNS)
+
+
+def json_row(row: list[float]) -> list:
+    """One tensor's figures as its snapshot row: booleans, counts, floats, null."""
+    return [None if x != x else t(x) for t, x in zip(_JSON_TYPES, row)]
+
+
+class _SnapshotWriter:
+    """Writes the snapshot ``{**meta, "tensors": {path: row}}`` as compact JSON, a few dozen rows at a time.
+
+    Byte for byte what one ``dumps`` would give, without holding the whole
+    document (and its encoder's buffer, several times its size) in memory:
+    on a model of many small tensors the snapshot is most of a record's
+    memory.  Keeps the size and CRC-32 of what it wrote, for the journal.
+    """
+
+    ROWS_PER_WRITE = 16
+
+    def __init__(self, meta: dict, paths: list[str], values: np.ndarray):
+        self.meta, self.paths, self.values = meta, paths, values
+        self.size = self.crc = 0
+
+    def __call__(self, f) -> None:
+        head = dumps(self.meta)
+        self._put(f, head[:-1] + b',"tensors":{' if len(head) > 2 else b'{"tensors":{')
+        step = self.ROWS_PER_WRITE
+        for i in range(0, len(self.paths), step):
+            chunk = dict(zip(self.paths[i:i + step], map(json_row, self.values[i:i + step].tolist())))
+            self._put(f, (b"," if i else b"") + dumps(chunk)[1:-1])
+        self._put(f, b"}}")
+
+    def _put(self, f, data: bytes) -> None:
+        f.write(data)
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
 
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
