@@ -110,6 +110,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from weightwatch.callback import WatchCallback  # noqa: E402
+from weightwatch import journal  # noqa: E402
 from weightwatch.stats import COLUMNS  # noqa: E402
 
 MODELS = ("1m", "10m", "50m", "conv", "many")
@@ -207,7 +208,9 @@ class WW(Variant):
         return [self.dir / f"record-{epoch + 1:06d}.json", self.dir / f"record-{epoch + 1:06d}.npz"]
 
     def disk(self, epoch):
-        return sum(f.stat().st_size for f in self._files(epoch) if f.exists())
+        # + the record's entry in the journal (history.bin): the last one
+        ends = [0] + [end for _, end in journal._scan((self.dir / journal.JOURNAL).read_bytes())]
+        return sum(f.stat().st_size for f in self._files(epoch) if f.exists()) + ends[-1] - ends[-2]
 
     def json_bytes(self, epoch):
         return self._files(epoch)[0].stat().st_size

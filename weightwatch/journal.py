@@ -19,7 +19,8 @@ entry length-prefixed and checksummed, so a torn or damaged entry is
 recognised; it and everything after it are ignored by readers and cut off by
 the next writer that continues the run.
 
-An entry, little-endian::
+An entry, little-endian (any change to it is a new magic: a reader skips
+entries it does not know, and parses their records)::
 
     magic      4 bytes  b"WWH1"
     length     u32      bytes in the body
