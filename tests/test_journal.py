@@ -210,3 +210,66 @@ def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, 
     assert data == jsonio.dumps(snap)
     weightwatch.open_run(tmp_path / "run")
     assert parsed == []  # the journal's size and CRC are the file's
+
+
+def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
+    """What the JSON states is what the journal holds: flags 0/1, whole counts, null for non-finite."""
+    inf = float("inf")
+    odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=inf, l2=inf, mean=-inf, std=1e300,
+               min=-1.0, max=1.0, absmax=1.0, zero_frac=0.0, d_l2=None, d_absmax=None, changed=0.7,
+               dead_units=3.9, d_cos=None)
+    w = RunWriter(tmp_path / "run", model_name="m")
+    w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
+    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
+                   logs={}, wall=0.0)
+    snap = json.loads((tmp_path / "run" / "record-000000.json").read_text())
+    stated = dict(zip(COLUMNS, snap["tensors"]["m/d/kernel"]))
+    assert stated["trainable"] is True and stated["changed"] is True and stated["frozen"] is False
+    assert stated["size"] == 2 and stated["dead_units"] == 3 and stated["inf"] is None and stated["l2"] is None
+    run = weightwatch.open_run(tmp_path / "run")
+    assert parsed == []
+    assert_same(run, without_journal(tmp_path / "run", tmp_path))
+
+
+def test_a_journal_that_cannot_be_written_costs_only_speed(tmp_path, parsed):
+    d = tmp_path / "run"
+    write(d, 2)
+    (d / journal.JOURNAL).unlink()
+    (d / journal.JOURNAL).mkdir()  # neither readable nor appendable as a file
+    write(d, 2, start=2, resume=True)
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0, 1, 2, 3] and run.problems == [] and parsed == [0, 1, 2, 3]
+
+
+def test_an_append_cut_short_by_a_full_disk_is_cut_off(tmp_path, child_env):
+    """A real failed write (the file-size limit stands in for a full disk), in a child process."""
+    import subprocess
+    import sys
+    import textwrap
+
+    d = tmp_path / "run"
+    write(d, 2)
+    whole = (d / journal.JOURNAL).stat().st_size
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        sys.path[:0] = {sys.path!r}
+        from test_journal import write
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({whole} + 100, resource.RLIM_INFINITY))
+        write({str(d)!r}, 2, start=2, resume=True)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=child_env)
+    assert proc.returncode == 0, proc.stderr
+    assert (d / journal.JOURNAL).stat().st_size == whole  # both failed appends were cut off
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0, 1, 2, 3] and run.problems == []
+    assert_same(run, without_journal(d, tmp_path))
+
+
+def test_histories_of_no_tensor_and_of_every_tensor_are_not_confused(tmp_path):
+    from weightwatch.checks import Histories
+
+    write(tmp_path / "run")
+    run = weightwatch.open_run(tmp_path / "run")
+    assert Histories(run, np.array([], dtype=np.intp))("l2").shape == (4, 0)
+    assert Histories(run, np.arange(3))("l2").shape == (4, 3)

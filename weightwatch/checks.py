@@ -68,7 +68,7 @@ class Histories:
         if cache is None or cache[0] != shape:
             cache = run._histories_cache = (shape, {})
         self._cache = cache[1]
-        self._key = b"" if self._whole else index.tobytes()
+        self._key = None if self._whole else index.tobytes()
 
     def __call__(self, metric: str) -> np.ndarray:
         """The metric's history, (records, selected tensors); read-only, shared between calls."""

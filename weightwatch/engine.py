@@ -58,6 +58,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         report.results.append(result)
         if result.status == FAILED:
             failures += 1
+    run._histories_cache = None  # shared by the rules of this evaluation only
     report.duration = time.perf_counter() - started
     return report
 

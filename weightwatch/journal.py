@@ -14,13 +14,18 @@ tensor ids no longer name the same tensors in the manifest, a torn entry at
 the end (a crash mid-append) or no journal at all: the record is parsed from
 its JSON instead.  Same result, more time.
 
+The reader trusts an entry as far as a CRC-32 goes: an edit that keeps a
+record file's size and CRC (one chance in four billion, for an accident)
+would go unseen.
+
 The framing is TFRecord's (TensorBoard's event files): append-only, each
 entry length-prefixed and checksummed, so a torn or damaged entry is
 recognised; it and everything after it are ignored by readers and cut off by
-the next writer that continues the run.
+the next writer that continues the run.  A failed append is cut off at once.
 
-An entry, little-endian (any change to it is a new magic: a reader skips
-entries it does not know, and parses their records)::
+An entry, little-endian.  Any change to the layout is a new magic; a reader
+stops at the first entry it does not know, as at a damaged one, and parses
+the records from there on::
 
     magic      4 bytes  b"WWH1"
     length     u32      bytes in the body
@@ -45,7 +50,6 @@ import os
 import struct
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -63,8 +67,10 @@ def append(path, *, record: int, file_size: int, file_crc: int, meta: bytes, ids
            values: np.ndarray) -> None:
     """Append one entry; ``values[i]`` is the row of tensor ``paths[i]`` (manifest row ``ids[i]``).
 
-    One write call, from the caller's buffers (no copy of the figures): a
-    crash leaves the entry whole or torn, and readers take a torn one for absent.
+    Written from the caller's buffers (no copy of the figures).  A crash
+    leaves the entry whole or torn, and readers take a torn one for absent;
+    an append that fails (a full disk) is cut off before the error is raised,
+    so that the entries appended after it can be read.
     """
     ids = np.ascontiguousarray(ids, dtype="<i4")
     values = np.ascontiguousarray(values, dtype="<f8")
@@ -75,15 +81,23 @@ def append(path, *, record: int, file_size: int, file_crc: int, meta: bytes, ids
     for part in parts:
         crc = zlib.crc32(part, crc)
     parts.insert(0, _FRAME.pack(MAGIC, sum(len(p) for p in parts), crc))
-    with open(path, "ab", buffering=0) as f:
-        if hasattr(os, "writev"):
-            written = os.writev(f.fileno(), parts)
-            if written != sum(len(p) for p in parts):  # a short write: finish it in order
-                rest = b"".join(bytes(p) for p in parts)[written:]
-                f.write(rest)
-        else:
+    # Unbuffered: after a failure no buffer is left to be flushed behind the cut.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
             for part in parts:
-                f.write(part)
+                view = memoryview(part)
+                while view:
+                    view = view[os.write(fd, view):]
+        except BaseException:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
 
 
 def _bytes_of(a: np.ndarray) -> memoryview:
@@ -127,6 +141,13 @@ def _scan(buf):
         off = end
 
 
+def _mapped(f):
+    try:
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (ValueError, OSError):  # empty, or a file system without mmap
+        return f.read()
+
+
 def read(path) -> dict[int, Entry]:
     """The journal's whole entries by record index (the last one wins); {} when there is none.
 
@@ -134,23 +155,26 @@ def read(path) -> dict[int, Entry]:
     """
     try:
         with open(path, "rb") as f:
-            try:
-                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-            except (ValueError, OSError):  # empty, or a file system without mmap
-                buf = f.read()
+            buf = _mapped(f)
     except OSError:
         return {}
     return {e.record: e for e, _ in _scan(buf)}
 
 
 def repair(path) -> None:
-    """Cut a torn or damaged tail off, so that entries appended next can be read."""
+    """Cut a torn or damaged tail off, so that entries appended next can be read.
+
+    Raises OSError when the journal cannot be read or cut (the caller then
+    stops journaling: records are still written and read from JSON).
+    """
     try:
-        data = Path(path).read_bytes()
+        f = open(path, "rb")
     except FileNotFoundError:
         return
-    good = 0
-    for _, end in _scan(data):
-        good = end
-    if good != len(data):
+    with f:
+        buf = _mapped(f)
+        good = max((end for _, end in _scan(buf)), default=0)
+        size = len(buf)
+        del buf  # the map closes with its last view
+    if good != size:
         os.truncate(path, good)

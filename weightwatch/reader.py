@@ -295,7 +295,7 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
                     continue
             snap = loads(data)
             record, paths, values = _parse_snapshot(snap, index, name, len(run.columns))
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
             msg = str(exc) or type(exc).__name__
             run.problems.append(RunFormatError(f"unreadable record, skipped ({msg})", path=fp))
             continue

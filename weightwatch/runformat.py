@@ -101,6 +101,7 @@ class RunWriter:
         self.tensors: list[dict] = []
         self._index: dict[str, int] = {}
         self.next_record = 0
+        self._journaling = True
         existing = self.dir / MANIFEST
         if self.dir.exists() and not self.dir.is_dir():
             raise RunFormatError("run directory is a file, not a directory", path=self.dir)
@@ -149,7 +150,10 @@ class RunWriter:
         self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
         indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
         self.next_record = max(indices) + 1 if indices else 0
-        journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
+        try:
+            journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
+        except OSError:
+            self._journaling = False  # unreadable or read-only: records are read from JSON
 
     def _clear(self) -> None:
         for f in self.dir.iterdir():
@@ -187,7 +191,7 @@ class RunWriter:
             paths = list(rows)
             values = (np.array(list(rows.values()), dtype=np.float64) if rows
                       else np.empty((0, len(COLUMNS))))
-        values = np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS))
+        values = canonical(np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS)))
         # The previous record's background fsync (long done, normally); an
         # error it met is raised here, where the caller handles write errors.
         wait_for_sync(self.dir)
@@ -212,9 +216,9 @@ class RunWriter:
         written = _SnapshotWriter(meta, paths, values)
         atomic_write(path, written, fsync=not _BACKGROUND_SYNC)
         self.next_record = index + 1
-        self._journal(index, written, meta, paths, values)
         if _BACKGROUND_SYNC:
-            sync_later(path, self.dir / journal.JOURNAL)
+            sync_later(path)
+        self._journal(index, written, meta, paths, values)
         return index
 
     def _journal(self, index: int, written: _SnapshotWriter, meta: dict, paths: list[str],
@@ -225,23 +229,50 @@ class RunWriter:
         an entry, which readers parse from its JSON.
         """
         ids = [self._index.get(p) for p in paths]
-        if None in ids:
-            return  # a tensor missing from the manifest: this record is read from its JSON
-        journal.append(self.dir / journal.JOURNAL, record=index, file_size=written.size,
-                       file_crc=written.crc, meta=dumps(meta), ids=ids, paths=paths, values=values)
+        if not self._journaling or None in ids:
+            return  # (a tensor missing from the manifest) this record is read from its JSON
+        path = self.dir / journal.JOURNAL
+        try:
+            journal.append(path, record=index, file_size=written.size, file_crc=written.crc,
+                           meta=dumps(meta), ids=ids, paths=paths, values=values)
+        except OSError:
+            # The record itself is on disk; only the reading shortcut is lost.
+            # The next record's own write meets the full disk, if that is it.
+            return
+        if _BACKGROUND_SYNC:
+            sync_later(path)
 
     def write_verdict(self, verdict: dict) -> None:
         write_json(self.dir / VERDICT, verdict)
 
 
+_BOOL_COLUMNS = [i for i, c in enumerate(COLUMNS) if c in ("trainable", "frozen", "changed")]
+_INT_COLUMNS = [i for i, c in enumerate(COLUMNS) if c in ("size", "nan", "inf", "dead_units")]
 #: How a figure of each column is written in JSON (NaN is written null).
-_JSON_TYPES = tuple(bool if c in ("trainable", "frozen", "changed")
-                    else int if c in ("size", "nan", "inf", "dead_units") else float for c in COLUMNS)
+_JSON_TYPES = tuple(bool if i in _BOOL_COLUMNS else int if i in _INT_COLUMNS else float
+                    for i in range(len(COLUMNS)))
+
+
+def canonical(values: np.ndarray) -> np.ndarray:
+    """Figures (tensors x columns) as the snapshot states them, in place.
+
+    Non-finite figures are null (NaN), flags are 0 or 1, counts whole
+    numbers: the journal and the live checks then hold exactly what the
+    JSON says.  The statistics never produce anything else; hand-made rows might.
+    """
+    if values.size:
+        values[~np.isfinite(values)] = np.nan
+        with np.errstate(invalid="ignore"):
+            flags = values[:, _BOOL_COLUMNS]
+            values[:, _BOOL_COLUMNS] = np.where(np.isnan(flags), np.nan, flags != 0)
+        values[:, _INT_COLUMNS] = np.trunc(values[:, _INT_COLUMNS])
+    return values
 
 
 def json_row(row: list[float]) -> list:
-    """One tensor's figures as its snapshot row: booleans, counts, floats, null."""
-    return [None if x != x else t(x) for t, x in zip(_JSON_TYPES, row)]
+    """One tensor's canonical figures as its snapshot row: booleans, counts, floats, null."""
+    return [None if x != x else x if t is int and abs(x) >= 2 ** 53 else t(x)
+            for t, x in zip(_JSON_TYPES, row)]
 
 
 class _SnapshotWriter:
