@@ -17,7 +17,10 @@ in the real on-disk format, then measures, interleaved and repeated:
 * CLI start-up alone: ``weightwatch --version``, and whether TensorFlow
   was imported (it must not be).
 
-Usage: ``python benchmarks/checking.py [--records N] [--tensors N] [--repeat N]``
+``--stdlib-json`` runs everything, the floors included, with the standard
+library's json instead of orjson (as without ``weightwatch[fast]``).
+
+Usage: ``python benchmarks/checking.py [--records N] [--tensors N] [--repeat N] [--stdlib-json]``
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+NO_ORJSON = "import sys; sys.modules['orjson'] = None; "  # makes `import orjson` fail
+if "--stdlib-json" in sys.argv:
+    exec(NO_ORJSON)
 
 from weightwatch import jsonio  # noqa: E402
 from weightwatch.config import load_rules  # noqa: E402
@@ -82,6 +88,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=1000)
     ap.add_argument("--tensors", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--stdlib-json", action="store_true", help="the standard library's json, not orjson")
     args = ap.parse_args()
 
     rules = load_rules(use_project_config=False)
@@ -98,14 +105,17 @@ def main() -> None:
         journal_size = (run / JOURNAL).stat().st_size
         bare = Path(tmp) / "without-journal"
         shutil.copytree(run, bare, ignore=shutil.ignore_patterns(JOURNAL))
-        floor_process = [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); "
+        prefix = NO_ORJSON if args.stdlib_json else ""
+        cli = [sys.executable, "-c", prefix + "import sys; from weightwatch.cli import main; "
+               "sys.exit(main(sys.argv[1:]))"]
+        floor_process = [sys.executable, "-c", prefix + "import sys; sys.path.insert(0, sys.argv[2]); "
                          "from pathlib import Path; from weightwatch.jsonio import loads\n"
                          "for f in sorted(Path(sys.argv[1]).glob('record-*.json')): loads(f.read_bytes())",
                          str(run), env["PYTHONPATH"]]
         in_process = ("parse floor", "open_run", "open_run, no journal", "check()", "check(), no journal")
         processes = ("parse floor (process)", "CLI check (process)", "CLI --version")
         times = {k: [] for k in in_process + processes}
-        subprocess.run([sys.executable, "-m", "weightwatch", "check", str(run), "--no-config", "-q"],
+        subprocess.run(cli + ["check", str(run), "--no-config", "-q"],
                        capture_output=True, env=env)  # warm-up: bytecode, page cache
         for _ in range(args.repeat):
             t = time.perf_counter(); parse_floor(run); times["parse floor"].append(time.perf_counter() - t)
@@ -119,11 +129,11 @@ def main() -> None:
             subprocess.run(floor_process, check=True, env=env)
             times["parse floor (process)"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "weightwatch", "check", str(run), "--no-config", "-q"],
+            proc = subprocess.run(cli + ["check", str(run), "--no-config", "-q"],
                                   capture_output=True, env=env)
             times["CLI check (process)"].append(time.perf_counter() - t)
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "weightwatch", "--version"], capture_output=True, env=env)
+            subprocess.run(cli + ["--version"], capture_output=True, env=env)
             times["CLI --version"].append(time.perf_counter() - t)
         tf = subprocess.run([sys.executable, "-c", "import sys; from weightwatch.cli import main; "
                              f"main(['check', {str(run)!r}, '--no-config', '-q']); "
