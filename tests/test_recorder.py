@@ -715,3 +715,35 @@ def test_invalid_options_are_rejected():
         weightwatch.WatchCallback("x", freq="batch", check=False)
     with pytest.raises(ValueError, match="list of glob patterns"):
         weightwatch.WatchCallback("x", include="*/kernel", check=False)
+
+
+class Twins(keras.Model):
+    """Two layers given the same name: Keras gives their variables the same path."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.first = layers.Dense(4, name="d")
+        self.second = layers.Dense(1, name="d")
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+
+def test_variables_sharing_a_path_are_recorded_apart_and_restored(tmp_path):
+    keras.utils.set_random_seed(5)
+    x, y = data()
+    model = Twins(name="twins")
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    run_dir = tmp_path / "run"
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
+    assert [v.path for v in model.weights][:2] == [v.path for v in model.weights][2:]
+    run = weightwatch.open_run(run_dir)
+    assert run.tensor_names == ["twins/d/kernel", "twins/d/bias", "twins/d/kernel#1", "twins/d/bias#1"]
+    saved = {r: run.tensors_at(r) for r in (1, 2)}
+    assert saved[2]["twins/d/kernel"].shape == (8, 4) and saved[2]["twins/d/kernel#1"].shape == (4, 1)
+    for name in ("twins/d/kernel", "twins/d/kernel#1"):  # each compared with its own previous values
+        d = np.linalg.norm(saved[2][name].astype(np.float64) - saved[1][name])
+        assert run.history(name, "d_l2")[2] == pytest.approx(d, rel=1e-5)
+    weightwatch.restore(model, run_dir, record=1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.second.kernel), saved[1]["twins/d/kernel#1"])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.first.kernel), saved[1]["twins/d/kernel"])

@@ -20,7 +20,9 @@ import numpy as np
 from .errors import CheckHalted, WeightwatchError
 from .reader import Record, Run, TensorInfo
 from .recorder import Recorder
-from .runformat import RunWriter, record_name, select_tensors, tensor_kind, wait_for_sync
+from .runformat import (
+    RunWriter, record_name, select_tensors, tensor_kind, unique_paths, wait_for_sync,
+)
 from .stats import COLUMNS
 
 
@@ -221,7 +223,10 @@ class WatchCallback(keras.callbacks.Callback):
         return info
 
     def _variables(self):
-        """(variable, frozen) for every weight, in model order.
+        """(variable, recorded name, frozen) for every weight, in model order.
+
+        The name is the variable's path, made unique (see
+        :func:`~weightwatch.runformat.unique_paths`).
 
         A variable belongs to the deepest layer that lists it; it is frozen
         when that layer or any ancestor has ``trainable=False``.  Which layers
@@ -245,20 +250,21 @@ class WatchCallback(keras.callbacks.Callback):
                     walk(sub, chain)
 
             walk(model, ())
-            plan, seen = [], set()
+            unique, seen = [], set()
             for v in weights:
-                if id(v) in seen:
-                    continue
-                seen.add(id(v))
-                plan.append((v, chains.get(id(v))))
+                if id(v) not in seen:  # a variable shared by two layers is recorded once
+                    seen.add(id(v))
+                    unique.append(v)
+            plan = [(v, chains.get(id(v)), name)
+                    for v, name in zip(unique, unique_paths(v.path for v in unique))]
             # The plan holds the variables themselves, so no id in the key
             # can be reused by a new object while the cache lives.
             cache = self._owner_cache = (key, plan)
-        for v, chain in cache[1]:
+        for v, chain, name in cache[1]:
             if chain is None:
-                yield v, not model.trainable
+                yield v, name, not model.trainable
             else:
-                yield v, not all(layer.trainable for layer in chain)
+                yield v, name, not all(layer.trainable for layer in chain)
 
     def _record(self, *, epoch, batch, kind, logs):
         if self._writer is None or self.halted is not None or self._write_failed:
@@ -279,10 +285,9 @@ class WatchCallback(keras.callbacks.Callback):
         # A tensor's manifest entry and unit count depend on its path, shape
         # and dtype only: worked out once, not at every record.
         static = self._static
-        for v, frozen in self._variables():
+        for v, path, frozen in self._variables():
             if self.trainable_only and not v.trainable:
                 continue
-            path = v.path
             if globs and not select_tensors((path,), self.include, self.exclude):
                 continue
             array = self._fetch(v)

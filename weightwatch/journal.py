@@ -2,12 +2,12 @@
 
 Parsing a snapshot's few thousand numbers and turning them into floats is
 most of what ``weightwatch check`` costs.  So the writer also appends each
-record's statistics, as raw float64 columns, to one journal file, and the
+record's statistics, as raw float64 rows, to one journal file, and the
 reader copies them from there instead.
 
 The JSON records stay the truth; the journal is a cache of them.  Each
 entry carries the size and CRC-32 of the record file it mirrors, and the
-reader uses an entry only when that file still holds exactly those bytes (it
+reader uses an entry only when that file still has that size and CRC (it
 reads the file anyway: a CRC costs a small fraction of parsing it).  An
 edited, replaced or damaged record, a record with no entry, an entry whose
 tensor ids no longer name the same tensors in the manifest, a torn entry at
@@ -115,7 +115,7 @@ class Entry:
     values: np.ndarray       # (ntensors, ncols) float64, a view into the journal
 
     def mirrors(self, file_bytes: bytes) -> bool:
-        """Whether this entry was written for exactly these record-file bytes."""
+        """Whether this entry was written for these record-file bytes (same size and CRC-32)."""
         return len(file_bytes) == self.file_size and zlib.crc32(file_bytes) == self.file_crc
 
 

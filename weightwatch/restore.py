@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .errors import RunFormatError
 from .jsonio import loads
-from .runformat import HEALTHY, HEALTHY_POINTER, load_npz, record_name
+from .runformat import HEALTHY, HEALTHY_POINTER, load_npz, record_name, unique_paths
 
 
 def restore(model, run_dir, record: int | None = None) -> int:
@@ -48,7 +48,8 @@ def restore(model, run_dir, record: int | None = None) -> int:
             raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
                                  path=run_dir)
         arrays = load_npz(path)
-    variables = {v.path: v for v in model.weights}
+    unique = list({id(v): v for v in model.weights}.values())  # as the callback names them
+    variables = dict(zip(unique_paths(v.path for v in unique), unique))
     missing = [p for p in arrays if p not in variables]
     if missing:
         raise RunFormatError(f"model has no variable {missing[0]!r} (and {len(missing) - 1} more) "

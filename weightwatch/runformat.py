@@ -75,6 +75,23 @@ def tensor_kind(name: str, ndim: int | None) -> str:
     return kind
 
 
+def unique_paths(paths) -> list[str]:
+    """The names variables are recorded under, given their paths in model order.
+
+    Keras lets two layers share a name, and then their variables share a
+    path; the second is recorded as ``path#1`` (the third ``path#2``...), so
+    that neither hides the other and each is compared with its own previous
+    values.  :func:`weightwatch.restore` names them the same way.
+    """
+    used: dict[str, int] = {}
+    out = []
+    for p in paths:
+        n = used.get(p, 0)
+        used[p] = n + 1
+        out.append(p if n == 0 else f"{p}#{n}")
+    return out
+
+
 def select_tensors(paths, include=None, exclude=None):
     """Glob selection over tensor paths, as the recorder's include/exclude use it."""
     out = []
