@@ -6,10 +6,12 @@ A run directory is a public interface (documented in the README)::
       manifest.json          format, versions, model, the table of tensors
       record-000000.json     one snapshot per record, in order (0 = before training)
       record-000000.npz      the tensors themselves, with save_tensors=True
+      history.bin            the records' figures again, in binary (see journal.py)
       verdict.json           why live checking halted the run, if it did
       healthy.npz            weights of the last record that passed live checks
 
-Every file is written whole (see :mod:`weightwatch.jsonio`); a record's files
+Every file but the append-only, checksummed journal is written whole (see
+:mod:`weightwatch.jsonio`); a record's files
 are fsynced on a background thread after the rename (see :func:`sync_later`).
 The writer knows nothing about Keras: it takes rows computed by
 :mod:`weightwatch.stats`.
@@ -203,6 +205,8 @@ class RunWriter:
         The figures come as ``paths`` and ``values`` (tensors x columns, NaN
         for undefined: what :class:`~weightwatch.recorder.Recorder` fills) or,
         for convenience, as ``rows``: ``{path: [figure per column]}``.
+        ``values`` is put in :func:`canonical` form in place, so the caller
+        goes on with exactly the figures the snapshot states.
         """
         if rows is not None:
             paths = list(rows)
