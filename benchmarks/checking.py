@@ -42,13 +42,13 @@ NO_ORJSON = "import sys; sys.modules['orjson'] = None; "  # makes `import orjson
 if "--stdlib-json" in sys.argv:
     exec(NO_ORJSON)
 
-from weightwatch import jsonio  # noqa: E402
-from weightwatch.config import load_rules  # noqa: E402
-from weightwatch.engine import evaluate  # noqa: E402
-from weightwatch.journal import JOURNAL  # noqa: E402
-from weightwatch.reader import open_run  # noqa: E402
-from weightwatch.runformat import RunWriter  # noqa: E402
-from weightwatch.stats import COLUMNS  # noqa: E402
+from weightwatch.run import jsonio  # noqa: E402
+from weightwatch.checking.config import load_rules  # noqa: E402
+from weightwatch.checking.engine import evaluate  # noqa: E402
+from weightwatch.run.journal import JOURNAL  # noqa: E402
+from weightwatch.run.reader import open_run  # noqa: E402
+from weightwatch.run.writer import RunWriter  # noqa: E402
+from weightwatch.run.schema import COLUMNS  # noqa: E402
 
 
 def build_run(path: Path, records: int, tensors: int, seed: int = 0) -> None:
@@ -73,7 +73,7 @@ def build_run(path: Path, records: int, tensors: int, seed: int = 0) -> None:
                         d_cos=None if r < 2 else float(rng.uniform(-0.3, 0.6)))
             rows[p] = [vals[c] for c in COLUMNS]
         l2 = l2 * (1 + rng.normal(0, 0.002, tensors))
-        w.write_record(epoch=r, batch=None, step=r * 100, kind="begin" if r == 0 else "epoch", rows=rows,
+        w.write_record(epoch=r, batch=None, step=r * 100, trigger="begin" if r == 0 else "epoch", rows=rows,
                        logs={} if r == 0 else {"loss": float(1.0 / np.sqrt(r)), "learning_rate": 1e-3},
                        wall=time.time())
 
@@ -109,7 +109,7 @@ def main() -> None:
         cli = [sys.executable, "-c", prefix + "import sys; from weightwatch.cli import main; "
                "sys.exit(main(sys.argv[1:]))"]
         floor_process = [sys.executable, "-c", prefix + "import sys; sys.path.insert(0, sys.argv[2]); "
-                         "from pathlib import Path; from weightwatch.jsonio import loads\n"
+                         "from pathlib import Path; from weightwatch.run.jsonio import loads\n"
                          "for f in sorted(Path(sys.argv[1]).glob('record-*.json')): loads(f.read_bytes())",
                          str(run), env["PYTHONPATH"]]
         in_process = ("parse floor", "open_run", "open_run, no journal", "check()", "check(), no journal")

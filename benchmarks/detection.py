@@ -52,8 +52,8 @@ class Outcome:
 
 def score(scenario, run) -> Outcome:
     """Check one built scenario and judge the result against its labels."""
-    from weightwatch.config import load_rules
-    from weightwatch.engine import evaluate
+    from weightwatch.checking.config import load_rules
+    from weightwatch.checking.engine import evaluate
 
     rules = load_rules(list(scenario.intent and [{"rule": scenario.intent}] or []),
                        use_project_config=False)
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("names", nargs="*")
     args = ap.parse_args(argv)
     import scenarios as sc
-    from weightwatch.reader import open_run
+    from weightwatch.run.reader import open_run
 
     chosen = [sc.get(n) for n in args.names] if args.names else sc.SCENARIOS
     tmp = None

@@ -109,9 +109,9 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from weightwatch.callback import WatchCallback  # noqa: E402
-from weightwatch import journal  # noqa: E402
-from weightwatch.stats import COLUMNS  # noqa: E402
+from weightwatch.recording.keras_callback import WatchCallback  # noqa: E402
+from weightwatch.run import journal  # noqa: E402
+from weightwatch.run.schema import COLUMNS  # noqa: E402
 
 MODELS = ("1m", "10m", "50m", "conv", "many")
 QUICK = ("1m", "many", "conv")

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import scenarios as sc  # noqa: E402
-from weightwatch.reader import open_run  # noqa: E402
+from weightwatch.run.reader import open_run  # noqa: E402
 
 
 def g(x, w=8):
@@ -80,7 +80,7 @@ class Figures:
         self.frozen = m("frozen") == 1
         self.trainable = m("trainable") == 1
         units = np.array([t.units or np.nan for t in run.tensors], dtype=float)
-        kernel = self.kernel = np.array([t.kind == "kernel" for t in run.tensors])
+        kernel = self.kernel = np.array([t.role == "kernel" for t in run.tensors])
         self.size = np.nanmax(m("size"), axis=0) if len(run.records) else np.zeros(len(self.names))
         with np.errstate(invalid="ignore"):  # a frozen kernel is all "dead": leave it out
             self.dead = np.where(kernel & self.trainable & ~self.frozen, m("dead_units") / units,
@@ -88,7 +88,7 @@ class Figures:
         self.dcos = m("d_cos")
         self.nonfin = np.nan_to_num(m("nan")) + np.nan_to_num(m("inf"))
         self.changed = m("changed")
-        self.moving = np.array([t.kind == "moving_stat" for t in run.tensors])
+        self.moving = np.array([t.role == "moving_stat" for t in run.tensors])
         self.loss = run.log("loss")
         self.lr = run.log("learning_rate")
         self.scale = run.log("loss_scale") if "loss_scale" in run.log_keys else None
@@ -243,7 +243,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     if not args.no_build:  # import TensorFlow before timing the first scenario
         sc._keras()
-        import weightwatch.callback  # noqa: F401
+        import weightwatch.recording.keras_callback  # noqa: F401
     print(f"TensorFlow/Keras import: {time.perf_counter() - t0:.1f} s")
     t_all = time.perf_counter()
     for s in chosen:

@@ -158,7 +158,7 @@ def recorded_run(tmp_path_factory):
 def built(tmp_path_factory):
     """Build each scenario once per session, on demand; returns its opened run."""
     pytest.importorskip("keras")
-    from weightwatch.reader import open_run
+    from weightwatch.run.reader import open_run
 
     root = tmp_path_factory.mktemp("scenarios")
     cache = {}
@@ -178,7 +178,7 @@ def built(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rules():
     """The default pack, without project configuration."""
-    from weightwatch.config import load_rules
+    from weightwatch.checking.config import load_rules
 
     return load_rules(use_project_config=False)
 
@@ -187,8 +187,8 @@ def rules():
 def healthy(rules, tmp_path_factory):
     from runfactory import write_healthy_run
 
-    from weightwatch.engine import evaluate
-    from weightwatch.reader import open_run
+    from weightwatch.checking.engine import evaluate
+    from weightwatch.run.reader import open_run
 
     return evaluate(open_run(write_healthy_run(tmp_path_factory.mktemp("reports") / "healthy")), rules)
 
@@ -197,7 +197,7 @@ def healthy(rules, tmp_path_factory):
 def nan_report(rules, tmp_path_factory):
     from runfactory import write_nan_run
 
-    from weightwatch.engine import evaluate
-    from weightwatch.reader import open_run
+    from weightwatch.checking.engine import evaluate
+    from weightwatch.run.reader import open_run
 
     return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("reports") / "nan")), rules)

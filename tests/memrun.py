@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from weightwatch.reader import Record, Run, TensorInfo
-from weightwatch.stats import COLUMNS
+from weightwatch.run.model import Record, Run, TensorInfo
+from weightwatch.run.schema import COLUMNS
 
 DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
                 min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
@@ -37,6 +37,6 @@ def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict
                 row.append(np.nan if v is None else v)
             rows.append(row)
         record_logs = (logs[r] if logs else {"loss": 1.0 / (r + 1)}) if r > 0 else {}
-        run.append(Record(index=r, epoch=r, kind="begin" if r == 0 else "epoch", logs=record_logs),
+        run.append(Record(index=r, epoch=r, trigger="begin" if r == 0 else "epoch", logs=record_logs),
                    list(tensors), np.array(rows, dtype=float))
     return run

@@ -21,8 +21,8 @@ import json
 import math
 from pathlib import Path
 
-from weightwatch.runformat import FORMAT, MANIFEST, SNAPSHOT_FORMAT, VERSION, record_name, tensor_kind
-from weightwatch.stats import COLUMNS
+from weightwatch.run.schema import FORMAT, MANIFEST, SNAPSHOT_FORMAT, VERSION, record_name, tensor_role
+from weightwatch.run.schema import COLUMNS
 
 
 def _size(shape) -> int:
@@ -77,7 +77,7 @@ def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "hand
             "layer": spec.get("layer", path.rsplit("/", 1)[0] if "/" in path else path),
             "shape": shape,
             "dtype": spec.get("dtype", "float32"),
-            "kind": spec.get("kind", tensor_kind(path, len(shape))),
+            "kind": spec.get("kind", tensor_role(path, len(shape))),
             "first_record": spec.get("first_record", 0),
         })
     manifest = {"format": FORMAT, "version": VERSION, "created": "2024-01-01T00:00:00+00:00",

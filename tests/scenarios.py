@@ -119,7 +119,7 @@ def _start(seed: int = 0):
 
 
 def _watch(run_dir):
-    from weightwatch.callback import WatchCallback
+    from weightwatch.recording.keras_callback import WatchCallback
 
     return WatchCallback(str(run_dir), check=False, verbose=0, overwrite=True)
 

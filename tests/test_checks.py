@@ -2,10 +2,10 @@
 
 import pytest
 
-from weightwatch.checks import REGISTRY
-from weightwatch.config import load_rules
-from weightwatch.engine import evaluate, evaluate_rule
-from weightwatch.rules import parse_rule
+from weightwatch.checking.checks import CHECKS
+from weightwatch.checking.config import load_rules
+from weightwatch.checking.engine import evaluate, evaluate_rule
+from weightwatch.checking.rules import parse_rule
 
 from memrun import make_run
 
@@ -21,7 +21,7 @@ def first(result):
 
 
 def test_registry_documents_every_kind():
-    for kind in REGISTRY.values():
+    for kind in CHECKS.values():
         assert kind.doc.splitlines()[0].strip(), kind.id
         assert "Why" in kind.doc, f"{kind.id} doc lacks its rationale"
         for name, opt in kind.options.items():
@@ -137,7 +137,7 @@ def test_default_pack_passes_a_healthy_history():
 def test_first_streak_agrees_with_counting_record_by_record(patience):
     import numpy as np
 
-    from weightwatch.engine import _first_streak
+    from weightwatch.checking.engine import _first_streak
 
     rng = np.random.default_rng(patience)
     for records in range(0, 9):

@@ -152,7 +152,7 @@ def test_help_teaches():
 
 def test_rules_command_documents_each_rule():
     listing = cli("rules").stdout
-    from weightwatch.config import load_rules
+    from weightwatch.checking.config import load_rules
 
     for rule in load_rules(use_project_config=False):
         assert rule.id in listing

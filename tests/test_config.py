@@ -4,9 +4,9 @@ import textwrap
 
 import pytest
 
-from weightwatch.config import find_project_config, load_rules
+from weightwatch.checking.config import find_project_config, load_rules
 from weightwatch.errors import RuleError
-from weightwatch.keyword import KeywordError, compile_keyword
+from weightwatch.checking.keyword import KeywordError, compile_keyword
 
 
 def write(path, text):
@@ -29,7 +29,7 @@ def test_default_pack_loads_and_every_rule_is_documented():
 def test_strict_pack_tightens_default():
     default = load_rules(use_project_config=False)
     strict = load_rules(use_project_config=False, config=None, rules=None)
-    from weightwatch.config import builtin_packs
+    from weightwatch.checking.config import builtin_packs
 
     strict = load_rules([builtin_packs()["strict"]], use_project_config=False)
     assert ids(strict) == ids(default)
@@ -105,7 +105,14 @@ def test_discovery_nearest_wins_and_stops_at_repo_root(tmp_path):
     ("[[rule]]\nid = 'a'\ncheck = 'norm-growth'\nmax_ratoi = 2\n", r'unknown option "max_ratoi" .*did you mean "max_ratio"'),
     ("[[rule]]\nid = 'a'\ncheck = 'norm-growth'\nmax_ratio = 'big'\n", r'option "max_ratio" must be a number'),
     ("[[rule]]\nid = 'a'\ncheck = 'nonfinite'\npatience = 0\n", r'"patience" must be an integer >= 1'),
-    ("[[rule]]\nid = 'a'\ncheck = 'nonfinite'\nkind = ['kernal']\n", r'unknown tensor kind "kernal" \(did you mean "kernel"\?\)'),
+    ("[[rule]]\nid = 'a'\ncheck = 'nonfinite'\nrole = ['kernal']\n", r'unknown tensor role "kernal" \(did you mean "kernel"\?\)'),
+    ("[[rule]]\nid = 'a'\ncheck = 'nonfinite'\nkind = ['kernal']\n", r'unknown tensor role "kernal" \(did you mean "kernel"\?\)'),
+    ("[[rule]]\nid = 'a'\ncheck = 'norm-limit'\nmetric = 'rsm'\n",
+     r'option "metric" must be one of absmax, l2, rms, got \'rsm\' \(did you mean "rms"\?\)'),
+    ("[[rule]]\nid = 'a'\ncheck = 'loss-plateau'\nwindow = 0\n", r'option "window" must be >= 1, got 0'),
+    ("[[rule]]\nid = 'a'\ncheck = 'norm-growth'\nmax_ratio = 0.5\n", r'option "max_ratio" must be > 1, got 0.5'),
+    ("[[rule]]\nid = 'a'\ncheck = 'update-ratio'\nmin = 2.0\nmax = 1.0\n", r'"min" \(2\) must be below "max" \(1\)'),
+    ("[[rule]]\nid = 'a'\ncheck = 'nonfinite-log'\nkeys = []\n", r'"keys" must be a non-empty list'),
     ("extends = ['defualt']\n", r'extends "defualt": no such pack \(did you mean "default"\?\)'),
     ("[override.no-such-rule]\nmax_ratio = 2\n", r'override for unknown rule "no-such-rule"'),
     ("disable = ['nonfinite-weight']\n", r'cannot disable unknown rule "nonfinite-weight" \(did you mean "nonfinite-weights"\?\)'),

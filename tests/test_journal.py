@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import weightwatch
-from weightwatch import journal, reader
-from weightwatch.runformat import RunWriter
-from weightwatch.stats import COLUMNS
+from weightwatch.run import journal, reader
+from weightwatch.run.writer import RunWriter
+from weightwatch.run.schema import COLUMNS
 
 PATHS = ["m/d/kernel", "m/d/bias", "m/e/kernel"]
 
@@ -54,7 +54,7 @@ def write(run_dir, records: int = 4, *, start: int = 0, resume: bool = False) ->
     w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [2, 2] if p.endswith("kernel") else [4],
                     "dtype": "float32", "kind": p.rsplit("/", 1)[1]} for p in PATHS])
     for r in range(start, start + records):
-        w.write_record(epoch=r, batch=None, step=r * 10, kind="begin" if r == 0 else "epoch",
+        w.write_record(epoch=r, batch=None, step=r * 10, trigger="begin" if r == 0 else "epoch",
                        rows={p: row(r, j) for j, p in enumerate(PATHS)},
                        logs={} if r == 0 else {"loss": 1.0 / r, "acc": None}, wall=1000.0 + r)
 
@@ -71,7 +71,7 @@ def without_journal(run_dir, tmp_path):
 def assert_same(got, want) -> None:
     assert got.tensor_names == want.tensor_names
     assert [Path(p.path).name for p in got.problems] == [Path(p.path).name for p in want.problems]
-    fields = ("index", "epoch", "batch", "step", "kind", "time", "logs", "file", "tensors_file")
+    fields = ("index", "epoch", "batch", "step", "trigger", "time", "logs", "file", "tensors_file")
     assert [[getattr(r, f) for f in fields] for r in got.records] == \
            [[getattr(r, f) for f in fields] for r in want.records]
     for c in COLUMNS:
@@ -191,8 +191,8 @@ def test_a_garbage_journal_is_no_journal(tmp_path, parsed):
 @pytest.mark.parametrize("encoder", ["orjson", "stdlib"])
 def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, monkeypatch, encoder):
     """The writer streams a snapshot a few rows at a time; the file must be what one dumps gives."""
-    from weightwatch import jsonio
-    from weightwatch.runformat import _SnapshotWriter
+    from weightwatch.run import jsonio
+    from weightwatch.run.writer import _SnapshotWriter
 
     if encoder == "stdlib":
         monkeypatch.setattr(jsonio, "_orjson", None)
@@ -203,7 +203,7 @@ def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, 
     w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [4], "dtype": "float32",
                     "kind": "bias"} for p in many])
     rows = {p: row(1, j % 3) for j, p in enumerate(many)}
-    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows=rows, logs={"loss": 0.5}, wall=1.0)
+    w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows=rows, logs={"loss": 0.5}, wall=1.0)
     data = (tmp_path / "run" / "record-000000.json").read_bytes()
     snap = json.loads(data)
     assert snap["tensors"] == rows  # booleans, counts and nulls come back as they went in
@@ -220,7 +220,7 @@ def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
                dead_units=3.9, d_cos=None)
     w = RunWriter(tmp_path / "run", model_name="m")
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
-    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
+    w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
                    logs={}, wall=0.0)
     snap = json.loads((tmp_path / "run" / "record-000000.json").read_text())
     stated = dict(zip(COLUMNS, snap["tensors"]["m/d/kernel"]))
@@ -267,7 +267,7 @@ def test_an_append_cut_short_by_a_full_disk_is_cut_off(tmp_path, child_env):
 
 
 def test_histories_of_no_tensor_and_of_every_tensor_are_not_confused(tmp_path):
-    from weightwatch.checks import Histories
+    from weightwatch.checking.checks import Histories
 
     write(tmp_path / "run")
     run = weightwatch.open_run(tmp_path / "run")

@@ -8,11 +8,11 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from runfactory import MLP, write_healthy_run, write_run
-from weightwatch.config import load_rules
-from weightwatch.engine import evaluate
-from weightwatch.github import escape_data, escape_property, github_annotations
-from weightwatch.junit import junit_xml, write_junit
-from weightwatch.reader import open_run
+from weightwatch.checking.config import load_rules
+from weightwatch.checking.engine import evaluate
+from weightwatch.output.github import escape_data, escape_property, github_annotations
+from weightwatch.output.junit import junit_xml, write_junit
+from weightwatch.run.reader import open_run
 
 #: rules in the default pack: the counts below follow it as rules are added
 N = len(load_rules(use_project_config=False))

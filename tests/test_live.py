@@ -11,10 +11,10 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import weightwatch  # noqa: E402
-from weightwatch.config import load_rules  # noqa: E402
-from weightwatch.engine import evaluate  # noqa: E402
+from weightwatch.checking.config import load_rules  # noqa: E402
+from weightwatch.checking.engine import evaluate  # noqa: E402
 from weightwatch.errors import CheckHalted, RuleError  # noqa: E402
-from weightwatch.runformat import load_npz  # noqa: E402
+from weightwatch.run.npz import load_npz  # noqa: E402
 
 from conftest import subprocess_env  # noqa: E402
 
@@ -120,7 +120,7 @@ def test_batch_guard_stops_mid_epoch(tmp_path):
     model.fit(x, y, epochs=EPOCHS, batch_size=8, verbose=0, callbacks=[cb])
     run = weightwatch.open_run(tmp_path / "g")
     assert cb.halted and "batch_guard" in cb.halted
-    assert run.records[-1].kind == "guard" and run.records[-1].batch is not None
+    assert run.records[-1].trigger == "guard" and run.records[-1].batch is not None
 
 
 @pytest.mark.parametrize("model_kind", ["bn_dropout", "frozen_base"])

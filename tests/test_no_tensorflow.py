@@ -15,7 +15,7 @@ CHILD = r"""
 import io, json, sys
 import weightwatch
 from rich.console import Console
-from weightwatch.show import render_show
+from weightwatch.output.show import render_show
 
 assert "WatchCallback" in dir(weightwatch)  # listed, yet not imported until used
 found = {}

@@ -37,7 +37,7 @@ def installed(tmp_path_factory):
 def test_wheel_contains_packs_and_checks_without_tensorflow(installed, recorded_run):
     python, env_dir, tmp = installed
     out = subprocess.run([str(python), "-c",
-                          "import json, importlib.util; from weightwatch.config import packs_dir, builtin_packs;"
+                          "import json, importlib.util; from weightwatch.checking.config import packs_dir, builtin_packs;"
                           "print(json.dumps({'dir': str(packs_dir()), 'packs': sorted(builtin_packs()),"
                           "'tf': importlib.util.find_spec('tensorflow') is not None}))"],
                          capture_output=True, text=True, cwd=tmp)

@@ -14,8 +14,8 @@ import pytest
 
 import weightwatch
 from weightwatch import RunFormatError, RunNotFoundError
-from weightwatch.runformat import RunWriter
-from weightwatch.stats import COLUMNS
+from weightwatch.run.writer import RunWriter
+from weightwatch.run.schema import COLUMNS
 
 NCOL = len(COLUMNS)
 
@@ -257,7 +257,7 @@ def test_writer_refuses_a_nonempty_directory_and_resumes(tmp_path):
     assert str(d) in str(err.value)
     w = RunWriter(d, model_name="m", overwrite=True)
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
-    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows={"m/d/kernel": row(1.0)},
+    w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": row(1.0)},
                    logs={}, wall=0.0,
                    arrays={"m/d/kernel": np.ones((2, 2), np.float32)})
     assert (d / "keep.txt").exists()
@@ -274,7 +274,7 @@ def test_writer_refuses_a_nonempty_directory_and_resumes(tmp_path):
 
 def test_records_without_manifest_are_not_taken_for_a_seed_dump(tmp_path):
     from weightwatch.errors import RunFormatError
-    from weightwatch.reader import open_run
+    from weightwatch.run.reader import open_run
 
     (tmp_path / "record-000000.json").write_text("{}")
     with pytest.raises(RunFormatError, match="without manifest.json"):

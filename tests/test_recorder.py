@@ -69,11 +69,11 @@ def assert_matches_saved_tensors(run, ref_row, check_row):
             t = info[path]
             assert tuple(a.shape) == t.shape and str(a.dtype) == t.dtype, path
             prev = prevprev = None
-            if i > 0 and rec.kind != "begin":
+            if i > 0 and rec.trigger != "begin":
                 prev = arrays[i - 1].get(path)
-                if prev is not None and i > 1 and run.records[i - 1].kind != "begin":
+                if prev is not None and i > 1 and run.records[i - 1].trigger != "begin":
                     prevprev = arrays[i - 2].get(path)
-            units = t.shape[-1] if t.kind == "kernel" and len(t.shape) >= 2 else None
+            units = t.shape[-1] if t.role == "kernel" and len(t.shape) >= 2 else None
             check_row(got, ref_row(a, prev, prevprev, units=units),
                       where=f"{run.path.name} record {rec.index} {path}")
             checked += 1
@@ -201,7 +201,7 @@ def test_one_record_before_training_and_one_per_epoch(request, fixture):
     assert run.source == "weightwatch"
     assert run.epochs.tolist() == list(range(epochs + 1))
     assert [r.index for r in run.records] == list(range(epochs + 1))
-    assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * epochs
+    assert [r.trigger for r in run.records] == ["begin"] + ["epoch"] * epochs
     assert all(r.batch is None for r in run.records)
     assert run.manifest["model"] == model.name
     assert sorted(os.listdir(run_dir)) == ["history.bin", "manifest.json"] + sorted(
@@ -255,7 +255,7 @@ def test_batchnorm_moving_statistics_change_but_are_not_trainable(dense_run):
     run = weightwatch.open_run(dense_run[0])
     for name in ("moving_mean", "moving_variance"):
         path = f"dense_model/bn/{name}"
-        assert run.tensors[run.tensor_index(path)].kind == "moving_stat"
+        assert run.tensors[run.tensor_index(path)].role == "moving_stat"
         assert run.history(path, "changed")[1:].tolist() == [1.0] * 4
         assert run.history(path, "trainable").tolist() == [0.0] * 5
         assert run.history(path, "frozen").tolist() == [0.0] * 5
@@ -322,7 +322,7 @@ def test_subclassed_model_variables_appear_at_record_1(subclassed_run):
 def test_embedding_and_lstm(lstm_run):
     run_dir, _, _ = lstm_run
     run = weightwatch.open_run(run_dir)
-    kinds = {t.path: t.kind for t in run.tensors}
+    kinds = {t.path: t.role for t in run.tensors}
     assert kinds["lstm_model/emb/embeddings"] == "embedding"
     assert kinds["lstm_model/lstm/lstm_cell/kernel"] == "kernel"
     assert kinds["lstm_model/lstm/lstm_cell/recurrent_kernel"] == "kernel"
@@ -406,10 +406,10 @@ def keras_child(request, tmp_path_factory, child_env):
 WRITER_CHILD = r"""
 import sys, time
 import numpy as np
-from weightwatch.recorder import Recorder
-from weightwatch.runformat import RunWriter
+from weightwatch.run.rows import RecordBuilder
+from weightwatch.run.writer import RunWriter
 writer = RunWriter(sys.argv[1], model_name="writer")
-recorder = Recorder()
+recorder = RecordBuilder()
 arrays = {"w/big/kernel": np.random.default_rng(0).normal(size=(512, 1024)).astype("float32")}
 step = 0
 while True:
@@ -422,7 +422,7 @@ while True:
     rows = {p: recorder.row(p, a, trainable=True, frozen=False, units=a.shape[-1] if a.ndim == 2 else None)
             for p, a in arrays.items()}
     step += 1
-    writer.write_record(epoch=step, batch=None, step=step, kind="epoch", rows=rows,
+    writer.write_record(epoch=step, batch=None, step=step, trigger="epoch", rows=rows,
                         logs={"loss": 1.0 / step}, wall=time.time(), arrays=arrays)
 """
 
@@ -490,7 +490,7 @@ def _check_killed_run(run_dir, ref_row, check_row):
     # d_l2's float32 accumulation over a 512k-element update is test_stats' business; here 1e-4.
     columns = [c for c in STATS if c not in ("d_cos", "d_l2")]
     for path, a in current.items():
-        units = a.shape[-1] if info[path].kind == "kernel" else None
+        units = a.shape[-1] if info[path].role == "kernel" else None
         got = {c: run.history(path, c)[last] for c in STATS}
         expected = ref_row(a, previous.get(path), units=units)
         check_row(got, expected, where=f"{path} after kill", columns=columns)
@@ -512,7 +512,7 @@ def test_sigkill_keras_training_leaves_a_readable_run(keras_child, ref_row, chec
     _kill_when([run_dir], [proc], [lambda n: n >= target and (time.sleep(jitter) or True)])
     run = _check_killed_run(run_dir, ref_row, check_row)
     assert len(run.records) >= target
-    assert run.records[0].kind == "begin" and {r.kind for r in run.records[1:]} == {"batch"}
+    assert run.records[0].trigger == "begin" and {r.trigger for r in run.records[1:]} == {"batch"}
 
     # The killed run can be continued; the new records follow the surviving ones.
     keras.utils.set_random_seed(0)
@@ -524,7 +524,7 @@ def test_sigkill_keras_training_leaves_a_readable_run(keras_child, ref_row, chec
     model.fit(x, x[:, :1], initial_epoch=1, epochs=2, batch_size=32, verbose=0, callbacks=[watch(run_dir)])
     run = weightwatch.open_run(run_dir)
     assert run.problems == []
-    assert [r.kind for r in run.records[before:]] == ["begin", "epoch"]
+    assert [r.trigger for r in run.records[before:]] == ["begin", "epoch"]
     assert [r.index for r in run.records] == list(range(before + 2))
 
 
@@ -566,7 +566,7 @@ def test_continuing_with_the_same_callback_then_a_new_one(tmp_path, small_model,
     run = weightwatch.open_run(run_dir)
     assert [r.index for r in run.records] == [0, 1, 2, 3, 4, 5]
     assert run.epochs.tolist() == [0, 1, 2, 3, 4, 5]
-    assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * 5
+    assert [r.trigger for r in run.records] == ["begin"] + ["epoch"] * 5
     assert np.isfinite(run.metric("d_l2")[1:]).all()  # the update across the two fits is measured
 
     # A new callback (a new process, say) continues with initial_epoch=k > 0.
@@ -575,7 +575,7 @@ def test_continuing_with_the_same_callback_then_a_new_one(tmp_path, small_model,
     assert run.problems == []
     assert [r.index for r in run.records] == list(range(9))
     assert run.epochs.tolist() == [0, 1, 2, 3, 4, 5, 5, 6, 7]
-    assert [r.kind for r in run.records] == ["begin"] + ["epoch"] * 5 + ["begin", "epoch", "epoch"]
+    assert [r.trigger for r in run.records] == ["begin"] + ["epoch"] * 5 + ["begin", "epoch", "epoch"]
     # The new begin record: same weights as record 5, no deltas (no previous copy in memory).
     for c in ("d_l2", "d_absmax", "changed", "d_cos"):
         assert np.isnan(run.metric(c)[6]).all(), c
@@ -673,7 +673,7 @@ def test_freq_records_every_n_batches(options_runs, ref_row, check_row):
     dirs, _ = options_runs
     run = weightwatch.open_run(dirs["freq3"])
     # 128 samples / 16 = 8 batches an epoch; a record after batches 3 and 6, then the epoch's.
-    assert [(r.kind, r.epoch, r.batch, r.step) for r in run.records] == [
+    assert [(r.trigger, r.epoch, r.batch, r.step) for r in run.records] == [
         ("begin", 0, None, 0),
         ("batch", 1, 3, 3), ("batch", 1, 6, 6), ("epoch", 1, None, 8),
         ("batch", 2, 3, 11), ("batch", 2, 6, 14), ("epoch", 2, None, 16),

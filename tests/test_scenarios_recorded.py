@@ -90,7 +90,7 @@ def _ratio(run, metric):
 
 
 def _kernels(run, cols=None):
-    k = np.array([t.kind == "kernel" for t in run.tensors])
+    k = np.array([t.role == "kernel" for t in run.tensors])
     return k if cols is None else k & cols
 
 
@@ -187,7 +187,7 @@ def _check_healthy(s, run):
     active = (trainable[1:] == 1) & (frozen[1:] == 0) & ~np.isnan(changed[1:])
     assert np.all(changed[1:][active] == 1)
     names = run.tensor_names
-    moving = np.array([t.kind == "moving_stat" for t in run.tensors])
+    moving = np.array([t.role == "moving_stat" for t in run.tensors])
     l2 = run.metric("l2")
 
     if s.name in ("batchnorm-mlp", "conv-sgd-momentum"):
@@ -205,7 +205,7 @@ def _check_healthy(s, run):
     elif s.name == "dropout-mlp":
         assert not any("seed_generator" in p for p in names)
     elif s.name in ("embedding-lstm", "embedding-gru"):
-        emb = [t.path for t in run.tensors if t.kind == "embedding"]
+        emb = [t.path for t in run.tensors if t.role == "embedding"]
         assert emb and np.all(run.history(emb[0], "changed")[1:] == 1)
     elif s.name == "mixed-precision":
         import keras
@@ -232,7 +232,7 @@ def _check_healthy(s, run):
 
 def test_policy_reset_even_when_build_fails(monkeypatch, tmp_path):
     keras = pytest.importorskip("keras")
-    from weightwatch import callback
+    from weightwatch.recording import keras_callback as callback
 
     def boom(*a, **k):
         raise RuntimeError("boom")

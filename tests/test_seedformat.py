@@ -59,7 +59,7 @@ def test_seed_folder_opens_as_a_run(seed_dir):
     assert run.epochs.tolist() == list(range(1, EPOCHS + 1))
     assert run.tensor_names == ["fc/0", "fc/1", "bn/0", "bn/1", "bn/2", "bn/3", "head/0", "head/1"]
     info = {t.path: t for t in run.tensors}
-    assert info["fc/0"].shape == (6, 5) and info["fc/0"].kind == "kernel" and info["fc/0"].layer == "fc"
+    assert info["fc/0"].shape == (6, 5) and info["fc/0"].role == "kernel" and info["fc/0"].layer == "fc"
     assert info["bn/2"].shape == (5,) and info["head/1"].shape == (1,)
     assert [r.file for r in run.records] == [f"weights_epoch_{n}.json" for n in range(1, EPOCHS + 1)]
     # The format knows nothing of trainable/frozen, and there is no record before training.

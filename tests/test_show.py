@@ -11,9 +11,10 @@ import pytest
 from rich.console import Console
 
 import weightwatch
-from weightwatch.recorder import Recorder
-from weightwatch.runformat import RunWriter
-from weightwatch.show import BARS, fmt, render_show, sparkline
+from weightwatch.run.rows import RecordBuilder
+from weightwatch.run.writer import RunWriter
+from weightwatch.output.show import fmt, render_show
+from weightwatch.output.text import BARS, sparkline
 
 
 def render(run, **kw):
@@ -69,7 +70,7 @@ def test_sparkline_width_averages_down_but_never_stretches():
 
 def test_fmt_three_significant_digits():
     assert [fmt(x) for x in (0.0, 1234.5, 0.012345, 3.0, 1e-7, math.nan, None, math.inf)] == [
-        "0", "1.23e+03", "0.0123", "3", "1e-07", "–", "–", "inf"]
+        "0", "1.23e3", "0.0123", "3", "1e-7", "–", "–", "inf"]
 
 
 # -- the table on a real recorded run ---------------------------------------------------------------
@@ -103,7 +104,7 @@ def corner_run(tmp_path):
     """Three records, built with the real writer: frozen, non-trainable, late, zero-start, going NaN."""
     d = tmp_path / "run"
     w = RunWriter(d, model_name="corners")
-    rec = Recorder()
+    rec = RecordBuilder()
     base = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     for k in range(3):
         arrays = {
@@ -121,7 +122,7 @@ def corner_run(tmp_path):
         w.add_tensors(entries)
         rows = {p: rec.row(p, a, trainable=flags.get(p, (True, False))[0], frozen=flags.get(p, (True, False))[1],
                            units=a.shape[-1] if a.ndim == 2 else None) for p, a in arrays.items()}
-        w.write_record(epoch=k, batch=None, step=k, kind="begin" if k == 0 else "epoch", rows=rows,
+        w.write_record(epoch=k, batch=None, step=k, trigger="begin" if k == 0 else "epoch", rows=rows,
                        logs={}, wall=0.0)
     return d
 
@@ -150,11 +151,11 @@ def test_show_flags_ratios_and_nan(corner_run):
 def test_show_zero_start_bias_ratio_is_inf(tmp_path):
     d = tmp_path / "run"
     w = RunWriter(d, model_name="m")
-    rec = Recorder()
+    rec = RecordBuilder()
     for k in range(2):
         a = np.full(3, 0.5 * k, np.float32)
         w.add_tensors([{"path": "m/b/bias", "layer": "m/b", "shape": [3], "dtype": "float32", "kind": "bias"}])
-        w.write_record(epoch=k, batch=None, step=k, kind="epoch", logs={}, wall=0.0,
+        w.write_record(epoch=k, batch=None, step=k, trigger="epoch", logs={}, wall=0.0,
                        rows={"m/b/bias": rec.row("m/b/bias", a, trainable=True, frozen=False, units=None)})
     text, _ = render(weightwatch.open_run(d))
     assert line_of(text, "m/b/bias").split()[4:6] == [fmt(math.sqrt(3 * 0.25)), "inf"]
@@ -186,7 +187,7 @@ def test_show_seed_run_has_unknown_flags_and_lists_problems(tmp_path):
 def test_show_run_without_tensors(tmp_path):
     d = tmp_path / "run"
     w = RunWriter(d, model_name="lazy")
-    w.write_record(epoch=0, batch=None, step=0, kind="begin", rows={}, logs={}, wall=0.0)
+    w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={}, logs={}, wall=0.0)
     text, _ = render(weightwatch.open_run(d))
     assert "records 1" in text and "epochs 0" in text and "tensors 0" in text
     assert "no tensors recorded" in text
@@ -195,11 +196,11 @@ def test_show_run_without_tensors(tmp_path):
 def test_show_long_run_sparkline_is_bounded(tmp_path):
     d = tmp_path / "run"
     w = RunWriter(d, model_name="long")
-    rec = Recorder()
+    rec = RecordBuilder()
     w.add_tensors([{"path": "m/w/kernel", "layer": "m/w", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
     for k in range(200):
         a = np.full((2, 2), 1.0 + k, np.float32)
-        w.write_record(epoch=k, batch=None, step=k, kind="epoch", logs={}, wall=0.0, arrays=None,
+        w.write_record(epoch=k, batch=None, step=k, trigger="epoch", logs={}, wall=0.0, arrays=None,
                        rows={"m/w/kernel": rec.row("m/w/kernel", a, trainable=True, frozen=False, units=2)})
     text, _ = render(weightwatch.open_run(d), spark_width=20)
     line = line_of(text, "m/w/kernel")

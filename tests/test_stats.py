@@ -14,8 +14,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from weightwatch import stats
-from weightwatch.stats import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS, tensor_row
+from weightwatch.run import stats
+from weightwatch.run.schema import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS
+from weightwatch.run.stats import tensor_row
 
 BLOCK = stats.BLOCK
 

@@ -10,14 +10,11 @@ import pytest
 from rich.console import Console
 
 from runfactory import MLP, write_healthy_run, write_nan_run, write_run
-from weightwatch.config import load_rules
-from weightwatch.engine import evaluate
-from weightwatch.reader import open_run
-from weightwatch.report import Report
-from weightwatch.terminal import (
-    _own_sparkline, fmt_num, format_duration, history_text, render_report, render_summary,
-    summary_text,
-)
+from weightwatch.checking.config import load_rules
+from weightwatch.checking.engine import evaluate
+from weightwatch.run.reader import open_run
+from weightwatch.checking.report import Report
+from weightwatch.output.terminal import fmt_num, format_duration, history_text, render_report, render_summary, summary_text
 
 #: rules in the default pack: the counts below follow it as rules are added
 N = len(load_rules(use_project_config=False))
@@ -273,7 +270,7 @@ def test_maxfail_is_mentioned(rules, tmp_path):
 def test_summary_plurals():
     from types import SimpleNamespace
 
-    from weightwatch.report import RuleResult
+    from weightwatch.checking.report import RuleResult
 
     rule = SimpleNamespace(id="r", check="nonfinite", severity="warning", hint="")
     rep = Report(run="x", source="weightwatch", records=1, tensors=1, rule_sources=[],
@@ -308,8 +305,8 @@ def test_history_text_marks_and_elides():
 
 
 def test_source_label(tmp_path, monkeypatch):
-    from weightwatch.config import builtin_packs
-    from weightwatch.terminal import source_label
+    from weightwatch.checking.config import builtin_packs
+    from weightwatch.output.terminal import source_label
 
     default = str(builtin_packs()["default"])
     assert source_label(default) == "default"
@@ -318,10 +315,3 @@ def test_source_label(tmp_path, monkeypatch):
     assert source_label(str(tmp_path / "ci" / "rules.toml") + ":7") == "ci/rules.toml:7"
     assert source_label(str(tmp_path / "pyproject.toml") + " [tool.weightwatch]") == "pyproject.toml [tool.weightwatch]"
     assert source_label("<rules argument 0>") == "<rules argument 0>"
-
-
-def test_own_sparkline():
-    assert _own_sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
-    assert _own_sparkline([None, 1.0, 1.0]) == "·▁▁"
-    assert len(_own_sparkline(list(range(100)), 10)) == 10
-    assert _own_sparkline([1, 10, 100, 1000, 10000])[1] != "▁"     # log scale over decades

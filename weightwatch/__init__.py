@@ -4,6 +4,11 @@
 rules over it and ``restore`` loads the last healthy weights back into a
 model.  Only ``WatchCallback`` and ``restore`` need Keras, and they import it
 on first use, so reading and checking runs never imports TensorFlow.
+
+The package has four wings with one-way imports (see the README's "Design
+notes"): :mod:`.run` <- :mod:`.checking` <- :mod:`.output` <- :mod:`.recording`,
+then the CLI.  This module's names are the public API; module paths below it
+are internal.
 """
 
 __version__ = "0.1.0"
@@ -27,12 +32,12 @@ __all__ = [
 _LAZY = {
     # Loaded on first use: `weightwatch --version` and `--help` need neither numpy
     # nor Keras, and only the callback and restore need Keras.
-    "open_run": ("reader", "open_run"),
-    "Run": ("reader", "Run"),
-    "WatchCallback": ("callback", "WatchCallback"),
-    "restore": ("restore", "restore"),
-    "check": ("engine", "check"),
-    "load_rules": ("config", "load_rules"),
+    "open_run": ("run.reader", "open_run"),
+    "Run": ("run.model", "Run"),
+    "WatchCallback": ("recording.keras_callback", "WatchCallback"),
+    "restore": ("recording.keras_restore", "restore"),
+    "check": ("checking.engine", "check"),
+    "load_rules": ("checking.config", "load_rules"),
 }
 
 

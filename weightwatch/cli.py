@@ -36,7 +36,7 @@ examples:
   weightwatch rules                 list the rules in force (project config or default pack)
   weightwatch rules frozen-changed  explain one rule: what, why, options, how to tune it
   weightwatch rules --pack strict   list a built-in pack
-  weightwatch rules --checks        document every check kind and its options
+  weightwatch rules --checks        document every check and its options
 """
 
 
@@ -77,20 +77,24 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strict", action="store_true", help="warnings fail the check (exit 1)")
     c.add_argument("-q", "--quiet", action="count", default=0, help="less output")
     c.add_argument("-v", "--verbose", action="count", default=0, help="more output (skip reasons, all findings)")
-    c.add_argument("--format", choices=("terminal", "json", "github"), default=None,
-                   help="output format (default: terminal; under GitHub Actions, terminal plus annotations)")
-    c.add_argument("--junitxml", metavar="PATH", help="also write a JUnit XML report to PATH")
+    from .output import file_formats, stream_formats
+
+    streams = stream_formats()
+    c.add_argument("--format", choices=[f.name for f in streams], default=None,
+                   help="output format: " + "; ".join(f"{f.name}: {f.help}" for f in streams))
+    for fmt in file_formats():
+        c.add_argument(fmt.flag, metavar=fmt.metavar, dest=f"output_{fmt.name}", help=fmt.help)
 
     s = sub.add_parser("show", help="table of a run's tensors: shapes, flags, norms, updates",
                        description="Show one row per tensor of a run, with a sparkline of its norm.")
     s.add_argument("run", metavar="RUN_DIR")
 
     r = sub.add_parser("rules", help="list the rules, or explain one (like `ruff rule`)",
-                       description="List the rules in force, or explain one rule or check kind.",
+                       description="List the rules in force, or explain one rule or check.",
                        epilog=EPILOG_RULES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("rule", nargs="?", metavar="ID", help="rule id or check kind to explain")
+    r.add_argument("rule", nargs="?", metavar="ID", help="rule id or check to explain")
     r.add_argument("--pack", metavar="NAME", help="list a built-in pack instead of the rules in force")
-    r.add_argument("--checks", action="store_true", help="document every check kind")
+    r.add_argument("--checks", action="store_true", help="document every check")
 
     d = sub.add_parser("demo", help="train a healthy and a broken model and check both (~30 s)",
                        description="Train a small model twice on generated data - a healthy run and "
@@ -142,19 +146,16 @@ def _stderr():
 
 
 def cmd_check(args) -> int:
-    from .config import load_rules
-    from .engine import evaluate
+    from .checking.config import load_rules
+    from .checking.engine import evaluate
+    from .checking.report import Report
     from .errors import RunFormatError
-    from .reader import open_run
+    from .output import Emission, file_formats, get_format, stream_formats
+    from .run.reader import open_run
 
     started = time.perf_counter()
     ruleset = load_rules(args.rules or None, config=args.config, use_project_config=not args.no_config)
-    verbosity = args.verbose - args.quiet
-    fmt = args.format or "terminal"
-    annotate = args.format is None and os.environ.get("GITHUB_ACTIONS") == "true"
     reports, exit_codes = [], []
-    from .report import Report
-
     for path in args.runs:
         try:
             run = open_run(path)
@@ -167,32 +168,17 @@ def cmd_check(args) -> int:
             report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail or None)
         reports.append(report)
         exit_codes.append(report.exit_code(strict=args.strict))
-    duration = time.perf_counter() - started
-
-    if fmt == "json":
-        from .jsonio import dumps
-
-        data = [r.to_dict() for r in reports]
-        sys.stdout.write(dumps(data[0] if len(data) == 1 else data).decode() + "\n")
-    elif fmt == "github":
-        from .github import github_annotations
-
-        sys.stdout.write(github_annotations(reports, strict=args.strict))
-    else:
-        from .terminal import render_report, render_summary
-
-        console = _stdout()
-        for report in reports:
-            render_report(report, console, verbosity=verbosity)
-        render_summary(reports, console, duration=duration, strict=args.strict)
-        if annotate:
-            from .github import github_annotations
-
-            sys.stdout.write(github_annotations(reports, strict=args.strict))
-    if args.junitxml:
-        from .junit import write_junit
-
-        write_junit(reports, args.junitxml, strict=args.strict)
+    out = Emission(reports, strict=args.strict, verbosity=args.verbose - args.quiet,
+                   duration=time.perf_counter() - started)
+    get_format(args.format or "terminal").emit(out.to(stream=sys.stdout))
+    if args.format is None:
+        for fmt in stream_formats():
+            if fmt.alongside is not None and fmt.alongside(os.environ):
+                fmt.emit(out.to(stream=sys.stdout))
+    for fmt in file_formats():
+        path = getattr(args, f"output_{fmt.name}")
+        if path:
+            fmt.emit(out.to(path=path))
     return int(_worst(exit_codes))
 
 
@@ -205,8 +191,8 @@ def _worst(codes) -> ExitCode:
 
 
 def cmd_show(args) -> int:
-    from .reader import open_run
-    from .show import render_show
+    from .output.show import render_show
+    from .run.reader import open_run
 
     run = open_run(args.run)
     render_show(run, _stdout())
@@ -214,7 +200,7 @@ def cmd_show(args) -> int:
 
 
 def cmd_rules(args) -> int:
-    from .ruledocs import explain, list_checks, list_rules
+    from .output.ruledocs import explain, list_checks, list_rules
 
     console = _stdout()
     if args.checks:

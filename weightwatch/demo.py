@@ -56,11 +56,11 @@ def run_demo(out_dir, console) -> ExitCode:
         console.print("[red]The demo trains Keras models: pip install 'weightwatch[tensorflow]'[/]")
         return ExitCode.USAGE_ERROR
 
-    from .callback import WatchCallback
-    from .config import load_rules
-    from .engine import evaluate
-    from .reader import open_run
-    from .terminal import render_report, render_summary
+    from .checking.config import load_rules
+    from .checking.engine import evaluate
+    from .output.terminal import render_report, render_summary
+    from .recording.keras_callback import WatchCallback
+    from .run.reader import open_run
 
     out = Path(out_dir)
     x, y = _data(np)

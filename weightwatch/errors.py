@@ -9,6 +9,7 @@ only ever shown for a bug in weightwatch itself (exit 3).
 
 from __future__ import annotations
 
+import difflib
 import enum
 
 
@@ -68,3 +69,10 @@ class CheckHalted(WeightwatchError):
     def __init__(self, message: str, report=None):
         self.report = report
         super().__init__(message)
+
+
+def did_you_mean(word: str, choices) -> str:
+    """`` (did you mean "x"?)`` for the closest of ``choices``, or ``""``: every message that
+    rejects a name offers the nearest valid one."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""

@@ -1,14 +1,17 @@
-"""Check kinds: small pure functions over metric histories.
+"""Checks: small pure functions over metric histories.
 
-A rule (see :mod:`weightwatch.rules`) names one check kind and gives it
-options.  A check kind sees the histories of the tensors the rule selected,
+A rule (see :mod:`.rules`) names one check and gives it options.  A check
+sees the histories of the tensors the rule selected,
 as ``(records, tensors)`` arrays, and returns the figure it judged and where
 that figure violates its limit.  It never loops over records in Python and
 never reads files: the engine does the selection, the patience and the
-reporting, so each kind is a few lines that can be tested on plain arrays.
+reporting, so each check is a few lines that can be tested on plain arrays.
 
-Each kind's docstring is its documentation, printed by
-``weightwatch rules --checks`` (what it does, why, its options).
+Each check's docstring is its documentation, printed by
+``weightwatch rules --checks`` (what it does, why, its options).  Its options
+declare their type and the values they allow (``choices``, ``minimum``), and
+a ``validate`` hook checks how options combine, as yamllint's ``VALIDATE``
+does: a bad value is a configuration error, found when the rule loads.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ class Option:
     type: type | tuple
     default: object
     doc: str
+    choices: tuple | None = None     # the only values allowed
+    minimum: float | None = None     # smallest value allowed
+    above: float | None = None       # values must be greater than this
 
 
 @dataclass
-class CheckKind:
+class Check:
     id: str
     scope: str                       # TENSOR: one column per tensor; LOG: one per log key
     fn: Callable
@@ -38,6 +44,15 @@ class CheckKind:
     metric: str                      # what `value` is, for the report
     doc: str = ""
     needs: tuple = ()                # columns the run must have
+    #: ``validate(options) -> problem or None``: how the options combine.
+    validate: Callable | None = None
+
+    def log_keys(self, options: dict) -> list[str]:
+        """The training logs a log check watches (``keys`` or ``key``); [] for tensor checks."""
+        if self.scope != LOG:
+            return []
+        keys = options.get("keys")
+        return list(keys) if keys is not None else [options.get("key", "loss")]
 
 
 @dataclass
@@ -52,22 +67,21 @@ class Outcome:
 
 
 class Histories:
-    """The view a check gets: histories of the selected tensors, and the logs."""
+    """The view a check gets: histories of the selected tensors, and the logs.
 
-    def __init__(self, run, index: np.ndarray):
+    ``cache`` is shared by the rules of one evaluation (the engine owns it):
+    rules that select the same tensors (all kernels, say) share the gathered
+    histories.
+    """
+
+    def __init__(self, run, index: np.ndarray, cache: dict | None = None):
         self.run = run
         self.index = index
         self.tensors = [run.tensors[i] for i in index]
         # Every tensor, in order (the usual case): histories are the run's own
         # arrays, not copies.
         self._whole = index.size == len(run.tensors) and bool((index == np.arange(index.size)).all())
-        # Rules that select the same tensors (all kernels, say) share the
-        # gathered histories; the cache lives as long as the run's shape.
-        shape = (len(run.records), len(run.tensors))
-        cache = run._histories_cache
-        if cache is None or cache[0] != shape:
-            cache = run._histories_cache = (shape, {})
-        self._cache = cache[1]
+        self._cache = {} if cache is None else cache
         self._key = None if self._whole else index.tobytes()
 
     def __call__(self, metric: str) -> np.ndarray:
@@ -97,14 +111,16 @@ class Histories:
         return self.run.log(key), self.run.log_present(key)
 
 
-REGISTRY: dict[str, CheckKind] = {}
+#: Every check, by id: the explicit registry rules name checks from.
+CHECKS: dict[str, Check] = {}
 
 
-def check_kind(id, *, scope=TENSOR, message, metric, options=None, needs=()):
+def check(id, *, scope=TENSOR, message, metric, options=None, needs=(), validate=None):
+    """Register the decorated function as the check ``id``."""
     def register(fn):
-        REGISTRY[id] = CheckKind(id=id, scope=scope, fn=fn, options=options or {},
-                                 message=message, metric=metric, doc=(fn.__doc__ or "").strip(),
-                                 needs=needs)
+        CHECKS[id] = Check(id=id, scope=scope, fn=fn, options=options or {}, message=message,
+                           metric=metric, doc=(fn.__doc__ or "").strip(), needs=needs,
+                           validate=validate)
         return fn
     return register
 
@@ -145,8 +161,8 @@ def _floored_prev_norm(h: Histories, min_rms: float) -> np.ndarray:
 
 
 # -- weights ------------------------------------------------------------------------
-@check_kind("nonfinite", message="{tensor} holds {value:g} NaN/Inf values",
-            metric="nan+inf")
+@check("nonfinite", message="{tensor} holds {value:g} NaN/Inf values",
+       metric="nan+inf")
 def nonfinite(h: Histories):
     """Fails when a tensor holds NaN or Inf values.
 
@@ -159,13 +175,13 @@ def nonfinite(h: Histories):
     return Outcome(v, _gt(v, 0), 0.0)
 
 
-@check_kind("norm-growth",
-            message="{tensor} L2 norm grew {value:.3g}x in one record (limit {limit:g}x)",
-            metric="growth", options={
-                "max_ratio": Option((int, float), 3.0, "largest allowed ||W_t|| / ||W_t-1||"),
+@check("norm-growth",
+       message="{tensor} L2 norm grew {value:.3g}x in one record (limit {limit:g}x)",
+       metric="growth", options={
+                "max_ratio": Option((int, float), 3.0, "largest allowed ||W_t|| / ||W_t-1||", above=1),
                 "min_rms": Option((int, float), 0.01,
                                   "norm floor per element: growth from a norm below "
-                                  "min_rms * sqrt(size) is measured from that floor"),
+                                  "min_rms * sqrt(size) is measured from that floor", above=0),
             })
 def norm_growth(h: Histories, max_ratio, min_rms):
     """Fails when a tensor's L2 norm multiplies by more than ``max_ratio`` between records.
@@ -180,12 +196,13 @@ def norm_growth(h: Histories, max_ratio, min_rms):
     return Outcome(g, _gt(g, max_ratio), float(max_ratio))
 
 
-@check_kind("norm-runaway",
-            message="{tensor} norm grew {value:.3g}x in a record, and faster each record for {records} records",
-            metric="growth", options={
-                "min_growth": Option((int, float), 1.2, "growth per record that counts as fast"),
-                "records": Option(int, 2, "consecutive records of fast, non-slowing growth"),
-                "min_rms": Option((int, float), 0.01, "norm floor per element, as for norm-growth"),
+@check("norm-runaway",
+       message="{tensor} norm grew {value:.3g}x in a record, and faster each record for {records} records",
+       metric="growth", options={
+                "min_growth": Option((int, float), 1.2, "growth per record that counts as fast", above=1),
+                "records": Option(int, 2, "consecutive records of fast, non-slowing growth", minimum=1),
+                "min_rms": Option((int, float), 0.01, "norm floor per element, as for norm-growth",
+                                  above=0),
             })
 def norm_runaway(h: Histories, min_growth, records, min_rms):
     """Fails when a norm grows fast and does not slow down: geometric, runaway growth.
@@ -208,10 +225,11 @@ def norm_runaway(h: Histories, min_growth, records, min_rms):
     return Outcome(g, bad, float(min_growth), extra={"records": records})
 
 
-@check_kind("norm-limit", message="{tensor} {metric} is {value:.4g} (limit {limit:g})",
-            metric="absmax", options={
-                "metric": Option(str, "absmax", "figure to bound: absmax, l2 or rms"),
-                "max": Option((int, float), 1e4, "largest allowed value"),
+@check("norm-limit", message="{tensor} {metric} is {value:.4g} (limit {limit:g})",
+       metric="absmax", options={
+                "metric": Option(str, "absmax", "figure to bound: absmax, l2 or rms",
+                                 choices=("absmax", "l2", "rms")),
+                "max": Option((int, float), 1e4, "largest allowed value", minimum=0),
             })
 def norm_limit(h: Histories, metric, max):
     """Fails when a tensor's largest |weight| (or L2 norm, or RMS) exceeds a limit.
@@ -223,17 +241,15 @@ def norm_limit(h: Histories, metric, max):
     if metric == "rms":
         with np.errstate(invalid="ignore", divide="ignore"):
             v = h("l2") / np.sqrt(h("size"))
-    elif metric in ("absmax", "l2"):
+    else:  # "absmax" or "l2": the option's choices
         v = h(metric)
-    else:
-        raise ValueError(f"metric must be absmax, l2 or rms, not {metric!r}")
     return Outcome(v, _gt(v, max), float(max), extra={"metric": metric})
 
 
-@check_kind("unchanged", message="{tensor} changed (max |update| {value:.3g}) but must stay unchanged",
-            metric="d_absmax", options={
+@check("unchanged", message="{tensor} changed (max |update| {value:.3g}) but must stay unchanged",
+       metric="d_absmax", options={
                 "tolerance": Option((int, float), 0.0,
-                                    "largest |update| still counted as unchanged"),
+                                    "largest |update| still counted as unchanged", minimum=0),
             })
 def unchanged(h: Histories, tolerance):
     """Fails when a tensor that must stay unchanged changes.
@@ -251,11 +267,11 @@ def unchanged(h: Histories, tolerance):
     return Outcome(v, _gt(v, tolerance), float(tolerance))
 
 
-@check_kind("stalled", message="{tensor} did not learn: update ratio {value:.3g} (floor {limit:g})",
-            metric="update_ratio", options={
+@check("stalled", message="{tensor} did not learn: update ratio {value:.3g} (floor {limit:g})",
+       metric="update_ratio", options={
                 "min_ratio": Option((int, float), 1e-8,
-                                    "smallest ||dW|| / ||W|| counted as learning"),
-                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
+                                    "smallest ||dW|| / ||W|| counted as learning", minimum=0),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
             })
 def stalled(h: Histories, min_ratio, min_rms):
     """Fails when a trainable tensor does not change between records.
@@ -269,13 +285,14 @@ def stalled(h: Histories, min_ratio, min_rms):
     return Outcome(r, _lt(r, min_ratio) | ((h("changed") == 0) & (min_ratio > 0)), float(min_ratio))
 
 
-@check_kind("update-ratio",
-            message="{tensor} update ratio {value:.3g} outside [{min:g}, {max:g}]",
-            metric="update_ratio", options={
-                "min": Option((int, float), 1e-6, "smallest healthy ||dW|| / ||W|| per record"),
-                "max": Option((int, float), 1.0, "largest healthy ||dW|| / ||W|| per record"),
-                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
-            })
+@check("update-ratio",
+       message="{tensor} update ratio {value:.3g} outside [{min:g}, {max:g}]",
+       metric="update_ratio", options={
+                "min": Option((int, float), 1e-6, "smallest healthy ||dW|| / ||W|| per record", minimum=0),
+                "max": Option((int, float), 1.0, "largest healthy ||dW|| / ||W|| per record", above=0),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
+            }, validate=lambda o: None if o["min"] < o["max"] else
+               f'"min" ({o["min"]:g}) must be below "max" ({o["max"]:g})')
 def update_ratio_band(h: Histories, min, max, min_rms):
     """Flags updates that are far too large or far too small for the weights they change.
 
@@ -289,11 +306,12 @@ def update_ratio_band(h: Histories, min, max, min_rms):
     return Outcome(r, bad, limit, extra={"min": min, "max": max})
 
 
-@check_kind("dead-units",
-            message="{tensor}: {value:.0%} of output units received no update (limit {limit:.0%})",
-            metric="dead_fraction", options={
+@check("dead-units",
+       message="{tensor}: {value:.0%} of output units received no update (limit {limit:.0%})",
+       metric="dead_fraction", options={
                 "max_fraction": Option((int, float), 0.5,
-                                       "largest fraction of units allowed to get no update"),
+                                       "largest fraction of units allowed to get no update",
+                                       minimum=0),
             })
 def dead_units(h: Histories, max_fraction):
     """Fails when most output units of a kernel received no update at all.
@@ -311,13 +329,14 @@ def dead_units(h: Histories, max_fraction):
     return Outcome(f, _gt(f, max_fraction) & (h("changed") == 1), float(max_fraction))
 
 
-@check_kind("oscillation",
-            message="{tensor} update reversed direction (cosine {value:.2f} to the previous update)",
-            metric="d_cos", options={
+@check("oscillation",
+       message="{tensor} update reversed direction (cosine {value:.2f} to the previous update)",
+       metric="d_cos", options={
                 "max_cos": Option((int, float), -0.8,
-                                  "cosine between consecutive updates at or below which they count as reversed"),
+                                  "cosine between consecutive updates at or below which they count as reversed",
+                                  minimum=-1),
                 "min_size": Option(int, 4, "skip tensors with fewer elements: the direction of a "
-                                           "1-3 element update flips by chance"),
+                                           "1-3 element update flips by chance", minimum=1),
             })
 def oscillation(h: Histories, max_cos, min_size):
     """Fails when consecutive updates point in opposite directions.
@@ -333,12 +352,13 @@ def oscillation(h: Histories, max_cos, min_size):
     return Outcome(c, bad, float(max_cos))
 
 
-@check_kind("update-disparity",
-            message="{tensor} updates {value:.3g}x smaller than the last layer's (limit {limit:g}x)",
-            metric="disparity", options={
+@check("update-disparity",
+       message="{tensor} updates {value:.3g}x smaller than the last layer's (limit {limit:g}x)",
+       metric="disparity", options={
                 "max_disparity": Option((int, float), 1e3,
-                                        "largest ratio between the last tensor's update ratio and this one's"),
-                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio"),
+                                        "largest ratio between the last tensor's update ratio and this one's",
+                                        above=1),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
             })
 def update_disparity(h: Histories, max_disparity, min_rms):
     """Fails when early layers learn orders of magnitude slower than the last one.
@@ -357,10 +377,11 @@ def update_disparity(h: Histories, max_disparity, min_rms):
 
 
 # -- training logs ------------------------------------------------------------------
-@check_kind("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
-            metric="log", options={
+@check("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
+       metric="log", options={
                 "keys": Option(list, ["loss"], "log entries that must stay finite"),
-            })
+            }, validate=lambda o: None if o["keys"] and all(isinstance(k, str) for k in o["keys"]) else
+               '"keys" must be a non-empty list of log names')
 def nonfinite_log(h: Histories, keys):
     """Fails when the loss (or another logged metric) becomes NaN or Inf.
 
@@ -375,11 +396,11 @@ def nonfinite_log(h: Histories, keys):
     return Outcome(np.stack(cols, 1), np.stack(bads, 1), None, subjects=list(keys))
 
 
-@check_kind("loss-divergence", scope=LOG,
-            message="{key} rose to {value:.4g}, over {limit:g}x its best so far",
-            metric="log", options={
+@check("loss-divergence", scope=LOG,
+       message="{key} rose to {value:.4g}, over {limit:g}x its best so far",
+       metric="log", options={
                 "key": Option(str, "loss", "log entry to watch"),
-                "max_ratio": Option((int, float), 3.0, "largest allowed loss / best loss so far"),
+                "max_ratio": Option((int, float), 3.0, "largest allowed loss / best loss so far", above=1),
             })
 def loss_divergence(h: Histories, key, max_ratio):
     """Fails when the loss climbs far above the best value it reached.
@@ -398,13 +419,14 @@ def loss_divergence(h: Histories, key, max_ratio):
     return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])
 
 
-@check_kind("loss-plateau", scope=LOG,
-            message="{key} improved by {value:.2%} over the last {window} records (needs {limit:.2%})",
-            metric="improvement", options={
+@check("loss-plateau", scope=LOG,
+       message="{key} improved by {value:.2%} over the last {window} records (needs {limit:.2%})",
+       metric="improvement", options={
                 "key": Option(str, "loss", "log entry to watch"),
-                "window": Option(int, 5, "records over which the loss must improve"),
+                "window": Option(int, 5, "records over which the loss must improve", minimum=1),
                 "min_improvement": Option((int, float), 0.001,
-                                          "smallest relative improvement of the best loss over the window"),
+                                          "smallest relative improvement of the best loss over the window",
+                                          minimum=0),
             })
 def loss_plateau(h: Histories, key, window, min_improvement):
     """Flags a loss that stopped improving for ``window`` records.

@@ -1,6 +1,6 @@
 """Rules: one declarative check, as written in TOML, validated.
 
-A rule is data: which check kind to run, on which tensors, with which
+A rule is data: which check to run, on which tensors, with which
 thresholds, how severe a violation is and what to tell the user.  Nothing in
 a rule is executed; message templates are filled by a formatter that only
 knows a fixed set of plain names.
@@ -11,7 +11,6 @@ the rule and offers the closest valid key.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import math
 import re
@@ -19,16 +18,18 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .checks import LOG, REGISTRY
-from .errors import RuleError
+from ..errors import RuleError, did_you_mean
+from ..run.schema import ROLES
+from .checks import CHECKS, LOG
 
 #: Rule fields and their meaning; the README's rule reference mirrors this table.
 FIELDS = {
     "id": "unique name of the rule, used by -k, disable and overrides",
-    "check": "the check kind to run (weightwatch rules --checks lists them)",
+    "check": "the check to run (weightwatch rules --checks lists them)",
     "select": "glob patterns over tensor or layer paths the rule applies to (default: all)",
     "exclude": "glob patterns over tensor or layer paths to leave out",
-    "kind": "tensor kinds: kernel, bias, scale, embedding, moving_stat, other",
+    "role": "tensor roles: kernel, bias, scale, embedding, moving_stat, other",
+    "kind": "older name of role",
     "trainable": "only tensors whose variable is (true) or is not (false) trainable at the record",
     "frozen": "only tensors whose layer or an ancestor has (true) or has not (false) trainable=False",
     "dtype": "'float' to skip integer and boolean variables (default: any)",
@@ -40,7 +41,6 @@ FIELDS = {
     "rationale": "why the rule exists and why its thresholds are what they are",
 }
 SEVERITIES = ("error", "warning")
-KINDS = ("kernel", "bias", "scale", "embedding", "moving_stat", "other")
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class Rule:
     options: dict = field(default_factory=dict)
     select: tuple = ("*",)
     exclude: tuple = ()
-    kind: tuple = ()
+    role: tuple = ()
     trainable: bool | None = None
     frozen: bool | None = None
     dtype: str = "any"
@@ -63,12 +63,18 @@ class Rule:
     source: str = ""         # file (and line) the rule came from
 
     @property
-    def kind_def(self):
-        return REGISTRY[self.check]
+    def check_def(self):
+        """The :class:`~.checks.Check` this rule runs."""
+        return CHECKS[self.check]
 
     @property
     def is_log_check(self) -> bool:
-        return self.kind_def.scope == LOG
+        return self.check_def.scope == LOG
+
+    @property
+    def log_keys(self) -> list[str]:
+        """The training logs this rule watches ([] for a rule over tensors)."""
+        return self.check_def.log_keys(self.options)
 
     def matches(self, path: str, layer: str) -> bool:
         def hit(globs):
@@ -76,18 +82,20 @@ class Rule:
         return hit(self.select) and not (self.exclude and hit(self.exclude))
 
     def format_message(self, **fields) -> str:
-        template = self.message or self.kind_def.message
+        template = self.message or self.check_def.message
         return render_template(template, {**self.options, **fields})
 
     def with_overrides(self, overrides: dict, source: str) -> "Rule":
         data = rule_to_dict(self)
+        if "kind" in overrides:  # the older name of role replaces it
+            data.pop("role")
         data.update(overrides)
         return parse_rule(data, source=source, line=None)
 
 
 def rule_to_dict(rule: Rule) -> dict:
     d = {"id": rule.id, "check": rule.check, "select": list(rule.select),
-         "exclude": list(rule.exclude), "kind": list(rule.kind), "dtype": rule.dtype,
+         "exclude": list(rule.exclude), "role": list(rule.role), "dtype": rule.dtype,
          "severity": rule.severity, "patience": rule.patience, "after": rule.after,
          "message": rule.message, "hint": rule.hint, "rationale": rule.rationale}
     if rule.trainable is not None:
@@ -96,11 +104,6 @@ def rule_to_dict(rule: Rule) -> dict:
         d["frozen"] = rule.frozen
     d.update(rule.options)
     return d
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def _type_name(t) -> str:
@@ -118,6 +121,23 @@ def _check_type(value, expected) -> bool:
     return isinstance(value, types)
 
 
+def _option_problem(opt, value) -> str | None:
+    """Why ``value`` is not allowed for ``opt`` ("must be ..., got ..."), or None."""
+    numeric = opt.type is float or (isinstance(opt.type, tuple) and float in opt.type)
+    if numeric and _check_type(value, (int, float)) and not math.isfinite(float(value)):
+        return f"must be finite, got {value!r}"
+    if not _check_type(value, opt.type):
+        return f"must be a {_type_name(opt.type)}, got {value!r}"
+    if opt.choices is not None and value not in opt.choices:
+        return (f"must be one of {', '.join(map(str, opt.choices))}, got {value!r}"
+                f"{did_you_mean(value, opt.choices)}")
+    if opt.minimum is not None and value < opt.minimum:
+        return f"must be >= {opt.minimum:g}, got {value!r}"
+    if opt.above is not None and value <= opt.above:
+        return f"must be > {opt.above:g}, got {value!r}"
+    return None
+
+
 def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
     """Validate one rule table; raise :class:`RuleError` naming the rule and key."""
     where = {"path": source, "line": line}
@@ -128,29 +148,29 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
         raise RuleError(f"rule has no valid id (got {rid!r}); ids are letters, digits, '-', '_' and '.'",
                         **where)
     check = data.get("check")
-    if check not in REGISTRY:
+    if check not in CHECKS:
         if check is None:
-            raise RuleError(f'rule "{rid}": missing "check" (one of: {", ".join(REGISTRY)})', **where)
-        raise RuleError(f'rule "{rid}": unknown check "{check}"{_did_you_mean(str(check), REGISTRY)}; '
-                        f'known checks: {", ".join(REGISTRY)}', **where)
-    kind = REGISTRY[check]
+            raise RuleError(f'rule "{rid}": missing "check" (one of: {", ".join(CHECKS)})', **where)
+        raise RuleError(f'rule "{rid}": unknown check "{check}"{did_you_mean(str(check), CHECKS)}; '
+                        f'known checks: {", ".join(CHECKS)}', **where)
+    check_def = CHECKS[check]
     options = {}
     for key, value in data.items():
         if key in FIELDS:
             continue
-        if key not in kind.options:
+        if key not in check_def.options:
             raise RuleError(f'rule "{rid}": unknown option "{key}" for check "{check}"'
-                            f"{_did_you_mean(key, [*kind.options, *FIELDS])}", **where)
-        opt = kind.options[key]
-        if opt.type is float or (isinstance(opt.type, tuple) and float in opt.type):
-            if _check_type(value, (int, float)) and not math.isfinite(float(value)):
-                raise RuleError(f'rule "{rid}": option "{key}" must be finite, got {value!r}', **where)
-        if not _check_type(value, opt.type):
-            raise RuleError(f'rule "{rid}": option "{key}" must be a {_type_name(opt.type)}, '
-                            f"got {value!r}", **where)
+                            f"{did_you_mean(key, [*check_def.options, *FIELDS])}", **where)
+        problem = _option_problem(check_def.options[key], value)
+        if problem:
+            raise RuleError(f'rule "{rid}": option "{key}" {problem}', **where)
         options[key] = value
-    for key, opt in kind.options.items():
+    for key, opt in check_def.options.items():
         options.setdefault(key, opt.default)
+    if check_def.validate is not None:
+        problem = check_def.validate(options)
+        if problem:
+            raise RuleError(f'rule "{rid}": {problem}', **where)
 
     def strings(key, default=()):
         v = data.get(key, default)
@@ -181,18 +201,20 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
     severity = data.get("severity", "error")
     if severity not in SEVERITIES:
         raise RuleError(f'rule "{rid}": severity must be "error" or "warning", got {severity!r}', **where)
-    kinds = strings("kind")
-    for k in kinds:
-        if k not in KINDS:
-            raise RuleError(f'rule "{rid}": unknown tensor kind "{k}"{_did_you_mean(k, KINDS)}; '
-                            f'known: {", ".join(KINDS)}', **where)
+    if "role" in data and "kind" in data:
+        raise RuleError(f'rule "{rid}": "kind" is the older name of "role"; give only "role"', **where)
+    roles = strings("role" if "role" in data else "kind")
+    for k in roles:
+        if k not in ROLES:
+            raise RuleError(f'rule "{rid}": unknown tensor role "{k}"{did_you_mean(k, ROLES)}; '
+                            f'known: {", ".join(ROLES)}', **where)
     dtype = data.get("dtype", "any")
     if dtype not in ("any", "float"):
         raise RuleError(f'rule "{rid}": dtype must be "any" or "float", got {dtype!r}', **where)
     select = strings("select", ("*",)) or ("*",)
     rule = Rule(
         id=rid, check=check, options=options, select=select, exclude=strings("exclude"),
-        kind=kinds, trainable=flag("trainable"), frozen=flag("frozen"), dtype=dtype,
+        role=roles, trainable=flag("trainable"), frozen=flag("frozen"), dtype=dtype,
         severity=severity, patience=integer("patience", 1, 1), after=integer("after", 0, 0),
         message=text("message"), hint=text("hint"), rationale=text("rationale"),
         source=f"{source}:{line}" if line else source,

@@ -28,9 +28,10 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .jsonio import atomic_write
-from .report import FAILED, SKIPPED, WARNING, Finding, Report, RuleResult
-from .terminal import fmt_num
+from ..checking.report import FAILED, SKIPPED, WARNING, Finding, Report, RuleResult
+from ..run.jsonio import atomic_write
+from . import Emission, OutputFormat
+from .text import fmt_num
 
 #: Characters XML 1.0 cannot hold at all (ElementTree would write them and break the file).
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -40,27 +41,20 @@ def _clean(text) -> str:
     return _ILLEGAL_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
 
 
-def _subject(f: Finding) -> str:
-    return f.tensor if f.tensor else (f.metric or "run")
-
-
 def _rule_subject(result: RuleResult) -> str:
     """The testcase name of a rule that is reported as a whole."""
     rule = result.rule
     if getattr(rule, "is_log_check", False):
-        opts = getattr(rule, "options", {}) or {}
-        keys = opts.get("keys") or [opts.get("key", "loss")]
-        return ", ".join(map(str, keys))
+        return ", ".join(rule.log_keys)
     return "all tensors"
 
 
 def finding_details(f: Finding, rule, total_records: int) -> str:
     """The body of a failure: where, what, against which limit, and the hint."""
-    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
     lines = [f.message, ""]
     lines.append(f"tensor: {f.tensor}" + (f" (layer {f.layer})" if f.layer else "") if f.tensor
-                 else f"log: {_subject(f)}")
-    lines.append(f"first at: {at} (record {f.record})")
+                 else f"log: {f.subject}")
+    lines.append(f"first at: {f.at} (record {f.record})")
     value = "non-finite" if f.value is None else fmt_num(f.value, 6)
     lines.append(f"{f.metric or 'value'}: {value}"
                  + (f" against limit {fmt_num(f.limit, 6)}" if f.limit is not None else ""))
@@ -86,7 +80,7 @@ def _suite(report: Report, strict: bool) -> tuple[ET.Element, dict]:
         as_failure = result.status == FAILED or (strict and result.status == WARNING)
         if result.status in (FAILED, WARNING) and result.findings:
             for f in result.findings:
-                case = _case(suite, classname, _subject(f))
+                case = _case(suite, classname, f.subject)
                 n["tests"] += 1
                 details = finding_details(f, result.rule, report.records)
                 if as_failure:
@@ -149,3 +143,11 @@ def write_junit(reports: list[Report], path, *, strict: bool = False) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, junit_xml(reports, strict=strict))
+
+
+def emit(out: Emission) -> None:
+    write_junit(out.reports, out.path, strict=out.strict)
+
+
+FORMAT = OutputFormat(name="junit", flag="--junitxml", help="also write a JUnit XML report to PATH",
+                      emit=emit)

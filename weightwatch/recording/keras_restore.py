@@ -3,16 +3,14 @@
 After live checks halt a run, ``healthy.npz`` holds the weights of the last
 record that passed; restoring them lets the user lower the learning rate and
 resume from there instead of from scratch.  Tensors are matched by Keras
-variable path, the identity the recorder uses.
+variable path, the identity recording uses.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from .errors import RunFormatError
-from .jsonio import loads
-from .runformat import HEALTHY, HEALTHY_POINTER, load_npz, record_name, unique_paths
+from ..errors import RunFormatError
+from ..run.reader import read_weights
+from ..run.schema import unique_paths
 
 
 def restore(model, run_dir, record: int | None = None) -> int:
@@ -30,24 +28,7 @@ def restore(model, run_dir, record: int | None = None) -> int:
         weightwatch.restore(model, "runs/a")
         model.optimizer.learning_rate.assign(1e-4)
     """
-    run_dir = Path(run_dir)
-    if record is None:
-        pointer = run_dir / HEALTHY_POINTER
-        if not (run_dir / HEALTHY).exists() or not pointer.exists():
-            raise RunFormatError("no healthy weights kept in this run (record with check=True, "
-                                 "or pass record=N of a run recorded with save_tensors=True)",
-                                 path=run_dir)
-        try:
-            record = int(loads(pointer.read_bytes())["record"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunFormatError(f"unreadable healthy-weights pointer ({exc})", path=pointer) from None
-        arrays = load_npz(run_dir / HEALTHY)
-    else:
-        path = run_dir / record_name(record, ".npz")
-        if not path.exists():
-            raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
-                                 path=run_dir)
-        arrays = load_npz(path)
+    record, arrays = read_weights(run_dir, record)
     unique = list({id(v): v for v in model.weights}.values())  # as the callback names them
     variables = dict(zip(unique_paths(v.path for v in unique), unique))
     missing = [p for p in arrays if p not in variables]

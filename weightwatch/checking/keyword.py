@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import WeightwatchError
+from ..errors import WeightwatchError
 
 _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 

@@ -9,7 +9,8 @@ bad).  ``weightwatch check`` accepts such a folder as it is.
 That format has no variable names, so tensors are named ``<layer>/<i>`` by
 their position in ``get_weights()``; it has no record before training and no
 trainable/frozen flags, so checks that need those do not apply to it.
-Statistics and deltas are computed here with the same code the recorder uses.
+Statistics and deltas are computed by the same :class:`~.rows.RecordBuilder`
+that recording uses.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import RunFormatError
-from .reader import Record, Run, TensorInfo
-from .recorder import Recorder
-from .runformat import tensor_kind
+from ..errors import RunFormatError
+from .model import Record, Run
+from .rows import RecordBuilder
+from .schema import EPOCH
 
 SEED_RE = re.compile(r"^(?P<prefix>.*?)(?P<n>\d+)\.json$")
 
@@ -52,7 +53,7 @@ def open_seed_run(path: Path) -> Run:
                              "give each run its own directory", path=path)
     (prefix, files), = groups.items()
     run = Run(path, source="seed", manifest={"format": "seed", "prefix": prefix})
-    recorder = Recorder()
+    builder = RecordBuilder()
     for n, name in sorted(files):
         fp = path / name
         try:
@@ -60,17 +61,12 @@ def open_seed_run(path: Path) -> Run:
         except RunFormatError as exc:
             run.problems.append(exc)
             continue
-        rows = {}
+        builder.start(len(arrays))
         for tpath, a in arrays.items():
-            kind = tensor_kind(tpath, a.ndim)
-            units = a.shape[-1] if kind == "kernel" and a.ndim >= 2 else None
-            if tpath not in run._tindex:
-                run.add_tensor(TensorInfo(tpath, tpath.rsplit("/", 1)[0], tuple(a.shape),
-                                          "float64", kind, first_record=len(run.records)))
-            rows[tpath] = recorder.row(tpath, a, trainable=None, frozen=None, units=units)
-        record = Record(index=len(run.records), epoch=n, kind="epoch", file=name)
-        values = np.array(list(rows.values()), dtype=np.float64) if rows else np.empty((0, len(run.columns)))
-        run.append(record, list(rows), values)
+            builder.add(tpath, a, trainable=None, frozen=None)
+        rows = builder.finish()
+        record = Record(index=len(run.records), epoch=n, trigger=EPOCH, file=name)
+        run.append(record, rows.paths, rows.values, rows.entries)
     if not run.records:
         raise run.problems[0]
     return run

@@ -5,70 +5,27 @@ the last record, its L2 norm there, the size of the last update relative to
 the weights before it (``||dW|| / ||W_prev||``), its NaN/Inf counts, and a
 sparkline of its L2 norm over the whole run.  Reads the run only; never
 imports TensorFlow.
-
-:func:`sparkline` is shared with the other reporters.
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-#: Eight levels, lowest first.
-BARS = "▁▂▃▄▅▆▇█"
+from .text import fmt_num, sparkline
+
 #: Default number of characters in the L2 sparkline column.
 SPARK_WIDTH = 32
 
 
-def sparkline(values, width: int | None = None) -> str:
-    """A one-line chart of ``values`` with the eight block characters ``▁▂▃▄▅▆▇█``.
-
-    Values are scaled between their finite minimum and maximum; a NaN or
-    infinite value is a space.  A series that does not vary is drawn at mid
-    height (``▄``).  With ``width``, a longer series is averaged down to
-    ``width`` characters; a bucket holding any non-finite value is a space,
-    so a NaN is never averaged away.  A shorter series is not stretched.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if width is not None:
-        if width < 1:
-            raise ValueError(f"`width` must be a positive integer. Received: width={width!r}")
-        if v.size > width:
-            edges = np.linspace(0, v.size, width + 1).round().astype(int)
-            v = np.array([v[a:b].mean() if np.isfinite(v[a:b]).all() else math.nan
-                          for a, b in zip(edges[:-1], edges[1:])])
-    finite = np.isfinite(v)
-    if not finite.any():
-        return " " * v.size
-    lo, hi = float(v[finite].min()), float(v[finite].max())
-    span = hi - lo
-    flat = span <= 1e-12 * max(abs(lo), abs(hi))  # rounding noise is not a trend
-    top = len(BARS) - 1
-    out = []
-    for x in v:
-        if not math.isfinite(x):
-            out.append(" ")
-        elif flat:
-            out.append(BARS[3])
-        else:
-            out.append(BARS[min(top, max(0, int((x - lo) / span * top + 0.5)))])
-    return "".join(out)
-
-
 def fmt(x) -> str:
-    """Three significant digits, compact: ``0``, ``0.0123``, ``1.23e+04``; NaN as ``–``."""
+    """Three significant digits, compact (:func:`~.text.fmt_num`); undefined as ``–``."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
-    x = float(x)
-    if x == 0:
-        return "0"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return format(x, ".3g")
+    return fmt_num(x)
 
 
 def _shape(shape) -> str:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from .report import FAILED, WARNING, Finding, Report
-from .runformat import record_name
+from ..checking.report import FAILED, WARNING, Finding, Report
+from ..run.schema import record_name
+from . import Emission, OutputFormat
 from .terminal import summary_text
 
 
@@ -48,12 +49,6 @@ def _record_file(report: Report, f: Finding) -> str:
     return report.run.replace("\\", "/")
 
 
-def _where(f: Finding) -> str:
-    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
-    subject = f.tensor if f.tensor else (f.metric or "")
-    return f"{subject} at {at}" if subject else at
-
-
 def github_annotations(reports: list[Report], strict: bool = False) -> str:
     """Workflow commands for every finding, run problem, and a final summary notice."""
     lines = []
@@ -70,8 +65,18 @@ def github_annotations(reports: list[Report], strict: bool = False) -> str:
             if not result.findings:
                 lines.append(command(kind, result.note or result.status, title=title))
             for f in result.findings:
-                lines.append(command(kind, f"{_where(f)}: {f.message}",
+                lines.append(command(kind, f"{f.where}: {f.message}",
                                      file=_record_file(report, f), title=title))
     duration = sum(r.duration for r in reports)
     lines.append(command("notice", summary_text(reports, duration), title="weightwatch"))
     return "\n".join(lines) + "\n"
+
+
+def emit(out: Emission) -> None:
+    out.stream.write(github_annotations(out.reports, strict=out.strict))
+
+
+FORMAT = OutputFormat(
+    name="github", help="GitHub Actions annotations (::error / ::warning workflow commands)", emit=emit,
+    # Under GitHub Actions, the terminal report is followed by annotations unless --format says otherwise.
+    alongside=lambda environ: environ.get("GITHUB_ACTIONS") == "true")

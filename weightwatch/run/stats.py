@@ -27,7 +27,9 @@ All figures are over the finite elements; NaN and Inf are counted instead.
 A statistic that is undefined (the mean of a tensor with no finite element,
 any delta on the first record) is ``None`` so that the JSON stays strict.
 
-The row layout is :data:`COLUMNS`; readers index it by name, never by
+The row layout is :data:`.schema.COLUMNS` (``d_cos`` is the cosine between
+this update and the previous one: near -1 the weights flip back and forth);
+readers index it by name, never by
 position, so columns can be added without breaking old runs.
 """
 
@@ -38,19 +40,11 @@ import threading
 
 import numpy as np
 
+from .schema import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS  # noqa: F401  (the row layout)
+
 #: Elements per block.  256 KiB of float32: small enough to stay in cache with the
 #: block temporaries, large enough that Python overhead per block is noise.
 BLOCK = 1 << 16
-
-#: Statistics of the tensor itself.
-STAT_COLUMNS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac")
-#: Figures against the previous record of the same tensor (``None`` on the first).
-#: ``d_cos`` is the cosine between this update and the previous one: near -1
-#: means the weights flip back and forth (oscillation).
-DELTA_COLUMNS = ("d_l2", "d_absmax", "changed", "dead_units", "d_cos")
-#: The layout of one tensor's row in a snapshot, after the two state flags.
-COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS
-
 
 class UpdateDirection:
     """The previous update's direction, kept as int16 scaled per block.

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import ExitCode
+from ..errors import ExitCode
+from ..run.schema import where_label
 
 PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
 #: Order of the summary line, like pytest's.
@@ -26,7 +27,7 @@ class Finding:
     tensor: str | None
     layer: str | None
     record: int          # index of the first failing record
-    epoch: int           # as the recorder numbers it: 0 before training
+    epoch: int           # as recording numbers it: 0 before training
     value: float | None  # observed value at that record
     limit: float | None  # the threshold it crossed
     message: str
@@ -37,9 +38,19 @@ class Finding:
     file: str | None = None  # the record's file in the run directory
 
     @property
+    def subject(self) -> str:
+        """What the finding is about: its tensor, or the log key of a log check."""
+        return self.tensor if self.tensor else (self.metric or "run")
+
+    @property
+    def at(self) -> str:
+        """When: ``epoch 3`` or ``epoch 3 batch 200``."""
+        return where_label(self.epoch, self.batch)
+
+    @property
     def where(self) -> str:
-        at = f"epoch {self.epoch}" + (f" batch {self.batch}" if self.batch is not None else "")
-        return f"{self.tensor} at {at}" if self.tensor else at
+        """``dense/kernel at epoch 3`` (``loss at epoch 3`` for a log check)."""
+        return f"{self.subject} at {self.at}"
 
     def to_dict(self) -> dict:
         return {

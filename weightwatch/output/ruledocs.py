@@ -1,7 +1,7 @@
-"""``weightwatch rules``: every rule and check kind documented from its source.
+"""``weightwatch rules``: every rule and check documented from its source.
 
 Like ``ruff rule``: the text shown is the rule's own rationale and hint from
-its TOML file and the check kind's docstring, so the documentation cannot
+its TOML file and the check's docstring, so the documentation cannot
 drift from what runs.
 """
 
@@ -10,10 +10,9 @@ from __future__ import annotations
 from rich.markup import escape
 from rich.table import Table
 
-from .checks import REGISTRY
-from .config import RuleSet, builtin_packs, load_rules
-from .errors import RuleError
-from .rules import _did_you_mean
+from ..checking.checks import CHECKS
+from ..checking.config import RuleSet, builtin_packs, load_rules
+from ..errors import RuleError, did_you_mean
 
 
 def _ruleset(pack: str | None) -> RuleSet:
@@ -21,7 +20,7 @@ def _ruleset(pack: str | None) -> RuleSet:
         return load_rules()
     packs = builtin_packs()
     if pack not in packs:
-        raise RuleError(f'no built-in pack "{pack}"{_did_you_mean(pack, packs)}; '
+        raise RuleError(f'no built-in pack "{pack}"{did_you_mean(pack, packs)}; '
                         f'built-in packs: {", ".join(packs)}')
     return load_rules([packs[pack]], use_project_config=False) if pack != "default" else \
         load_rules(use_project_config=False)
@@ -38,41 +37,41 @@ def list_rules(console, pack: str | None = None) -> None:
     table.add_column("what it catches")
     for r in rs:
         scope = ", ".join(
-            [*(f"select {s}" for s in r.select if s != "*"), *(f"kind {k}" for k in r.kind),
+            [*(f"select {s}" for s in r.select if s != "*"), *(f"role {k}" for k in r.role),
              *([f"trainable={str(r.trainable).lower()}"] if r.trainable is not None else []),
              *([f"frozen={str(r.frozen).lower()}"] if r.frozen is not None else [])]) or \
             ("training logs" if r.is_log_check else "all tensors")
-        what = (r.kind_def.doc.splitlines() or [""])[0]
+        what = (r.check_def.doc.splitlines() or [""])[0]
         sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
         table.add_row(r.id, r.check, sev, escape(scope), escape(what))
     console.print(table)
     console.print("\n[dim]weightwatch rules ID explains one rule; weightwatch rules --checks documents "
-                  "every check kind.[/]")
+                  "every check.[/]")
 
 
 def explain(name: str, console, pack: str | None = None) -> None:
     rs = _ruleset(pack)
     rule = next((r for r in rs if r.id == name), None)
     if rule is None:
-        if name in REGISTRY:
+        if name in CHECKS:
             _explain_check(name, console)
             return
         raise RuleError(f'unknown rule or check "{name}"'
-                        f'{_did_you_mean(name, [r.id for r in rs] + list(REGISTRY))}; '
+                        f'{did_you_mean(name, [r.id for r in rs] + list(CHECKS))}; '
                         "'weightwatch rules' lists them")
-    kind = rule.kind_def
+    check = rule.check_def
     console.print(f"[bold]{rule.id}[/] ({rule.check}, {rule.severity})", highlight=False)
     console.print(f"[dim]defined in {escape(rule.source)}[/]\n")
     console.print("[bold]What it does[/]")
-    console.print(escape(kind.doc.split("\n\n")[0]) + "\n")
+    console.print(escape(check.doc.split("\n\n")[0]) + "\n")
     console.print("[bold]Why[/]")
-    console.print(escape(rule.rationale or kind.doc) + "\n")
+    console.print(escape(rule.rationale or check.doc) + "\n")
     console.print("[bold]Applies to[/]")
     console.print(escape(_scope_text(rule)) + "\n")
     if rule.options:
-        console.print("[bold]Options[/] (current value; default of the check kind)")
+        console.print("[bold]Options[/] (current value; default of the check)")
         for key, value in rule.options.items():
-            opt = kind.options[key]
+            opt = check.options[key]
             console.print(f"  {key} = {value!r}   [dim](default {opt.default!r}) {escape(opt.doc)}[/]",
                           highlight=False)
         console.print()
@@ -95,8 +94,8 @@ def _scope_text(rule) -> str:
     parts = [f"tensors matching {list(rule.select)}"]
     if rule.exclude:
         parts.append(f"except {list(rule.exclude)}")
-    if rule.kind:
-        parts.append(f"of kind {', '.join(rule.kind)}")
+    if rule.role:
+        parts.append(f"of role {', '.join(rule.role)}")
     if rule.trainable is not None:
         parts.append("whose variable is trainable" if rule.trainable else "whose variable is not trainable")
     if rule.frozen is not None:
@@ -119,17 +118,17 @@ def _toml(v) -> str:
 
 
 def _explain_check(name: str, console) -> None:
-    kind = REGISTRY[name]
-    console.print(f"[bold]{name}[/] (check kind, scope: {kind.scope})\n")
-    console.print(escape(kind.doc) + "\n")
-    if kind.options:
+    check = CHECKS[name]
+    console.print(f"[bold]{name}[/] (check, scope: {check.scope})\n")
+    console.print(escape(check.doc) + "\n")
+    if check.options:
         console.print("[bold]Options[/]")
-        for key, opt in kind.options.items():
+        for key, opt in check.options.items():
             console.print(f"  {key} = {opt.default!r}   [dim]{escape(opt.doc)}[/]", highlight=False)
 
 
 def list_checks(console) -> None:
-    for i, name in enumerate(REGISTRY):
+    for i, name in enumerate(CHECKS):
         if i:
             console.print()
         _explain_check(name, console)

@@ -25,14 +25,16 @@ and lines follow the console's width.
 
 from __future__ import annotations
 
-import math
 import os
+import re
 from pathlib import Path
 
 from rich.console import Console
 from rich.text import Text
 
-from .report import FAILED, PASSED, SKIPPED, STATUS_ORDER, WARNING, Finding, Report, RuleResult
+from ..checking.report import FAILED, PASSED, SKIPPED, STATUS_ORDER, WARNING, Finding, Report, RuleResult
+from . import Emission, OutputFormat
+from .text import fmt_num, format_duration, sparkline
 
 #: Colour of each status word (and of the summary line).
 STYLE = {FAILED: "red", WARNING: "yellow", PASSED: "green", SKIPPED: "dim"}
@@ -46,89 +48,6 @@ MAX_FINDINGS = 5
 HISTORY_FULL, HISTORY_FULL_VERBOSE = 12, 40
 #: Widest sparkline, in characters.
 SPARK_WIDTH = 40
-
-
-# -- numbers ------------------------------------------------------------------------------
-
-def fmt_num(x, digits: int = 3, none: str = "-") -> str:
-    """A number in as few characters as it needs: ``3``, ``0.123``, ``1.5e-8``, ``nan``."""
-    if x is None:
-        return none
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if math.isnan(x):
-        return "nan"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    if x == int(x) and abs(x) < 1e6:
-        return str(int(x))
-    s = f"{x:.{digits}g}"
-    if "e" in s:
-        mant, exp = s.split("e")
-        s = f"{mant}e{int(exp)}"
-    return s
-
-
-def format_duration(seconds: float) -> str:
-    """pytest's session duration: ``0.12s``, or ``75.31s (0:01:15)`` past a minute."""
-    text = f"{seconds:.2f}s"
-    if seconds >= 60:
-        s = int(seconds)
-        text += f" ({s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d})"
-    return text
-
-
-_BARS = "▁▂▃▄▅▆▇█"
-
-
-def _own_sparkline(values, width=None) -> str:
-    """Fallback sparkline: one bar per value (bucket maxima past ``width``); ``·`` = undefined."""
-    vals = []
-    for v in values:
-        try:
-            v = None if v is None else float(v)
-        except (TypeError, ValueError):
-            v = None
-        vals.append(None if v is None or math.isnan(v) else v)
-    if width and len(vals) > width:
-        buckets = []
-        for i in range(width):
-            chunk = [v for v in vals[i * len(vals) // width:(i + 1) * len(vals) // width] if v is not None]
-            buckets.append(max(chunk) if chunk else None)
-        vals = buckets
-    finite = [v for v in vals if v is not None and math.isfinite(v)]
-    if finite and min(finite) > 0 and max(finite) / min(finite) > 1e3:
-        # spans orders of magnitude (an explosion): a log scale keeps the early values visible
-        vals = [v if v is None or not math.isfinite(v) else math.log10(v) for v in vals]
-        finite = [math.log10(v) for v in finite]
-    lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)
-    out = []
-    for v in vals:
-        if v is None:
-            out.append("·")
-        elif v == math.inf:
-            out.append(_BARS[-1])
-        elif v == -math.inf:
-            out.append(_BARS[0])
-        elif hi == lo:
-            out.append(_BARS[0])
-        else:
-            out.append(_BARS[min(len(_BARS) - 1, int(round((v - lo) / (hi - lo) * (len(_BARS) - 1))))])
-    return "".join(out)
-
-
-def sparkline(values, width=None) -> str:
-    """weightwatch.show's sparkline when available, else a small one of our own."""
-    try:
-        from .show import sparkline as shared
-    except ImportError:
-        return _own_sparkline(values, width)
-    try:
-        return str(shared(values, width=width))
-    except Exception:  # a helper bug must not take the report down with it
-        return _own_sparkline(values, width)
 
 
 def _shown_indices(n: int, mark: int | None, full: int, edge: int) -> list[int | None]:
@@ -197,13 +116,11 @@ def history_text(history: list, mark: int | None, *, verbose: bool = False,
 def source_label(source: str) -> str:
     """``default`` for a built-in pack (``default.toml:25 (built-in)`` with a line), else a
     path relative to the current folder when it is below it."""
-    import re
-
     m = re.fullmatch(r"(.*?)(:\d+)?", source)
     base, line = m.group(1), m.group(2) or ""
     path, _, section = base.partition(" [")
     try:
-        from .config import packs_dir
+        from ..checking.config import packs_dir
         p = Path(path).resolve()
         if p.suffix == ".toml" and p.parent == packs_dir().resolve():
             return f"{p.name}{line} (built-in)" if line else p.stem
@@ -216,11 +133,6 @@ def source_label(source: str) -> str:
     except ValueError:
         pass
     return source
-
-
-def _subject(f: Finding) -> str:
-    """What a finding is about: its tensor, or the log key of a log check."""
-    return f.tensor if f.tensor else (f.metric or "run")
 
 
 def _check_of(r: RuleResult) -> str:
@@ -247,12 +159,10 @@ def _sep(console: Console, title: str, char: str, style: str, bold: bool = True)
 
 def _what(f: Finding, total_records: int) -> Text:
     t = Text()
-    subject = _subject(f)
-    t.append(subject if f.tensor else f"log {subject}", style="bold")
+    t.append(f.subject if f.tensor else f"log {f.subject}", style="bold")
     if f.tensor and f.layer and not f.tensor.startswith(f.layer + "/") and f.layer != f.tensor:
         t.append(f" (layer {f.layer})", style="dim")
-    at = f"epoch {f.epoch}" + (f" batch {f.batch}" if f.batch is not None else "")
-    t.append(f" · first at {at}")
+    t.append(f" · first at {f.at}")
     t.append(" (record ")
     t.append(str(f.record))
     t.append(")")
@@ -323,8 +233,7 @@ def summary_lines(report: Report, verbose: bool = False) -> list[Text]:
             t.append(f" {result.id} - {result.note}")
             lines.append(t)
         for f in items:
-            subject = _subject(f)
-            msg = f.message if f.message.startswith(subject) else f"{subject}: {f.message}"
+            msg = f.message if f.message.startswith(f.subject) else f"{f.subject}: {f.message}"
             t = Text(word, style=f"bold {style}")
             t.append(f" {result.id} - {msg}")
             lines.append(t)
@@ -470,3 +379,14 @@ def render_summary(reports: list[Report], console: Console, *, duration: float,
         title.append(text, style=f"bold {style}" if style == color else style)
     title.append(f" in {format_duration(duration)}", style=color)
     console.rule(title, characters="=", style=color)
+
+
+def emit(out: Emission) -> None:
+    console = Console(file=out.stream, highlight=False)
+    for report in out.reports:
+        render_report(report, console, verbosity=out.verbosity)
+    render_summary(out.reports, console, duration=out.duration, strict=out.strict)
+
+
+FORMAT = OutputFormat(name="terminal", help="pytest's layout, in colour on a terminal (the default)",
+                      emit=emit)

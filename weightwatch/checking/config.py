@@ -25,8 +25,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import RuleError
-from .rules import Rule, _did_you_mean, parse_rule
+from ..errors import RuleError, did_you_mean
+from .rules import Rule, parse_rule
 
 DOC_KEYS = ("extends", "disable", "override", "rule", "pack")
 CONFIG_NAME = "weightwatch.toml"
@@ -34,12 +34,12 @@ CONFIG_NAME = "weightwatch.toml"
 
 def packs_dir() -> Path:
     """The built-in packs: inside the wheel, or the repository's top-level ``rules/``."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "rules", here.parent / "rules"):
+    package = Path(__file__).resolve().parent.parent   # weightwatch/
+    for candidate in (package / "rules", package.parent / "rules"):
         if candidate.is_dir():
             return candidate
     raise RuleError("built-in rule packs are missing from this installation (reinstall weightwatch)",
-                    path=here / "rules")
+                    path=package / "rules")
 
 
 def builtin_packs() -> dict[str, Path]:
@@ -63,7 +63,7 @@ class RuleSet:
         for r in self.rules:
             if r.id == rule_id:
                 return r
-        raise RuleError(f'unknown rule "{rule_id}"{_did_you_mean(rule_id, [r.id for r in self.rules])}')
+        raise RuleError(f'unknown rule "{rule_id}"{did_you_mean(rule_id, [r.id for r in self.rules])}')
 
 
 class _Builder:
@@ -100,7 +100,7 @@ class _Builder:
             raise RuleError("a rule document must be a table", path=source)
         for key in doc:
             if key not in DOC_KEYS:
-                raise RuleError(f'unknown key "{key}"{_did_you_mean(key, DOC_KEYS)}; '
+                raise RuleError(f'unknown key "{key}"{did_you_mean(key, DOC_KEYS)}; '
                                 f'a rule document has: {", ".join(DOC_KEYS)}',
                                 path=source, line=_line_of(text, rf"^\s*\[?{re.escape(key)}\b"))
         extends = doc.get("extends", list(default_extends))
@@ -124,7 +124,7 @@ class _Builder:
         for rid, changes in overrides.items():
             line = _line_of(text, rf"^\s*\[override\.{re.escape(rid)}\]")
             if rid not in self.rules:
-                raise RuleError(f'override for unknown rule "{rid}"{_did_you_mean(rid, self.rules)}',
+                raise RuleError(f'override for unknown rule "{rid}"{did_you_mean(rid, self.rules)}',
                                 path=source, line=line)
             if not isinstance(changes, dict) or "id" in changes or "check" in changes:
                 raise RuleError(f'override of "{rid}" must be a table of options (not id or check)',
@@ -136,7 +136,7 @@ class _Builder:
             disable = [disable]
         for rid in disable:
             if rid not in self.rules:
-                raise RuleError(f'cannot disable unknown rule "{rid}"{_did_you_mean(rid, self.rules)}',
+                raise RuleError(f'cannot disable unknown rule "{rid}"{did_you_mean(rid, self.rules)}',
                                 path=source, line=_line_of(text, r"^\s*disable\b"))
             del self.rules[rid]
         self.sources.append(label or source)
@@ -150,7 +150,7 @@ class _Builder:
         else:
             path = Path(name) if base is None else base / name
             if not path.exists():
-                raise RuleError(f'extends "{name}": no such pack{_did_you_mean(name, packs)} '
+                raise RuleError(f'extends "{name}": no such pack{did_you_mean(name, packs)} '
                                 f'(built-in packs: {", ".join(packs)}) and no such file', path=source)
         path = path.resolve()
         if path in self._stack:

@@ -1,7 +1,7 @@
 """The rule engine: rules x run -> :class:`~weightwatch.report.Report`.
 
 For each rule the engine picks the tensors it applies to, hands their
-histories to the rule's check kind (one vectorised call over all records and
+histories to the rule's check (one vectorised call over all records and
 tensors), masks records where the rule does not apply (``after``, the
 per-record ``trainable``/``frozen`` flags), applies ``patience``, and turns
 the first failing record of each tensor into a :class:`Finding`.  The same
@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 import numpy as np
 
+from ..run.model import Run
+from ..run.reader import open_run
 from .checks import Histories
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
-from .reader import Run, open_run
 from .report import FAILED, PASSED, SKIPPED, WARNING, Finding, Report, RuleResult
 from .rules import Rule
 
@@ -48,17 +49,19 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
                     tensors=len(run.tensors), rule_sources=list(ruleset.sources),
                     problems=[str(p) for p in run.problems])
     failures = 0
+    # Histories gathered for one rule serve every later rule with the same
+    # selection, for this evaluation only (the run may grow before the next).
+    cache: dict = {}
     for rule in ruleset:
         if match is not None and not match(rule):
             continue
         if maxfail is not None and failures >= maxfail:
             report.stopped_early = True
             break
-        result = evaluate_rule(run, rule)
+        result = evaluate_rule(run, rule, cache)
         report.results.append(result)
         if result.status == FAILED:
             failures += 1
-    run._histories_cache = None  # shared by the rules of this evaluation only
     report.duration = time.perf_counter() - started
     return report
 
@@ -67,7 +70,7 @@ def _static_selection(run: Run, rule: Rule) -> np.ndarray:
     everything = "*" in rule.select and not rule.exclude
     idx = []
     for i, t in enumerate(run.tensors):
-        if rule.kind and t.kind not in rule.kind:
+        if rule.role and t.role not in rule.role:
             continue
         if rule.dtype == "float" and t.dtype and not (t.dtype.startswith("float") or t.dtype == "bfloat16"):
             continue
@@ -88,15 +91,15 @@ def _flag_mask(h: Histories, name: str, wanted: bool | None) -> np.ndarray | Non
     return np.where(unknown, wanted == default, values == float(wanted))
 
 
-def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
-    kind = rule.kind_def
+def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult:
+    check_def = rule.check_def
     nrec = len(run.records)
-    if kind.scope == "log":
-        h = Histories(run, np.array([], dtype=np.intp))
-        keys = rule.options.get("keys") or [rule.options.get("key", "loss")]
+    if rule.is_log_check:
+        h = Histories(run, np.array([], dtype=np.intp), cache)
+        keys = rule.log_keys
         if not any(run.log_present(k).any() for k in keys):
             return RuleResult(rule, SKIPPED, note=f"run has no {' / '.join(map(repr, keys))} log")
-        outcome = kind.fn(h, **rule.options)
+        outcome = check_def.fn(h, **rule.options)
         applicable = np.ones_like(outcome.bad)
         names = outcome.subjects
         layers = [None] * len(names)
@@ -107,8 +110,8 @@ def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
             if rule.select != ("*",):
                 return RuleResult(rule, WARNING,
                                   note=f"select {list(rule.select)} matched no tensor of this run")
-            return RuleResult(rule, SKIPPED, note="no tensor of the selected kind")
-        h = Histories(run, idx)
+            return RuleResult(rule, SKIPPED, note="no tensor of the selected role")
+        h = Histories(run, idx, cache)
         applicable = np.ones((nrec, idx.size), dtype=bool)
         for name, wanted in (("trainable", rule.trainable), ("frozen", rule.frozen)):
             m = _flag_mask(h, name, wanted)
@@ -121,7 +124,7 @@ def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
             if np.isnan(h("frozen")).all():
                 note += " (this run has no trainable/frozen flags)"
             return RuleResult(rule, SKIPPED, note=note, tensors=int(idx.size))
-        outcome = kind.fn(h, **rule.options)
+        outcome = check_def.fn(h, **rule.options)
         names = [t.path for t in h.tensors]
         layers = [t.layer for t in h.tensors]
         tensors = names
@@ -139,7 +142,7 @@ def evaluate_rule(run: Run, rule: Rule) -> RuleResult:
         if isinstance(limit, np.ndarray):
             limit = limit[r, j] if limit.ndim == 2 else limit[r]
         limit = _num(limit)
-        metric = outcome.extra.get("metric", kind.metric)
+        metric = outcome.extra.get("metric", check_def.metric)
         fields = dict(tensor=tensors[j], layer=layers[j], epoch=rec.epoch, record=rec.index,
                       value=value, limit=limit, metric=metric, key=names[j], where=rec.label,
                       **{k: v for k, v in outcome.extra.items() if k != "metric"})

@@ -1,0 +1,270 @@
+"""``WatchCallback``: the Keras 3 adapter of a recording session.
+
+What is Keras' here: the hooks, which layer owns a variable (and so whether it
+is frozen), reading a variable into numpy, the optimizer's learning rate and
+loss scale, and ``model.stop_training``.  Everything else - figures, files,
+live checks, halting - is the framework-free
+:class:`~weightwatch.recording.session.RecordingSession`.
+
+``weightwatch`` exposes ``WatchCallback`` lazily, so ``import weightwatch``
+and everything that reads or checks a run stays free of TensorFlow.  Only
+Keras APIs are used in the hot path (``keras.ops.convert_to_numpy``,
+``variable.path``), so the JAX and torch backends record too.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths
+from .session import RecordingSession, clean_logs, iter_unique
+
+
+class WatchCallback(keras.callbacks.Callback):
+    """Record weight statistics every epoch and check them against rules.
+
+    Writes a run directory (see the README's "Run format"): record 0 holds the
+    weights before training, record *k* the weights after epoch *k*, numbered
+    as Keras prints them.  Every weight of the model is recorded under its
+    Keras variable path (``base/base_bn/moving_mean``), nested models and
+    subclassed blocks included; random-number state (Dropout's
+    ``seed_generator_state``) is not a weight and is left out.
+
+    Args:
+        run_dir: Directory for the run.  Created if needed.
+        freq: ``"epoch"`` to record at the end of every epoch, or an integer
+            N to also record every N batches.  Defaults to `"epoch"`.
+        trainable_only: Record only variables that are trainable at the time
+            of the record.  Defaults to `False`.
+        include: Glob patterns over variable paths; record only matching
+            tensors.  Defaults to `None` (all).
+        exclude: Glob patterns over variable paths to leave out.  Defaults
+            to `None`.
+        save_tensors: Also store the tensors themselves, one ``.npz`` per
+            record (load with ``np.load(..., allow_pickle=False)``).
+            Defaults to `False`.
+        overwrite: Replace a run already in ``run_dir``.  Without it, a
+            non-empty ``run_dir`` is refused unless ``fit(initial_epoch=k)``
+            with ``k > 0`` continues the run it holds.  Defaults to `False`.
+        check: Run the checks live after every record.  Defaults to `True`.
+        rules: Extra rule file(s) or rule tables on top of the project's
+            configuration (as ``weightwatch check --rules``).  Defaults to
+            `None`.
+        halt_on: ``"error"``: stop training when a check fails;
+            ``"warning"``: also on warnings; ``None``: never stop.
+            Defaults to `"error"`.
+        raise_error: Raise :class:`weightwatch.CheckHalted` instead of
+            setting ``model.stop_training``, like Keras' ``TerminateOnNaN``.
+            Stopping gracefully runs every callback's ``on_train_end``;
+            raising does not.  Defaults to `False`.
+        batch_guard: Check the loss for NaN/Inf after every batch and halt at
+            once, for runs whose epochs are long.  Defaults to `False`.
+        keep_healthy: Keep the weights of the last record that passed the
+            checks in ``healthy.npz``, for :func:`weightwatch.restore`.
+            Defaults to `True` when ``check`` is on.
+        io_errors: ``"warn"``: a failure to write the run (full disk,
+            unwritable directory) is a warning and training goes on;
+            ``"raise"``: it stops training.  Defaults to `"warn"`.
+        verbose: 0 is silent; 1 prints findings as they appear and a summary
+            at the end of training.  Defaults to `1`.
+
+    Example:
+
+    ```python
+    model.fit(x, y, epochs=10, callbacks=[weightwatch.WatchCallback("runs/exp1")])
+    ```
+    """
+
+    def __init__(self, run_dir, freq="epoch", *, trainable_only=False, include=None,
+                 exclude=None, save_tensors=False, overwrite=False, check=True, rules=None,
+                 halt_on="error", raise_error=False, batch_guard=False, keep_healthy=None,
+                 io_errors="warn", verbose=1):
+        super().__init__()
+        if not (freq == "epoch" or (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0)):
+            raise ValueError(f"`freq` must be 'epoch' or a positive integer. Received: freq={freq!r}")
+        self.session = RecordingSession(
+            run_dir, trainable_only=trainable_only, include=include, exclude=exclude,
+            save_tensors=save_tensors, overwrite=overwrite, check=check, rules=rules,
+            halt_on=halt_on, raise_error=raise_error, keep_healthy=keep_healthy,
+            io_errors=io_errors, verbose=verbose)
+        self.run_dir = self.session.run_dir
+        self.freq = freq
+        self.batch_guard = batch_guard
+        self.verbose = verbose
+        self._owner_cache = None   # (key, [(variable, owning layer chain, recorded name)])
+        self._step = 0
+
+    @property
+    def halted(self) -> str | None:
+        """None, or why live checking stopped training."""
+        return self.session.halted
+
+    # -- Keras hooks --------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        # Per-fit state; the run and previous weights carry over so that a
+        # second fit() with the same callback continues the same run.
+        self._pending_begin = True
+        self._epoch = 0
+        self._batches = 0
+        self._copy_fetched = keras.backend.backend() == "torch"
+        self._tf_fetch = keras.backend.backend() == "tensorflow"
+        # Loading rules here makes a bad rule file stop fit() before the first step.
+        self.session.start_fit()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        self._batches = 0
+        if self._pending_begin:
+            self._pending_begin = False
+            if self.session.open(model_name=self.model.name, info=self._run_info(), initial_epoch=epoch):
+                self._record(epoch=epoch, batch=None, trigger=BEGIN, logs={})
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches = batch + 1
+        self._step += 1
+        if self.batch_guard and logs:
+            loss = logs.get("loss")
+            if loss is not None and not np.isfinite(float(loss)) and self.halted is None:
+                # A record now, so the live checks (and the verdict) see the bad state.
+                self._record(epoch=self._epoch, batch=self._batches, trigger=GUARD, logs=logs)
+                if self.halted is None:
+                    self.session.halt(f"loss became {float(loss)} at epoch {self._epoch} "
+                                      f"batch {self._batches} (batch_guard)")
+                    self.model.stop_training = True
+                return
+        if self.freq != "epoch" and self._batches % self.freq == 0:
+            self._record(epoch=self._epoch, batch=self._batches, trigger=BATCH, logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        self._record(epoch=epoch + 1, batch=None, trigger=EPOCH, logs=logs)
+
+    def on_train_end(self, logs=None):
+        self.session.end()
+
+    # -- recording ------------------------------------------------------------------
+    def _record(self, *, epoch, batch, trigger, logs):
+        if not self.session.recording:
+            return
+        logs = clean_logs(logs, lambda v: keras.ops.convert_to_numpy(v))
+        self._add_optimizer_logs(logs)
+        if self.session.record(list(self._variables()), self._fetch, epoch=epoch, batch=batch,
+                               step=self._step, trigger=trigger, logs=logs):
+            self.model.stop_training = True
+
+    def _run_info(self) -> dict:
+        info = {
+            "framework": "keras",
+            "backend": keras.backend.backend(),
+            "optimizer": type(getattr(self.model, "optimizer", None)).__name__,
+        }
+        info_versions = {"keras": keras.__version__}
+        if info["backend"] == "tensorflow":
+            import tensorflow as tf
+
+            info_versions["tensorflow"] = tf.__version__
+        info["framework_versions"] = info_versions
+        return info
+
+    def _variables(self):
+        """(variable, recorded name, trainable, frozen) for every weight, in model order.
+
+        The name is the variable's path, made unique (see
+        :func:`~weightwatch.run.schema.unique_paths`).
+
+        A variable belongs to the deepest layer that lists it; it is frozen
+        when that layer or any ancestor has ``trainable=False``.  Which layers
+        own a variable is worked out again only when the model's list of
+        variables changes (the walk costs more than the statistics of a model
+        of small tensors); ``frozen`` is read from those layers' ``trainable``
+        flags at every record, so flipping one between epochs shows at once.
+        """
+        model = self.model
+        weights = model.weights
+        key = (id(model), tuple(map(id, weights)))
+        cache = self._owner_cache
+        if cache is None or cache[0] != key:
+            chains: dict[int, tuple] = {}
+
+            def walk(layer, chain):
+                chain = chain + (layer,)
+                for v in layer.weights:
+                    chains[id(v)] = chain
+                for sub in _sublayers(layer):
+                    walk(sub, chain)
+
+            walk(model, ())
+            unique = iter_unique(weights)
+            plan = [(v, chains.get(id(v)), name)
+                    for v, name in zip(unique, unique_paths(v.path for v in unique))]
+            # The plan holds the variables themselves, so no id in the key
+            # can be reused by a new object while the cache lives.
+            cache = self._owner_cache = (key, plan)
+        for v, chain, name in cache[1]:
+            frozen = not model.trainable if chain is None else not all(layer.trainable for layer in chain)
+            yield v, name, v.trainable, frozen
+
+    def _fetch(self, v) -> np.ndarray:
+        """A host copy of ``v`` that later training steps cannot mutate.
+
+        TensorFlow and JAX hand back fresh (or immutable) buffers; torch's
+        CPU tensors share memory with the parameter, so those are copied.
+
+        On TensorFlow the variable is read with one op and copied once:
+        ``convert_to_numpy`` reads it with two ops and copies it twice, which
+        is most of a record's cost for small tensors and twice the memory
+        traffic for large ones.
+        """
+        if getattr(self, "_tf_fetch", False):
+            try:
+                return np.array(_tf_read(v))  # the one private copy
+            except Exception:  # not a plain TF variable (autocast, distributed...)
+                pass
+        array = np.asarray(keras.ops.convert_to_numpy(v))
+        if self._copy_fetched:
+            array = array.copy()
+        return array
+
+    def _scalar(self, x):
+        """A scalar variable's value, read as cheaply as :meth:`_fetch` reads weights."""
+        if getattr(self, "_tf_fetch", False):
+            try:
+                return _tf_read(x)
+            except Exception:  # a schedule's tensor, not a variable
+                pass
+        return keras.ops.convert_to_numpy(x)
+
+    def _add_optimizer_logs(self, logs: dict) -> None:
+        opt = getattr(self.model, "optimizer", None)
+        if opt is None:
+            return
+        if "learning_rate" not in logs:
+            try:
+                lr = float(self._scalar(opt.learning_rate))
+                logs["learning_rate"] = lr if np.isfinite(lr) else None
+            except Exception:  # optimizers without a scalar learning rate
+                pass
+        scale = getattr(opt, "dynamic_scale", None)
+        if scale is not None:
+            try:
+                logs["loss_scale"] = float(self._scalar(scale))
+            except Exception:
+                pass
+
+
+def _tf_read(v):
+    """A Keras variable's value on TensorFlow: one ReadVariableOp, no copy.
+
+    ``ResourceVariable.value()`` reads the variable; the tensor's ``__array__``
+    is a view of its buffer (on CPU, the variable's own), so a caller that
+    keeps the result must copy it.
+    """
+    return v.value.value().__array__()
+
+
+def _sublayers(layer):
+    subs = getattr(layer, "_layers", None)
+    if subs is None:
+        subs = getattr(layer, "layers", [])
+    return list(subs)

@@ -1,0 +1,237 @@
+"""A run being recorded, without any framework: the part every adapter shares.
+
+An adapter (the Keras callback today; a PyTorch hook tomorrow) knows how to
+list a model's variables, read one into numpy and stop training.  Everything
+else is here: which tensors to record, their figures against one previous
+copy, writing the run whole, checking it live, the verdict and the healthy
+weights, and what a write error does.  So an adapter is a thin file, and the
+behaviour it promises is tested once.
+
+::
+
+    session = RecordingSession("runs/exp1")
+    session.start_fit()                       # loads the rules: a bad rule file fails here
+    session.open(model_name="mlp", info={"framework": "..."}, initial_epoch=0)
+    session.record(variables, fetch, epoch=0, batch=None, step=0, trigger="begin", logs={})
+    ...
+    session.end()
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import CheckHalted, WeightwatchError
+from ..run.model import Record, Run
+from ..run.rows import RecordBuilder
+from ..run.schema import record_name, select_tensors
+from ..run.writer import RunWriter
+from ..run.fsync import wait_for_sync
+
+#: One variable as an adapter lists it: (handle, recorded path, trainable, frozen).
+Variable = tuple
+
+
+class RecordingSession:
+    """Records one run: options as :class:`weightwatch.WatchCallback` documents them.
+
+    ``halted`` is None, or why live checking stopped training.
+    """
+
+    def __init__(self, run_dir, *, trainable_only=False, include=None, exclude=None,
+                 save_tensors=False, overwrite=False, check=True, rules=None, halt_on="error",
+                 raise_error=False, keep_healthy=None, io_errors="warn", verbose=1):
+        if halt_on not in ("error", "warning", None):
+            raise ValueError(f"`halt_on` must be 'error', 'warning' or None. Received: halt_on={halt_on!r}")
+        if io_errors not in ("warn", "raise"):
+            raise ValueError(f"`io_errors` must be 'warn' or 'raise'. Received: io_errors={io_errors!r}")
+        if isinstance(include, str) or isinstance(exclude, str):
+            raise ValueError("`include` and `exclude` take a list of glob patterns. "
+                             f"Received: include={include!r}, exclude={exclude!r}")
+        self.run_dir = Path(run_dir)
+        self.trainable_only = trainable_only
+        self.include = list(include) if include else None
+        self.exclude = list(exclude) if exclude else None
+        self.save_tensors = save_tensors
+        self.overwrite = overwrite
+        self.check = check
+        self.rules = rules
+        self.halt_on = halt_on
+        self.raise_error = raise_error
+        self.keep_healthy = check if keep_healthy is None else keep_healthy
+        self.io_errors = io_errors
+        self.verbose = verbose
+
+        self.writer: RunWriter | None = None
+        self.builder = RecordBuilder()
+        #: The histories in memory, kept only when checks run live.
+        self.run: Run | None = None
+        self.live = None
+        self.printer = None
+        self.write_failed = False
+        self.halted: str | None = None
+        self._started = time.perf_counter()
+
+    # -- the life of a run ---------------------------------------------------------------------
+    def start_fit(self) -> None:
+        """A new fit begins: nothing halted yet; the rules load (once) so a bad file fails now."""
+        self.halted = None
+        if self.check and self.live is None:
+            from ..checking.live import LiveChecker
+
+            self.live = LiveChecker(self.rules, halt_on=self.halt_on)
+            if self.verbose:
+                from ..output.live import LivePrinter
+
+                self.printer = LivePrinter()
+
+    def open(self, *, model_name: str | None, info: dict, initial_epoch: int) -> bool:
+        """Open (or keep) the run; True when a "begin" record should be taken.
+
+        A second fit with the same session continues the run without a begin
+        record: the previous weights are in memory, so the next record's
+        update covers whatever happened between the two fits.  A fit with
+        ``initial_epoch > 0`` continues the run already on disk.
+        """
+        if self.writer is not None and self.writer.dir == self.run_dir and not self.write_failed:
+            return False
+        self.builder.reset()
+        resume = initial_epoch > 0 and not self.overwrite
+        try:
+            self.writer = RunWriter(self.run_dir, overwrite=self.overwrite, resume=resume,
+                                    model_name=model_name, info=info)
+        except OSError as exc:
+            self._write_error(exc)
+            return False
+        self.run = None
+        if self.live is None:
+            return True
+        if resume and self.writer.next_record > 0:
+            from ..run.reader import open_run
+
+            try:
+                self.run = open_run(self.run_dir)
+            except WeightwatchError:
+                self.run = None
+        if self.run is None:
+            self.run = Run(self.run_dir, source="weightwatch", manifest=self.writer.manifest)
+        self.live.start()
+        self._started = time.perf_counter()
+        return True
+
+    def wants(self, path: str, trainable: bool) -> bool:
+        """Whether a variable is recorded (``trainable_only``, ``include``, ``exclude``)."""
+        if self.trainable_only and not trainable:
+            return False
+        return not (self.include or self.exclude) or bool(select_tensors((path,), self.include, self.exclude))
+
+    @property
+    def recording(self) -> bool:
+        return self.writer is not None and self.halted is None and not self.write_failed
+
+    def record(self, variables: list[Variable], fetch: Callable[[object], np.ndarray], *, epoch: int,
+               batch: int | None, step: int, trigger: str, logs: dict) -> str | None:
+        """Take one record; returns why training must stop now, or None.
+
+        ``fetch(handle)`` returns a host copy of the variable that later
+        training steps cannot mutate; it is called only for variables that
+        are recorded.  ``logs`` must already be JSON-safe floats (or None).
+        """
+        if not self.recording:
+            return None
+        try:
+            # The previous healthy-weights write must be done before the
+            # builder replaces the arrays it is writing.
+            self.writer.wait_healthy()
+        except OSError as exc:
+            self._write_error(exc)
+            return None
+        builder = self.builder
+        builder.start(len(variables))
+        for handle, path, trainable, frozen in variables:
+            if self.wants(path, trainable):
+                builder.add(path, fetch(handle), trainable=bool(trainable), frozen=bool(frozen))
+        rows = builder.finish()
+        arrays = {p: builder.prev[p] for p in rows.paths} if self.save_tensors else None
+        try:
+            self.writer.add_tensors(rows.entries)
+            index = self.writer.write_record(
+                epoch=epoch, batch=batch, step=step, trigger=trigger, paths=rows.paths,
+                values=rows.values, logs=logs, wall=time.time(), arrays=arrays)
+        except OSError as exc:
+            self._write_error(exc)
+            return None
+        if self.live is None:
+            return None  # nothing reads the histories in memory: they are not kept
+        record = Record(index=index, epoch=epoch, batch=batch, step=step, trigger=trigger,
+                        time=time.time(), logs=logs, file=record_name(index),
+                        tensors_file=record_name(index, ".npz") if arrays is not None else None)
+        self.run.append(record, rows.paths, rows.values, rows.entries)
+        return self._check(index)
+
+    def _check(self, index: int) -> str | None:
+        outcome = self.live.update(self.run)
+        if self.printer is not None:
+            self.printer.new_findings(outcome.new)
+        if outcome.healthy and self.keep_healthy:
+            try:
+                self.writer.keep_healthy(index, self.builder.prev)
+            except OSError as exc:
+                self._write_error(exc)
+        if outcome.halt and self.halted is None:
+            try:
+                self.writer.write_verdict(self.live.verdict(self.run, outcome, self.writer.healthy_record))
+            except OSError as exc:
+                self._write_error(exc)
+            return self.halt(outcome.reason, outcome.report)
+        return None
+
+    def halt(self, reason: str, report=None) -> str:
+        """Stop recording: ``raise_error`` raises :class:`CheckHalted`, else the reason is returned
+        for the adapter to stop training its own way."""
+        self.halted = reason
+        if self.raise_error:
+            raise CheckHalted(f"weightwatch halted training: {reason}", report=report)
+        return reason
+
+    def end(self) -> None:
+        """Training ended: the last files reach the disk, and the summary is printed."""
+        if self.writer is not None and not self.write_failed:
+            try:
+                self.writer.wait_healthy()
+                wait_for_sync(self.writer.dir)  # the last record's background fsync
+            except OSError as exc:
+                self._write_error(exc)
+        if self.live is not None and self.run is not None and self.printer is not None:
+            self.printer.summary(self.live.final_report(self.run), time.perf_counter() - self._started,
+                                 self.run.path)
+
+    def _write_error(self, exc: OSError) -> None:
+        msg = f"weightwatch: cannot write to {self.run_dir}: {exc.strerror or exc}"
+        if self.io_errors == "raise":
+            raise WeightwatchError(msg) from exc
+        if not self.write_failed:
+            warnings.warn(msg + "; recording stops, training goes on", RuntimeWarning, stacklevel=3)
+        self.write_failed = True
+
+
+def clean_logs(logs: dict | None, to_float: Callable[[object], float] = float) -> dict:
+    """Logs as JSON-safe floats; a non-finite value becomes null, a value that is no number is dropped."""
+    out = {}
+    for k, v in (logs or {}).items():
+        try:
+            f = float(v) if isinstance(v, (int, float)) else float(to_float(v))
+        except Exception:
+            continue
+        out[k] = f if np.isfinite(f) else None
+    return out
+
+
+def iter_unique(variables: Iterable) -> list:
+    """Variables in order, each once (a variable shared by two layers is recorded once)."""
+    return list({id(v): v for v in variables}.values())

@@ -1,0 +1,12 @@
+"""The run: what a recorded training run is, on disk and in memory.
+
+The bottom layer: it imports nothing of weightwatch but :mod:`weightwatch.errors`.
+
+- :mod:`.schema`: the format's names - files, versions, columns, tensor roles, record triggers;
+- :mod:`.model`: :class:`~.model.Run`, :class:`~.model.Record`, :class:`~.model.TensorInfo`;
+- :mod:`.stats` and :mod:`.rows`: the figures of a tensor against its previous copy;
+- :mod:`.writer`, :mod:`.journal`, :mod:`.npz`, :mod:`.jsonio`, :mod:`.fsync`: writing it whole;
+- :mod:`.reader` and :mod:`.seeddump`: reading it back, or reading naive weight dumps.
+
+Nothing is imported here, so that ``weightwatch.run.schema`` costs no numpy.
+"""

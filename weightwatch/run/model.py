@@ -1,0 +1,224 @@
+"""The run as data: its tensors, its records and every figure's history as arrays.
+
+Checks work on whole histories (records x tensors) at once, so a run holds
+one float array per column, filled by the reader from disk or, during
+training, by the recording session record by record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RunFormatError
+from .jsonio import loads
+from .npz import load_npz
+from .schema import COLUMNS, EPOCH, VERDICT, kernel_units, layer_of, where_label
+
+
+@dataclass
+class TensorInfo:
+    """One tensor of the run: identity and static facts."""
+
+    path: str
+    layer: str
+    shape: tuple | None = None
+    dtype: str | None = None
+    role: str = "other"          # kernel, bias, scale, embedding, moving_stat, other
+    first_record: int = 0
+
+    @classmethod
+    def from_entry(cls, entry: dict, first_record: int = 0) -> "TensorInfo":
+        """From a manifest entry (``{"path", "layer", "shape", "dtype", "kind"}``)."""
+        shape = entry.get("shape")
+        return cls(entry["path"], entry.get("layer", layer_of(entry["path"])),
+                   None if shape is None else tuple(shape), entry.get("dtype"),
+                   entry.get("kind", "other"), first_record)
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    @property
+    def units(self) -> int | None:
+        """Output units of a kernel (its last axis), for dead-unit checks."""
+        return kernel_units(self.role, self.shape) if self.shape else None
+
+
+@dataclass
+class Record:
+    """One snapshot: when it was taken and the training logs at that moment."""
+
+    index: int
+    epoch: int
+    batch: int | None = None
+    step: int | None = None
+    trigger: str = EPOCH         # why it was taken: begin, epoch, batch, guard
+    time: float | None = None
+    logs: dict = field(default_factory=dict)
+    file: str | None = None
+    tensors_file: str | None = None
+
+    @property
+    def label(self) -> str:
+        """How reports name this record: ``epoch 3`` or ``epoch 3 batch 200``."""
+        return where_label(self.epoch, self.batch)
+
+
+class Run:
+    """A recorded run: its tensors, its records and every metric's history.
+
+    ``run.metric("l2")`` is a float array of shape ``(records, tensors)``
+    holding NaN where a tensor did not exist yet or the figure is undefined;
+    ``run.history("dense/kernel", "l2")`` is one column of it.
+    """
+
+    def __init__(self, path, *, source: str, manifest: dict | None = None,
+                 columns=COLUMNS):
+        self.path = Path(path)
+        self.source = source
+        self.manifest = manifest or {}
+        self.tensors: list[TensorInfo] = []
+        self.records: list[Record] = []
+        self.problems: list[RunFormatError] = []
+        self.columns = tuple(columns)
+        self._col = {c: i for i, c in enumerate(self.columns)}
+        self._tindex: dict[str, int] = {}
+        # (columns, records, tensors): one metric's history is one contiguous
+        # block, so a check reads it without a copy (see Run.metric).
+        self._data = np.full((len(self.columns), 0, 0), np.nan)
+
+    # -- building ---------------------------------------------------------------
+    def add_tensor(self, info: TensorInfo) -> int:
+        i = self._tindex.get(info.path)
+        if i is None:
+            i = self._tindex[info.path] = len(self.tensors)
+            self.tensors.append(info)
+        return i
+
+    def append(self, record: Record, paths: list[str], values: np.ndarray,
+               entries: list[dict] | None = None) -> None:
+        """Add one record: ``values[i]`` is tensor ``paths[i]``'s row in :attr:`columns` order.
+
+        ``entries`` (manifest entries, as :class:`~.rows.Rows` carries them)
+        describe tensors this run has not seen yet; a path without one gets a
+        bare :class:`TensorInfo`.
+        """
+        first = len(self.records)
+        for k, p in enumerate(paths):
+            if p not in self._tindex:
+                self.add_tensor(TensorInfo.from_entry(entries[k], first) if entries
+                                else TensorInfo(p, layer_of(p), first_record=first))
+        idx = [self._tindex[p] for p in paths]
+        self.append_columns(record, idx, np.asarray(values).T, in_order=idx == list(range(len(idx))))
+
+    def append_columns(self, record: Record, idx, columns: np.ndarray, *, in_order: bool) -> None:
+        """Add one record whose ``columns[c, i]`` is column c of tensor ``idx[i]``.
+
+        ``in_order``: ``idx`` is 0, 1, 2...
+        """
+        r = len(self.records)
+        self._grow(r + 1, len(self.tensors))
+        n = len(idx)
+        if n:
+            if in_order and n == len(self.tensors):
+                self._data[:, r, :n] = columns  # the usual case: manifest order, no gaps
+            else:
+                self._data[:, r, idx] = columns
+        self.records.append(record)
+
+    def reserve(self, nrec: int, ntens: int) -> None:
+        """Allocate the history arrays once when the number of records is known."""
+        self._grow(nrec, ntens, exact=True)
+
+    def _grow(self, nrec: int, ntens: int, exact: bool = False) -> None:
+        C, R, T = self._data.shape
+        if nrec <= R and ntens <= T:
+            return
+        newR = nrec if exact else max(nrec, 2 * R if nrec > R else R, 8)
+        newT = max(ntens, T)
+        grown = np.full((C, newR, newT), np.nan)
+        grown[:, :R, :T] = self._data
+        self._data = grown
+
+    # -- reading ----------------------------------------------------------------
+    @property
+    def tensor_names(self) -> list[str]:
+        return [t.path for t in self.tensors]
+
+    def __contains__(self, path: str) -> bool:
+        """Whether the run has a tensor recorded under ``path``."""
+        return path in self._tindex
+
+    def tensor_index(self, path: str) -> int:
+        try:
+            return self._tindex[path]
+        except KeyError:
+            raise KeyError(f"no tensor {path!r} in run {self.path}") from None
+
+    def metric(self, name: str) -> np.ndarray:
+        """History of one column for all tensors: shape (records, tensors)."""
+        try:
+            c = self._col[name]
+        except KeyError:
+            raise KeyError(f"unknown metric {name!r}; known: {', '.join(self.columns)}") from None
+        return self._data[c, : len(self.records), : len(self.tensors)]
+
+    def history(self, tensor: str, metric: str) -> np.ndarray:
+        return self.metric(metric)[:, self.tensor_index(tensor)]
+
+    @property
+    def log_keys(self) -> list[str]:
+        keys: dict[str, None] = {}
+        for r in self.records:
+            keys.update(dict.fromkeys(r.logs))
+        return list(keys)
+
+    def log(self, key: str) -> np.ndarray:
+        """History of one training log (``loss``, ``val_loss``...), NaN where absent."""
+        out = np.full(len(self.records), np.nan)
+        for i, r in enumerate(self.records):
+            v = r.logs.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[i] = v
+            elif v is None and key in r.logs:
+                out[i] = np.nan  # recorded as null: non-finite at record time
+        return out
+
+    def log_present(self, key: str) -> np.ndarray:
+        """Where ``key`` was logged at all (a null value means it was non-finite)."""
+        return np.array([key in r.logs for r in self.records], dtype=bool)
+
+    @property
+    def epochs(self) -> np.ndarray:
+        return np.array([r.epoch for r in self.records], dtype=np.int64)
+
+    @property
+    def verdict(self) -> dict | None:
+        """Why live checking halted this run, if it did (see ``verdict.json``)."""
+        p = self.path / VERDICT
+        if self.source != "weightwatch" or not p.exists():
+            return None
+        try:
+            return loads(p.read_bytes())
+        except (OSError, ValueError) as exc:
+            self.problems.append(RunFormatError(f"unreadable verdict ({exc})", path=p))
+            return None
+
+    def tensors_at(self, record: int | None = None) -> dict[str, np.ndarray]:
+        """The saved tensors of a record (``save_tensors=True`` runs)."""
+        if record is None:
+            record = self.records[-1].index
+        rec = next((r for r in self.records if r.index == record), None)
+        if rec is None or not rec.tensors_file:
+            raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
+                                 path=self.path)
+        return load_npz(self.path / rec.tensors_file)
+
+    def __repr__(self) -> str:
+        return (f"<Run {str(self.path)!r} source={self.source} records={len(self.records)} "
+                f"tensors={len(self.tensors)}>")
+
+

@@ -1,0 +1,59 @@
+"""Tensors on disk: uncompressed ``.npz`` files, written whole, read without unpickling."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RunFormatError
+from .fsync import BACKGROUND_SYNC, sync_later
+from .jsonio import atomic_write
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz written whole; loads with ``np.load(allow_pickle=False)``.
+
+    Renamed into place at once, fsynced in the background (see :func:`sync_later`).
+    """
+    # Streamed straight into the temporary file: no in-memory copy of the weights.
+    atomic_write(path, lambda f: _write_npz(f, arrays), fsync=not BACKGROUND_SYNC)
+    if BACKGROUND_SYNC:
+        sync_later(path)
+
+
+def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez(f, **arrays)``, the same file, without its copies.
+
+    ``np.savez`` writes an array into a zip member through ``tobytes`` in
+    16 MiB chunks: a copy of the weights, in fresh memory, on top of the CRC
+    and the write.  A contiguous array's own buffer is handed to the member
+    instead.  Anything else (object or user-defined dtypes, non-contiguous
+    arrays, headers that need format 2.0) goes through numpy's own writer.
+    """
+    fmt = np.lib.format
+    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            array = np.asanyarray(value)
+            with zf.open(name + ".npy", "w", force_zip64=True) as member:
+                if (array.dtype.hasobject or not getattr(type(array.dtype), "_legacy", False)
+                        or not array.flags.c_contiguous or array.itemsize == 0):
+                    fmt.write_array(member, array)
+                    continue
+                try:
+                    fmt.write_array_header_1_0(member, fmt.header_data_from_array_1_0(array))
+                except ValueError:  # a header too long for format 1.0: nothing written yet
+                    fmt.write_array(member, array)
+                    continue
+                member.write(memoryview(array.reshape(-1).view(np.uint8)))
+
+
+
+def load_npz(path) -> dict[str, np.ndarray]:
+    """Load a sidecar written by :func:`save_npz`; never unpickles."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise RunFormatError(f"cannot read tensors ({exc})", path=path) from None

@@ -1,0 +1,109 @@
+"""Turning the arrays of one moment of training into a record's rows.
+
+Framework-free: a recording adapter feeds it arrays fetched one tensor at a
+time, and the seed-dump importer feeds it arrays parsed from JSON lists, so
+both produce the same figures, manifest entries and rows.
+
+Each tensor's array *becomes* its previous copy for the next record, so the
+builder holds exactly one copy of the weights between records and, during a
+record, one more tensor at most.  The figures go straight into one float
+array (a row per tensor): Python lists of them cost ten times the memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .schema import COLUMNS, kernel_units, layer_of, tensor_role
+from .stats import UpdateDirection, _tensor_row_recycling
+
+_ROW_COLUMNS = COLUMNS[2:]
+
+
+@dataclass
+class Rows:
+    """One record's figures: manifest entries, tensor paths and ``values[i]`` = row of ``paths[i]``."""
+
+    entries: list[dict]
+    paths: list[str]
+    values: np.ndarray
+
+
+class RecordBuilder:
+    """Rows of figures, one tensor at a time, against one previous copy of each tensor.
+
+    ::
+
+        builder = RecordBuilder()
+        builder.start(len(variables))
+        for path, array, trainable, frozen in ...:
+            builder.add(path, array, trainable=trainable, frozen=frozen)
+        rows = builder.finish()
+    """
+
+    def __init__(self, *, track_direction: bool = True):
+        self.track_direction = track_direction
+        #: The previous copy of each tensor, by path (the arrays last added).
+        self.prev: dict[str, np.ndarray] = {}
+        self._dirs: dict[str, UpdateDirection | None] = {}
+        # A tensor's manifest entry and unit count depend on its path, shape
+        # and dtype only: worked out once, not at every record.
+        self._static: dict[tuple, tuple[dict, int | None]] = {}
+        self._start(0)
+
+    def reset(self) -> None:
+        """Forget the previous copies: the next record has no update figures."""
+        self.prev.clear()
+        self._dirs.clear()
+
+    def start(self, capacity: int) -> None:
+        """Begin a record of at most ``capacity`` tensors."""
+        self._start(capacity)
+
+    def _start(self, capacity: int) -> None:
+        self._values = np.empty((capacity, len(COLUMNS)))
+        self._paths: list[str] = []
+        self._entries: list[dict] = []
+
+    def add(self, path: str, array: np.ndarray, *, trainable, frozen, dtype: str | None = None) -> None:
+        """Add one tensor; ``array`` must be a copy the caller will not mutate.
+
+        ``trainable`` / ``frozen`` are booleans, or None where the source does
+        not know them (a seed dump).
+        """
+        key = (path, array.shape, array.dtype)
+        known = self._static.get(key)
+        if known is None:
+            shape = tuple(array.shape)
+            role = tensor_role(path, len(shape))
+            entry = {"path": path, "layer": layer_of(path), "shape": list(shape),
+                     "dtype": dtype or str(array.dtype), "kind": role}
+            known = self._static[key] = (entry, kernel_units(role, shape))
+        entry, units = known
+        n = len(self._paths)
+        if n == len(self._values):
+            self._values = np.concatenate([self._values, np.empty_like(self._values[: max(n, 1)])])
+        self._values[n] = self.row(path, array, trainable=trainable, frozen=frozen, units=units)
+        self._paths.append(path)
+        self._entries.append(entry)
+
+    def finish(self) -> Rows:
+        rows = Rows(self._entries, self._paths, self._values[: len(self._paths)])
+        self._start(0)
+        return rows
+
+    def row(self, path: str, array: np.ndarray, *, trainable, frozen, units: int | None) -> list:
+        """The snapshot row of one tensor, in :data:`~.schema.COLUMNS` order."""
+        prev = self.prev.get(path)
+        if prev is not None and prev.shape != array.shape:
+            prev = None  # reshaped (rebuilt layer): no meaningful delta
+            self._dirs.pop(path, None)
+        # The previous direction is dropped after this call, so its buffers are reused.
+        figures, direction = _tensor_row_recycling(array, prev, self._dirs.pop(path, None), units,
+                                                   self.track_direction)
+        self.prev[path] = array
+        self._dirs[path] = direction
+        flags = [np.nan if trainable is None else trainable, np.nan if frozen is None else frozen]
+        return flags + [figures[c] for c in _ROW_COLUMNS]

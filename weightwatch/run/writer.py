@@ -1,0 +1,311 @@
+"""The writer that keeps a run directory whole: the manifest, then one snapshot per record.
+
+Every file but the append-only, checksummed journal is written whole (see
+:mod:`.jsonio`); a record's files are fsynced on a background thread after
+the rename (see :mod:`.fsync`).  The writer knows nothing about any
+framework: it takes rows of figures in :data:`~.schema.COLUMNS` order.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import threading
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import RunDirNotEmptyError, RunFormatError
+from . import journal
+from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
+from .jsonio import atomic_write, dumps, loads, write_json
+from .npz import save_npz
+from .schema import (
+    COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, JSON_TYPES, MANIFEST,
+    RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, record_name,
+)
+
+_FLAGS = [COLUMNS.index(c) for c in FLAG_COLUMNS]
+_COUNTS = [COLUMNS.index(c) for c in COUNT_COLUMNS]
+
+
+def canonical(values: np.ndarray) -> np.ndarray:
+    """Figures (tensors x columns) as the snapshot states them, in place.
+
+    Non-finite figures are null (NaN), flags are 0 or 1, counts whole
+    numbers: the journal and the live checks then hold exactly what the
+    JSON says.  The statistics never produce anything else; hand-made rows might.
+    """
+    if values.size:
+        values[~np.isfinite(values)] = np.nan
+        with np.errstate(invalid="ignore"):
+            flags = values[:, _FLAGS]
+            values[:, _FLAGS] = np.where(np.isnan(flags), np.nan, flags != 0)
+        values[:, _COUNTS] = np.trunc(values[:, _COUNTS])
+    return values
+
+
+def json_row(row: list[float]) -> list:
+    """One tensor's canonical figures as its snapshot row: booleans, counts, floats, null."""
+    return [None if x != x else x if t is int and abs(x) >= 2 ** 53 else t(x)
+            for t, x in zip(JSON_TYPES, row)]
+
+
+class RunWriter:
+    """Writes one run directory: the manifest, then a snapshot per record.
+
+    ``tensors`` in the manifest only grows: a subclassed model creates its
+    variables at its first call, and a continued run may add layers.
+    """
+
+    def __init__(self, run_dir, *, overwrite: bool = False, resume: bool = False,
+                 model_name: str | None = None, info: dict | None = None):
+        self.dir = Path(run_dir)
+        self.model_name = model_name
+        self.tensors: list[dict] = []
+        self._index: dict[str, int] = {}
+        self.next_record = 0
+        self._journaling = True
+        #: The record whose weights ``healthy.npz`` holds (None: none yet).
+        self.healthy_record: int | None = None
+        self._healthy_thread: threading.Thread | None = None
+        self._healthy_error: OSError | None = None
+        existing = self.dir / MANIFEST
+        if self.dir.exists() and not self.dir.is_dir():
+            raise RunFormatError("run directory is a file, not a directory", path=self.dir)
+        if existing.exists() and resume:
+            self._resume(existing)
+        else:
+            if self.dir.exists() and any(self.dir.iterdir()):
+                if not overwrite:
+                    raise RunDirNotEmptyError(
+                        "run directory is not empty; pass overwrite=True to replace it, "
+                        "a new run_dir, or fit(initial_epoch=k) to continue the run it holds",
+                        path=self.dir,
+                    )
+                self._clear()
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self.manifest = {
+                "format": FORMAT,
+                "version": VERSION,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "model": model_name,
+                "columns": list(COLUMNS),
+                "versions": {"weightwatch": __version__, "python": platform.python_version(),
+                             "numpy": np.__version__},
+                "tensors": self.tensors,
+            }
+            if info:
+                self.manifest.update(info)
+            self.write_manifest()
+
+    def _resume(self, manifest_path: Path) -> None:
+        try:
+            manifest = loads(manifest_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RunFormatError(f"cannot continue this run: unreadable manifest ({exc})",
+                                 path=manifest_path) from None
+        if manifest.get("format") != FORMAT:
+            raise RunFormatError("cannot continue this run: not a weightwatch run", path=manifest_path)
+        if self.model_name and manifest.get("model") not in (None, self.model_name):
+            raise RunDirNotEmptyError(
+                f"run directory holds a run of model {manifest.get('model')!r}, not "
+                f"{self.model_name!r}; pass overwrite=True or use another run_dir",
+                path=self.dir,
+            )
+        self.manifest = manifest
+        self.tensors = manifest.setdefault("tensors", [])
+        self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
+        indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
+        self.next_record = max(indices) + 1 if indices else 0
+        try:
+            journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
+        except OSError:
+            self._journaling = False  # unreadable or read-only: records are read from JSON
+
+    def _clear(self) -> None:
+        for f in self.dir.iterdir():
+            if f.is_file() and (f.name in (MANIFEST, VERDICT, HEALTHY, HEALTHY_POINTER, journal.JOURNAL)
+                                or RECORD_RE.match(f.name) or f.name.endswith(".npz")
+                                or f.name.endswith(".tmp")):
+                f.unlink()
+
+    def write_manifest(self) -> None:
+        write_json(self.dir / MANIFEST, self.manifest)
+
+    def add_tensors(self, entries: list[dict]) -> None:
+        """Add tensors (path, layer, shape, dtype, kind = their role) not yet in the table."""
+        added = False
+        for e in entries:
+            if e["path"] not in self._index:
+                e = dict(e, first_record=self.next_record)
+                self._index[e["path"]] = len(self.tensors)
+                self.tensors.append(e)
+                added = True
+        if added:
+            self.write_manifest()
+
+    def write_record(self, *, epoch: int, batch: int | None, step: int | None, trigger: str,
+                     logs: dict, wall: float, rows: dict[str, list] | None = None,
+                     paths: list[str] | None = None, values: np.ndarray | None = None,
+                     arrays: dict[str, np.ndarray] | None = None) -> int:
+        """Write one snapshot (and its tensors first, so a snapshot never points at nothing).
+
+        The figures come as ``paths`` and ``values`` (tensors x columns, NaN
+        for undefined: what :class:`~.rows.RowBuilder` fills) or,
+        for convenience, as ``rows``: ``{path: [figure per column]}``.
+        ``values`` is put in :func:`canonical` form in place, so the caller
+        goes on with exactly the figures the snapshot states.
+        """
+        if rows is not None:
+            paths = list(rows)
+            values = (np.array(list(rows.values()), dtype=np.float64) if rows
+                      else np.empty((0, len(COLUMNS))))
+        values = canonical(np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS)))
+        # The previous record's background fsync (long done, normally); an
+        # error it met is raised here, where the caller handles write errors.
+        wait_for_sync(self.dir)
+        index = self.next_record
+        tensors_file = None
+        if arrays is not None:
+            tensors_file = record_name(index, ".npz")
+            save_npz(self.dir / tensors_file, arrays)
+        meta = {
+            "format": SNAPSHOT_FORMAT,
+            "version": VERSION,
+            "record": index,
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
+            "kind": trigger,  # on disk, a record's trigger is its "kind"
+            "time": wall,
+            "logs": logs,
+            "tensors_file": tensors_file,
+        }
+        path = self.dir / record_name(index)
+        written = _SnapshotWriter(meta, paths, values)
+        atomic_write(path, written, fsync=not BACKGROUND_SYNC)
+        self.next_record = index + 1
+        if BACKGROUND_SYNC:
+            sync_later(path)
+        self._journal(index, written, meta, paths, values)
+        return index
+
+    def _journal(self, index: int, written: _SnapshotWriter, meta: dict, paths: list[str],
+                 values: np.ndarray) -> None:
+        """Mirror the record just written into the journal (see :mod:`.journal`).
+
+        After the record's rename: a crash in between leaves a record without
+        an entry, which readers parse from its JSON.
+        """
+        ids = [self._index.get(p) for p in paths]
+        if not self._journaling or None in ids:
+            return  # (a tensor missing from the manifest) this record is read from its JSON
+        path = self.dir / journal.JOURNAL
+        try:
+            journal.append(path, record=index, file_size=written.size, file_crc=written.crc,
+                           meta=dumps(meta), ids=ids, paths=paths, values=values)
+        except OSError:
+            # The record itself is on disk; only the reading shortcut is lost.
+            # The next record's own write meets the full disk, if that is it.
+            return
+        if BACKGROUND_SYNC:
+            sync_later(path)
+
+    def write_verdict(self, verdict: dict) -> None:
+        """``verdict.json``, after the healthy weights it names are on disk."""
+        self.wait_healthy()
+        write_json(self.dir / VERDICT, verdict)
+
+    # -- the last healthy weights (healthy.npz) ----------------------------------------------
+    def keep_healthy(self, index: int, arrays: dict) -> None:
+        """Keep the weights of record ``index`` as the last healthy ones (``healthy.npz``).
+
+        Written on a background thread so the next epoch trains meanwhile:
+        ``arrays`` are the recording session's copies of this record, which are
+        replaced, never mutated, at the next record - and the next record
+        starts with :meth:`wait_healthy`, so no more than one copy is ever
+        held.  When the record has its tensors on disk already
+        (``save_tensors=True``) the file is hard-linked instead.
+        """
+        self.wait_healthy()
+        sidecar = self.dir / record_name(index, ".npz")
+        if sidecar.exists() and self._link(sidecar, self.dir / HEALTHY):
+            self._write_pointer(index, sidecar.name)
+            self.healthy_record = index
+            return
+        snapshot = dict(arrays)
+
+        def write():
+            try:
+                save_npz(self.dir / HEALTHY, snapshot)
+                self._write_pointer(index, HEALTHY)
+                self.healthy_record = index
+            except OSError as exc:
+                self._healthy_error = exc
+
+        self._healthy_thread = threading.Thread(target=write, name="weightwatch-healthy", daemon=True)
+        self._healthy_thread.start()
+
+    def wait_healthy(self) -> None:
+        """Wait for the healthy-weights write in flight; raise the OSError it met, if any."""
+        thread = self._healthy_thread
+        if thread is not None:
+            thread.join()
+            self._healthy_thread = None
+        error = self._healthy_error
+        if error is not None:
+            self._healthy_error = None
+            raise error
+
+    @staticmethod
+    def _link(source, target) -> bool:
+        tmp = target.with_name(f".{target.name}.link.tmp")
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            os.link(source, tmp)
+            os.replace(tmp, target)
+            return True
+        except OSError:
+            return False  # filesystems without hard links: write a copy
+
+    def _write_pointer(self, index, file):
+        path = self.dir / HEALTHY_POINTER
+        # Renamed into place now, fsynced off the training thread like the records.
+        atomic_write(path, dumps({"record": index, "file": file}), fsync=False)
+        sync_later(path)
+
+
+class _SnapshotWriter:
+    """Writes the snapshot ``{**meta, "tensors": {path: row}}`` as compact JSON, a few dozen rows at a time.
+
+    Byte for byte what one ``dumps`` would give, without holding the whole
+    document (and its encoder's buffer, several times its size) in memory:
+    on a model of many small tensors the snapshot is most of a record's
+    memory.  Keeps the size and CRC-32 of what it wrote, for the journal.
+    """
+
+    ROWS_PER_WRITE = 16
+
+    def __init__(self, meta: dict, paths: list[str], values: np.ndarray):
+        self.meta, self.paths, self.values = meta, paths, values
+        self.size = self.crc = 0
+
+    def __call__(self, f) -> None:
+        head = dumps(self.meta)
+        self._put(f, head[:-1] + b',"tensors":{' if len(head) > 2 else b'{"tensors":{')
+        step = self.ROWS_PER_WRITE
+        for i in range(0, len(self.paths), step):
+            chunk = dict(zip(self.paths[i:i + step], map(json_row, self.values[i:i + step].tolist())))
+            self._put(f, (b"," if i else b"") + dumps(chunk)[1:-1])
+        self._put(f, b"}}")
+
+    def _put(self, f, data: bytes) -> None:
+        f.write(data)
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+
