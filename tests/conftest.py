@@ -137,7 +137,7 @@ def child_env():
 @pytest.fixture(scope="session")
 def recorded_run(tmp_path_factory):
     """A real three-epoch run of a tiny Dense model, tensors saved: ``(run_dir, model weight paths)``."""
-    import keras
+    keras = pytest.importorskip("keras")
 
     import weightwatch
 
@@ -185,7 +185,7 @@ def rules():
 
 @pytest.fixture(scope="session")
 def healthy(rules, tmp_path_factory):
-    from runfactory import write_healthy_run
+    from runbuilder import write_healthy_run
 
     from weightwatch.checking.engine import evaluate
     from weightwatch.run.reader import open_run
@@ -195,9 +195,21 @@ def healthy(rules, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def nan_report(rules, tmp_path_factory):
-    from runfactory import write_nan_run
+    from runbuilder import write_nan_run
 
     from weightwatch.checking.engine import evaluate
     from weightwatch.run.reader import open_run
 
     return evaluate(open_run(write_nan_run(tmp_path_factory.mktemp("reports") / "nan")), rules)
+
+
+@pytest.fixture(scope="session")
+def plateau(rules, tmp_path_factory):
+    """A run whose loss never improves: loss-plateau warns at record 6."""
+    from runbuilder import MLP, write_run
+
+    from weightwatch.checking.engine import evaluate
+    from weightwatch.run.reader import open_run
+
+    records = [{"logs": {"loss": 1.0} if i else {}} for i in range(8)]
+    return evaluate(open_run(write_run(tmp_path_factory.mktemp("j") / "plateau", MLP, records)), rules)

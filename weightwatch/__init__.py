@@ -11,7 +11,7 @@ then the CLI.  This module's names are the public API; module paths below it
 are internal.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .errors import (  # noqa: E402
     CheckHalted,

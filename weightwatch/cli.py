@@ -12,7 +12,7 @@ import os
 import sys
 import time
 
-from . import __version__
+from ._version import __version__
 from .errors import ExitCode, WeightwatchError
 
 EPILOG_CHECK = """\

@@ -309,9 +309,8 @@ def update_ratio_band(h: Histories, min, max, min_rms):
 @check("dead-units",
        message="{tensor}: {value:.0%} of output units received no update (limit {limit:.0%})",
        metric="dead_fraction", options={
-                "max_fraction": Option((int, float), 0.5,
-                                       "largest fraction of units allowed to get no update",
-                                       minimum=0),
+                "max_fraction": Option((int, float), 0.5, minimum=0,
+                                       doc="largest fraction of units allowed to get no update"),
             })
 def dead_units(h: Histories, max_fraction):
     """Fails when most output units of a kernel received no update at all.

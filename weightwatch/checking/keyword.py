@@ -35,21 +35,19 @@ def compile_keyword(expr: str):
         pos += 1
         return tok
 
-    def parse_expr():
-        node = parse_term()
-        while peek() == "or":
-            take()
-            left, right = node, parse_term()
-            node = lambda r, a=left, b=right: a(r) or b(r)  # noqa: E731
-        return node
+    def binary(word, operand, combine):
+        """``operand (word operand)*``, folded left with ``combine``."""
+        def parse():
+            node = operand()
+            while peek() == word:
+                take()
+                left, right = node, operand()
+                node = lambda r, a=left, b=right: combine(a(r), b(r))  # noqa: E731
+            return node
+        return parse
 
-    def parse_term():
-        node = parse_factor()
-        while peek() == "and":
-            take()
-            left, right = node, parse_factor()
-            node = lambda r, a=left, b=right: a(r) and b(r)  # noqa: E731
-        return node
+    parse_term = binary("and", lambda: parse_factor(), lambda a, b: a and b)
+    parse_expr = binary("or", parse_term, lambda a, b: a or b)
 
     def parse_factor():
         tok = take()

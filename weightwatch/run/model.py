@@ -47,7 +47,7 @@ class TensorInfo:
         return kernel_units(self.role, self.shape) if self.shape else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Record:
     """One snapshot: when it was taken and the training logs at that moment."""
 

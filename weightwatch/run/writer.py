@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import RunDirNotEmptyError, RunFormatError
 from . import journal
 from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync

@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from runfactory import MLP, write_healthy_run, write_nan_run, write_run
+from runbuilder import MLP, write_healthy_run, write_nan_run, write_run
 from weightwatch.checking.config import load_rules
 from weightwatch.checking.engine import evaluate
 from weightwatch.run.reader import open_run

@@ -1,7 +1,13 @@
-"""Writing small run directories by hand, in the documented on-disk format.
+"""The one way tests build runs, at three levels of control.
 
-Tests that need a run with a precise history (a NaN at record 2, a loss that
-becomes non-finite) write it here instead of training a model::
+* :func:`write_run` / :func:`make_run`: a run with a precise history of
+  figures (a NaN at record 2, a loss that turns non-finite), on disk in the
+  documented format or in memory, without training anything;
+* :func:`record_arrays`: a run recorded from numpy arrays through the real,
+  framework-free :class:`~weightwatch.recording.session.RecordingSession`,
+  so its figures are the recorder's own.
+
+Hand-written figures on disk::
 
     write_run(tmp_path / "run",
               tensors={"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape": [3]}},
@@ -21,8 +27,13 @@ import json
 import math
 from pathlib import Path
 
-from weightwatch.run.schema import FORMAT, MANIFEST, SNAPSHOT_FORMAT, VERSION, record_name, tensor_role
-from weightwatch.run.schema import COLUMNS
+import numpy as np
+
+from weightwatch.recording.session import RecordingSession
+from weightwatch.run.model import Record, Run, TensorInfo
+from weightwatch.run.schema import (
+    COLUMNS, FORMAT, MANIFEST, SNAPSHOT_FORMAT, VERSION, layer_of, record_name, tensor_role,
+)
 
 
 def _size(shape) -> int:
@@ -60,10 +71,10 @@ def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "hand
               columns=COLUMNS) -> Path:
     """Write ``manifest.json`` and ``record-NNNNNN.json`` files; return the run directory.
 
-    ``tensors``: path -> ``{shape, kind, layer, dtype, trainable, frozen, first_record}``
-    (all optional; kind and layer are derived from the path).
+    ``tensors``: path -> ``{shape, role, layer, dtype, trainable, frozen, first_record}``
+    (all optional; role and layer are derived from the path).
     ``records``: one dict per record with ``epoch`` (default: its index), ``batch``,
-    ``kind`` ("begin" for record 0, else "epoch"), ``logs`` and ``rows``
+    ``trigger`` ("begin" for record 0, else "epoch"), ``logs`` and ``rows``
     (path -> {column: value} overriding the healthy defaults; a value ``"absent"`` for
     the whole row leaves the tensor out of that record).
     """
@@ -74,10 +85,10 @@ def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "hand
         shape = list(spec.get("shape") or [4])
         table.append({
             "path": path,
-            "layer": spec.get("layer", path.rsplit("/", 1)[0] if "/" in path else path),
+            "layer": spec.get("layer", layer_of(path)),
             "shape": shape,
             "dtype": spec.get("dtype", "float32"),
-            "kind": spec.get("kind", tensor_role(path, len(shape))),
+            "kind": spec.get("role", tensor_role(path, len(shape))),
             "first_record": spec.get("first_record", 0),
         })
     manifest = {"format": FORMAT, "version": VERSION, "created": "2024-01-01T00:00:00+00:00",
@@ -96,7 +107,7 @@ def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "hand
             rows[path] = [row.get(c) for c in columns]
         snap = {"format": SNAPSHOT_FORMAT, "version": VERSION, "record": i,
                 "epoch": rec.get("epoch", i), "batch": rec.get("batch"), "step": rec.get("step", i * 10),
-                "kind": rec.get("kind", "begin" if i == 0 else "epoch"), "time": 1000.0 + i,
+                "kind": rec.get("trigger", "begin" if i == 0 else "epoch"), "time": 1000.0 + i,
                 "logs": rec.get("logs", {}), "tensors_file": None, "tensors": rows}
         _dump(run_dir / record_name(i), snap)
     return run_dir
@@ -135,3 +146,77 @@ def write_nan_run(run_dir) -> Path:
         {"epoch": 3, "logs": {"loss": None}, "rows": {"dense/kernel": dict(nan_row)}},
     ]
     return write_run(run_dir, MLP, records)
+
+
+# -- in memory ----------------------------------------------------------------------------------
+
+DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
+                min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
+                dead_units=0.0, d_cos=0.1)
+
+
+def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict | None = None,
+             roles: dict | None = None) -> Run:
+    """An in-memory run: ``tensors`` is {path: {column: list of values per record (or a scalar)}}.
+
+    Columns not given take :data:`DEFAULTS`; record 0 gets NaN deltas, as recording writes them.
+    """
+    run = Run("/tmp/memrun", source="weightwatch")
+    shapes = shapes or {}
+    roles = roles or {}
+    for p in tensors:
+        shape = shapes.get(p, (10, 10))
+        run.add_tensor(TensorInfo(p, layer_of(p), shape, "float32",
+                                  roles.get(p, "kernel" if len(shape) >= 2 else "bias")))
+    for r in range(records):
+        rows = []
+        for p, cols in tensors.items():
+            row = []
+            for c in COLUMNS:
+                v = cols.get(c, DEFAULTS[c])
+                v = v[r] if isinstance(v, (list, tuple, np.ndarray)) else v
+                if r == 0 and c.startswith("d_") or (r == 0 and c in ("changed", "dead_units")):
+                    v = np.nan if c not in cols else v
+                row.append(np.nan if v is None else v)
+            rows.append(row)
+        record_logs = (logs[r] if logs else {"loss": 1.0 / (r + 1)}) if r > 0 else {}
+        run.append(Record(index=r, epoch=r, trigger="begin" if r == 0 else "epoch", logs=record_logs),
+                   list(tensors), np.array(rows, dtype=float))
+    return run
+
+
+# -- recorded from arrays ---------------------------------------------------------------------
+
+def record_arrays(run_dir, records: list[dict], *, flags: dict | None = None, logs: list | None = None,
+                  model: str = "m", **session_options) -> Path:
+    """Record ``records`` (one ``{path: array}`` per record; record 0 is "begin") through the
+    real recording session, without a framework; return the run directory.
+
+    ``flags``: path -> ``(trainable, frozen)`` (default: trainable, not frozen).
+    """
+    flags = flags or {}
+    session = RecordingSession(run_dir, check=False, verbose=0, **session_options)
+    session.start_fit()
+    session.open(model_name=model, info={"framework": "numpy"}, initial_epoch=0)
+    for k, arrays in enumerate(records):
+        variables = [(a, p, *flags.get(p, (True, False))) for p, a in arrays.items()]
+        session.record(variables, lambda a: a, epoch=k, batch=None, step=k,
+                       trigger="begin" if k == 0 else "epoch", logs=(logs[k] if logs else {}))
+    session.end()
+    return Path(run_dir)
+
+
+# -- checking one rule -----------------------------------------------------------------------
+
+def run_check(run, check: str, **options):
+    """Evaluate one rule ``{"id": "t", "check": check, **options}`` on ``run``: its RuleResult."""
+    from weightwatch.checking.engine import evaluate_rule
+    from weightwatch.checking.rules import parse_rule
+
+    return evaluate_rule(run, parse_rule({"id": "t", "check": check, **options}, source="test", line=None))
+
+
+def first(result):
+    """The first finding of a RuleResult; fails the test, saying why, when there is none."""
+    assert result.findings, f"{result.id} found nothing ({result.status}, {result.note})"
+    return result.findings[0]

@@ -1,4 +1,4 @@
-"""JUnit XML and GitHub annotations, on reports the real engine produced from hand-written runs."""
+"""JUnit XML, on reports the real engine produced from hand-written runs."""
 
 from __future__ import annotations
 
@@ -7,21 +7,14 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from runfactory import MLP, write_healthy_run, write_run
+from runbuilder import MLP, write_healthy_run, write_run
 from weightwatch.checking.config import load_rules
 from weightwatch.checking.engine import evaluate
-from weightwatch.output.github import escape_data, escape_property, github_annotations
 from weightwatch.output.junit import junit_xml, write_junit
 from weightwatch.run.reader import open_run
 
 #: rules in the default pack: the counts below follow it as rules are added
 N = len(load_rules(use_project_config=False))
-
-
-@pytest.fixture(scope="module")
-def plateau(rules, tmp_path_factory):
-    records = [{"logs": {"loss": 1.0} if i else {}} for i in range(8)]
-    return evaluate(open_run(write_run(tmp_path_factory.mktemp("j") / "plateau", MLP, records)), rules)
 
 
 def parse(tmp_path, reports, **kw) -> ET.Element:
@@ -127,58 +120,3 @@ def test_write_replaces_existing_file(tmp_path, healthy, nan_report):
     write_junit([nan_report], path)
     write_junit([healthy], path)
     assert ET.parse(path).getroot().get("failures") == "0"
-
-
-# -- GitHub annotations --------------------------------------------------------------------
-
-def test_annotations_for_a_failing_run(nan_report):
-    run = nan_report.run
-    lines = github_annotations([nan_report]).splitlines()
-    assert lines == [
-        f"::error file={escape_property(run)}/record-000002.json,title=weightwatch nonfinite-weights"
-        "::dense/kernel at epoch 2: dense/kernel holds 3 NaN/Inf values",
-        f"::error file={escape_property(run)}/record-000002.json,title=weightwatch nonfinite-loss"
-        f"::loss at epoch 2: {nan_report.results[1].findings[0].message}",
-        f"::notice title=weightwatch::2 failed, {N - 3} passed, 1 skipped in "
-        + lines[-1].rsplit(" in ", 1)[1],
-    ]
-    assert github_annotations([nan_report]).endswith("\n")
-
-
-def test_annotations_warnings_and_strict(plateau, healthy):
-    lines = github_annotations([plateau]).splitlines()
-    assert lines[0].startswith(f"::warning file={escape_property(plateau.run)}/record-000006.json,"
-                               "title=weightwatch loss-plateau::loss at epoch 6: loss improved by ")
-    assert lines[-1].startswith(f"::notice title=weightwatch::1 warning, {N - 2} passed, 1 skipped in ")
-    assert github_annotations([plateau], strict=True).splitlines()[0].startswith("::error ")
-    assert github_annotations([healthy]).splitlines()[0].startswith(f"::notice title=weightwatch::{N - 1} passed")
-
-
-def test_annotation_escaping(tmp_path):
-    rs = load_rules({"rule": [{"id": "odd", "check": "nonfinite", "message": "100% bad\r\nreally: yes, {tensor}"}]},
-                    use_project_config=False)
-    bad = {"nan": 1, "d_l2": None, "d_absmax": None, "d_cos": None, "dead_units": None}
-    run_dir = tmp_path / "run,a:b%"
-    records = [{"logs": {}}, {"logs": {"loss": 1.0}, "rows": {"dense/kernel": bad}}]
-    report = evaluate(open_run(write_run(run_dir, {"dense/kernel": {"shape": [2, 2]}}, records)), rs)
-    line = next(x for x in github_annotations([report]).splitlines() if "weightwatch odd" in x)
-    file = str(run_dir).replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
-    assert "run%2Ca%3Ab%25" in file
-    assert line == (f"::error file={file}/record-000001.json,title=weightwatch odd"
-                    "::dense/kernel at epoch 1: 100%25 bad%0D%0Areally: yes, dense/kernel")
-    assert "\n" not in line and "\r" not in line
-
-
-def test_escape_functions():
-    assert escape_data("a%b\r\nc:d,e") == "a%25b%0D%0Ac:d,e"
-    assert escape_property("a%b\r\nc:d,e") == "a%25b%0D%0Ac%3Ad%2Ce"
-
-
-def test_problem_annotations(tmp_path, rules):
-    run = write_healthy_run(tmp_path / "run")
-    (run / "record-000004.json").write_text("{not json", encoding="utf-8")
-    report = evaluate(open_run(run), rules)
-    first = github_annotations([report]).splitlines()[0]
-    assert first.startswith(f"::error file={escape_property(str(run / 'record-000004.json'))},"
-                            "title=weightwatch input::")
-    assert "unreadable record, skipped" in first

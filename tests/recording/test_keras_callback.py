@@ -406,24 +406,19 @@ def keras_child(request, tmp_path_factory, child_env):
 WRITER_CHILD = r"""
 import sys, time
 import numpy as np
-from weightwatch.run.rows import RecordBuilder
-from weightwatch.run.writer import RunWriter
-writer = RunWriter(sys.argv[1], model_name="writer")
-recorder = RecordBuilder()
+from weightwatch.recording.session import RecordingSession
+session = RecordingSession(sys.argv[1], check=False, save_tensors=True, io_errors="raise")
+session.start_fit()
+session.open(model_name="writer", info={}, initial_epoch=0)
 arrays = {"w/big/kernel": np.random.default_rng(0).normal(size=(512, 1024)).astype("float32")}
 step = 0
 while True:
     if step % 3 == 0:
         arrays[f"w/extra{step}/bias"] = np.zeros(64, "float32")
-        writer.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": list(a.shape),
-                             "dtype": "float32", "kind": "kernel" if a.ndim == 2 else "bias"}
-                            for p, a in arrays.items()])
     arrays = {p: a + np.float32(0.01) for p, a in arrays.items()}
-    rows = {p: recorder.row(p, a, trainable=True, frozen=False, units=a.shape[-1] if a.ndim == 2 else None)
-            for p, a in arrays.items()}
     step += 1
-    writer.write_record(epoch=step, batch=None, step=step, trigger="epoch", rows=rows,
-                        logs={"loss": 1.0 / step}, wall=time.time(), arrays=arrays)
+    session.record([(a, p, True, False) for p, a in arrays.items()], lambda a: a, epoch=step,
+                   batch=None, step=step, trigger="epoch", logs={"loss": 1.0 / step})
 """
 
 

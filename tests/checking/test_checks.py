@@ -1,31 +1,18 @@
-"""Each check kind on hand-made histories: fires where it must, stays quiet where it must not."""
+"""Each check on hand-made histories: fires where it must, stays quiet where it must not."""
 
 import pytest
 
 from weightwatch.checking.checks import CHECKS
-from weightwatch.checking.config import load_rules
-from weightwatch.checking.engine import evaluate, evaluate_rule
-from weightwatch.checking.rules import parse_rule
 
-from memrun import make_run
+from runbuilder import first, make_run, run_check
 
 
-def run_check(run, check, **options):
-    data = {"id": "t", "check": check, **options}
-    return evaluate_rule(run, parse_rule(data, source="test", line=None))
-
-
-def first(result):
-    assert result.findings, f"{result.id} found nothing ({result.status}, {result.note})"
-    return result.findings[0]
-
-
-def test_registry_documents_every_kind():
-    for kind in CHECKS.values():
-        assert kind.doc.splitlines()[0].strip(), kind.id
-        assert "Why" in kind.doc, f"{kind.id} doc lacks its rationale"
-        for name, opt in kind.options.items():
-            assert opt.doc, (kind.id, name)
+def test_registry_documents_every_check():
+    for check in CHECKS.values():
+        assert check.doc.splitlines()[0].strip(), check.id
+        assert "Why" in check.doc, f"{check.id} doc lacks its rationale"
+        for name, opt in check.options.items():
+            assert opt.doc, (check.id, name)
 
 
 def test_nonfinite_fires_at_first_nan_record():
@@ -109,46 +96,3 @@ def test_loss_plateau():
     logs = [{}] + [{"loss": v} for v in (1.0, 0.5, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4)]
     f = first(run_check(make_run({"a/kernel": {}}, 9, logs=logs), "loss-plateau", window=5))
     assert f.record == 8
-
-
-def test_after_and_patience_mask_records():
-    run = make_run({"d/kernel": {"nan": [0, 1, 1, 0, 1, 1, 1]}}, 7)
-    assert first(run_check(run, "nonfinite", after=2)).record == 2
-    assert first(run_check(run, "nonfinite", patience=3)).record == 6
-    assert run_check(run, "nonfinite", patience=4).status == "passed"
-
-
-def test_frozen_filter_is_per_record():
-    # frozen only from record 2 on: a change at record 1 is legal, at record 3 it is not
-    cols = {"frozen": [0, 0, 1, 1], "d_absmax": [None, 0.1, 0.0, 0.2], "changed": [None, 1, 0, 1]}
-    res = run_check(make_run({"base/kernel": cols}, 4), "unchanged", frozen=True)
-    assert first(res).record == 3
-
-
-def test_default_pack_passes_a_healthy_history():
-    tensors = {f"l{i}/kernel": {"l2": [1.0, 1.1, 1.15, 1.17, 1.18], "d_l2": [None, 0.1, 0.05, 0.02, 0.01],
-                                "d_cos": [None, None, 0.3, 0.1, -0.2]} for i in range(3)}
-    logs = [{}, {"loss": 1.0}, {"loss": 0.6}, {"loss": 0.5}, {"loss": 0.45}]
-    report = evaluate(make_run(tensors, 5, logs=logs), load_rules(use_project_config=False))
-    assert not report.failed, [f.message for r in report.failed for f in r.findings]
-
-
-@pytest.mark.parametrize("patience", [1, 2, 3, 5])
-def test_first_streak_agrees_with_counting_record_by_record(patience):
-    import numpy as np
-
-    from weightwatch.checking.engine import _first_streak
-
-    rng = np.random.default_rng(patience)
-    for records in range(0, 9):
-        bad = rng.random((records, 40)) < 0.6
-        want = []
-        for j in range(bad.shape[1]):
-            streak, fire = 0, -1
-            for r in range(records):
-                streak = streak + 1 if bad[r, j] else 0
-                if streak >= patience:
-                    fire = r
-                    break
-            want.append(fire)
-        assert _first_streak(bad, patience).tolist() == want, (records, patience)

@@ -11,7 +11,7 @@ import pytest
 from rich.console import Console
 
 import weightwatch
-from weightwatch.run.rows import RecordBuilder
+from runbuilder import record_arrays
 from weightwatch.run.writer import RunWriter
 from weightwatch.output.show import fmt, render_show
 from weightwatch.output.text import BARS, sparkline
@@ -102,9 +102,7 @@ def test_show_real_run(recorded_run):
 @pytest.fixture
 def corner_run(tmp_path):
     """Three records, built with the real writer: frozen, non-trainable, late, zero-start, going NaN."""
-    d = tmp_path / "run"
-    w = RunWriter(d, model_name="corners")
-    rec = RecordBuilder()
+    records = []
     base = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
     for k in range(3):
         arrays = {
@@ -116,15 +114,9 @@ def corner_run(tmp_path):
         }
         if k >= 1:
             arrays["m/late/kernel"] = base * k
-        flags = {"m/frozen/kernel": (False, True), "m/bn/moving_mean": (False, False)}
-        entries = [{"path": p, "layer": p.rsplit("/", 1)[0], "shape": list(a.shape), "dtype": "float32",
-                    "kind": "kernel" if a.ndim == 2 else "bias"} for p, a in arrays.items()]
-        w.add_tensors(entries)
-        rows = {p: rec.row(p, a, trainable=flags.get(p, (True, False))[0], frozen=flags.get(p, (True, False))[1],
-                           units=a.shape[-1] if a.ndim == 2 else None) for p, a in arrays.items()}
-        w.write_record(epoch=k, batch=None, step=k, trigger="begin" if k == 0 else "epoch", rows=rows,
-                       logs={}, wall=0.0)
-    return d
+        records.append(arrays)
+    return record_arrays(tmp_path / "run", records, model="corners",
+                         flags={"m/frozen/kernel": (False, True), "m/bn/moving_mean": (False, False)})
 
 
 def test_show_flags_ratios_and_nan(corner_run):
@@ -149,14 +141,7 @@ def test_show_flags_ratios_and_nan(corner_run):
 
 
 def test_show_zero_start_bias_ratio_is_inf(tmp_path):
-    d = tmp_path / "run"
-    w = RunWriter(d, model_name="m")
-    rec = RecordBuilder()
-    for k in range(2):
-        a = np.full(3, 0.5 * k, np.float32)
-        w.add_tensors([{"path": "m/b/bias", "layer": "m/b", "shape": [3], "dtype": "float32", "kind": "bias"}])
-        w.write_record(epoch=k, batch=None, step=k, trigger="epoch", logs={}, wall=0.0,
-                       rows={"m/b/bias": rec.row("m/b/bias", a, trainable=True, frozen=False, units=None)})
+    d = record_arrays(tmp_path / "run", [{"m/b/bias": np.full(3, 0.5 * k, np.float32)} for k in range(2)])
     text, _ = render(weightwatch.open_run(d))
     assert line_of(text, "m/b/bias").split()[4:6] == [fmt(math.sqrt(3 * 0.25)), "inf"]
 
@@ -194,14 +179,7 @@ def test_show_run_without_tensors(tmp_path):
 
 
 def test_show_long_run_sparkline_is_bounded(tmp_path):
-    d = tmp_path / "run"
-    w = RunWriter(d, model_name="long")
-    rec = RecordBuilder()
-    w.add_tensors([{"path": "m/w/kernel", "layer": "m/w", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
-    for k in range(200):
-        a = np.full((2, 2), 1.0 + k, np.float32)
-        w.write_record(epoch=k, batch=None, step=k, trigger="epoch", logs={}, wall=0.0, arrays=None,
-                       rows={"m/w/kernel": rec.row("m/w/kernel", a, trainable=True, frozen=False, units=2)})
+    d = record_arrays(tmp_path / "run", [{"m/w/kernel": np.full((2, 2), 1.0 + k, np.float32)} for k in range(200)])
     text, _ = render(weightwatch.open_run(d), spark_width=20)
     line = line_of(text, "m/w/kernel")
     spark = line.rstrip()[-20:]

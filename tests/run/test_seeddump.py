@@ -4,7 +4,7 @@ The callback below is the first one in the seed note
 (/work/shared/seeds/*.txt, ``WeightRecorderCallback``), copied as it is
 except that it subclasses ``keras.callbacks.Callback`` instead of
 ``tf.keras.callbacks.Callback``.  A real model trained with it produces the
-folder under test; damaged folders are written by hand.
+folder under test (where Keras is installed); damaged folders are written by hand.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ from __future__ import annotations
 import json
 import os
 
-import keras
 import numpy as np
 import pytest
 
 import weightwatch
 from weightwatch import RunFormatError
-
-
-from seed_note import WeightRecorderCallback  # noqa: E402
 
 
 STATS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac",
@@ -30,6 +26,9 @@ EPOCHS = 4
 
 @pytest.fixture(scope="module")
 def seed_dir(tmp_path_factory):
+    keras = pytest.importorskip("keras")
+    from seed_note import WeightRecorderCallback
+
     keras.utils.set_random_seed(11)
     r = np.random.default_rng(11)
     x = r.normal(size=(96, 6)).astype("float32")

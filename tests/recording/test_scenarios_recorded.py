@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scenarios as sc  # noqa: E402
 
 ISSUE_FAULTS = {"exploding", "nan", "norm-growth", "frozen-trap", "frozen-by-mistake", "lr-zero",
