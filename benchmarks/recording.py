@@ -58,7 +58,7 @@ median, because the machine may be shared.
 variant's dirty pages are not flushed on another's clock.  None of the timed
 variants waits for the disk: ``np.savez`` and Keras do not fsync, and
 weightwatch renames its files into place at once and fsyncs them on a
-background thread (see ``weightwatch/runformat.py``), which the ``os.sync()``
+background thread (see ``weightwatch/run/fsync.py``), which the ``os.sync()``
 lets finish before the next record, as an epoch of training would.
 
 Memory is measured in a separate, untimed pass with :mod:`tracemalloc`

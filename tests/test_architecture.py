@@ -112,12 +112,18 @@ def test_reading_checking_and_output_import_no_framework(module):
     assert not heavy, f"{module} imports {heavy}"
 
 
-def test_only_adapters_and_the_demo_import_keras():
-    users = sorted(m for m, deps in GRAPH.items() if any(t.split(".")[0] in FRAMEWORKS for t in deps))
-    assert users == ["weightwatch.demo", "weightwatch.recording.keras_callback"], users
-    adapters = {m for m in GRAPH if m.startswith("weightwatch.recording.keras_")}
+#: recording's framework-free modules; every other module of recording is an adapter.
+SESSION = {"weightwatch.recording", "weightwatch.recording.session"}
+
+
+def test_only_adapters_and_the_demo_import_a_framework():
+    adapters = {m for m in GRAPH if _wing(m) == "recording"} - SESSION
+    users = {m for m, deps in GRAPH.items() if any(t.split(".")[0] in FRAMEWORKS for t in deps)}
+    assert users <= adapters | {"weightwatch.demo"}, sorted(users - adapters)
+    assert "weightwatch.recording.keras_callback" in users
+    # Nothing imports an adapter but the demo (and weightwatch's lazy attributes, by name).
     importers = sorted(m for m, deps in GRAPH.items() if deps & adapters and m not in adapters)
-    assert importers == ["weightwatch.demo"], importers  # and weightwatch's lazy attributes (by name)
+    assert importers == ["weightwatch.demo"], importers
 
 
 def test_the_checker_does_not_see_the_parser_as_clean_by_accident():

@@ -1,4 +1,4 @@
-"""The rule engine: rules x run -> :class:`~weightwatch.report.Report`.
+"""The rule engine: rules x run -> :class:`~.report.Report`.
 
 For each rule the engine picks the tensors it applies to, hands their
 histories to the rule's check (one vectorised call over all records and
@@ -28,7 +28,7 @@ def check(run_or_path, rules=None, *, keyword: str | None = None, maxfail: int |
 
     ``run_or_path`` is a :class:`Run` or a run directory.  ``rules`` is
     layered on top of the project configuration (see
-    :func:`weightwatch.config.load_rules`); pass a :class:`RuleSet` to use
+    :func:`.config.load_rules`); pass a :class:`RuleSet` to use
     exactly those rules.
 
     Example::

@@ -3,7 +3,7 @@
 Grammar (as pytest's): ``expr := term ('or' term)*``, ``term := factor ('and'
 factor)*``, ``factor := 'not' factor | '(' expr ')' | NAME``.  A NAME matches a
 rule when it is a case-insensitive substring of the rule's id, or equals its
-check kind or severity.
+check or severity.
 """
 
 from __future__ import annotations

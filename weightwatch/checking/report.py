@@ -63,7 +63,7 @@ class Finding:
 
 @dataclass
 class RuleResult:
-    rule: object             # weightwatch.rules.Rule
+    rule: object             # weightwatch.checking.rules.Rule
     status: str
     findings: list[Finding] = field(default_factory=list)
     note: str = ""           # why a rule was skipped, or what a warning without findings means

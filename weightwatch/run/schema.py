@@ -120,7 +120,7 @@ def unique_paths(paths) -> list[str]:
 
 
 def select_tensors(paths, include=None, exclude=None):
-    """Glob selection over tensor paths, as the recorder's include/exclude use it."""
+    """Glob selection over tensor paths, as recording's include/exclude use it."""
     out = []
     for p in paths:
         if include and not any(fnmatch.fnmatchcase(p, g) for g in include):

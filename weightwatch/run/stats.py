@@ -57,7 +57,7 @@ class UpdateDirection:
     overflow whatever the update's size.  (numpy converts float32 to int16
     and back about 20 times faster than to float16.)  ``scales[k]`` turns
     block *k* back into units of the update; ``norm`` is the update's exact
-    L2 norm.  The recorder writes each new direction over the buffers of the
+    L2 norm.  Recording writes each new direction over the buffers of the
     one before (see :func:`_tensor_row_recycling`).
     """
 
@@ -127,7 +127,7 @@ def tensor_row(
 
 
 def _tensor_row_recycling(x, prev, prev_dir, units, track_direction):
-    """:func:`tensor_row` for a caller that drops ``prev_dir`` afterwards (the recorder).
+    """:func:`tensor_row` for a caller that drops ``prev_dir`` afterwards (the record builder).
 
     The new direction is written over ``prev_dir``'s buffers, block by block
     after each block of the old one is read: no allocation, and no second
