@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weightwatch.recording.session import RecordingSession
+from weightwatch.recording.session import RecordingSession, Variable
 from weightwatch.run.model import Record, Run, TensorInfo
 from weightwatch.run.schema import (
     COLUMNS, FORMAT, MANIFEST, SNAPSHOT_FORMAT, VERSION, layer_of, record_name, tensor_role,
@@ -199,7 +199,7 @@ def record_arrays(run_dir, records: list[dict], *, flags: dict | None = None, lo
     session.start_fit()
     session.open(model_name=model, info={"framework": "numpy"}, initial_epoch=0)
     for k, arrays in enumerate(records):
-        variables = [(a, p, *flags.get(p, (True, False))) for p, a in arrays.items()]
+        variables = [Variable(a, p, *flags.get(p, (True, False))) for p, a in arrays.items()]
         session.record(variables, lambda a: a, epoch=k, batch=None, step=k,
                        trigger="begin" if k == 0 else "epoch", logs=(logs[k] if logs else {}))
     session.end()

@@ -84,7 +84,9 @@ def test_keyword_and_maxfail_limit_what_runs():
     run = make_run({"a/kernel": {"nan": [0, 1, 1]}}, 3)
     rs = rules_of({"id": "one", "check": "nonfinite"}, {"id": "two", "check": "nonfinite"},
                   {"id": "three", "check": "stalled"})
-    assert [r.id for r in evaluate(run, rs, keyword="t").results] == ["two", "three"]
+    report = evaluate(run, rs, keyword="not one")
+    assert [r.id for r in report.results] == ["two", "three"] and report.deselected == 1
+    assert [r.id for r in evaluate(run, rs, keyword="STALL").results] == ["three"]  # the check's name
     report = evaluate(run, rs, maxfail=1)
     assert [r.id for r in report.results] == ["one"] and report.stopped_early
 
@@ -101,3 +103,68 @@ def test_rules_with_one_selection_share_histories_within_one_evaluation(monkeypa
     evaluate(run, rs)
     assert reads.count("l2") == 2          # a new evaluation reads the (possibly grown) run again
     assert not hasattr(run, "_histories_cache")
+
+
+def _batch_run(cols, triggers, steps, logs=None):
+    run = make_run(cols, len(triggers), logs=logs)
+    for rec, trigger, step in zip(run.records, triggers, steps):
+        rec.trigger, rec.step = trigger, step
+    return run
+
+
+def test_a_record_with_no_step_since_the_previous_is_not_a_stalled_tensor():
+    # freq=4 with 8 steps an epoch: the epoch-end record repeats the weights of the batch record
+    triggers = ["begin", "batch", "epoch", "batch", "epoch"]
+    steps = [0, 4, 8, 12, 16]
+    run = _batch_run({"d/kernel": {"d_l2": [None, 0.1, 0.0, 0.1, 0.1], "changed": [None, 1, 0, 1, 1]}},
+                     triggers, [0, 4, 4, 8, 8])
+    assert run_check(run, "stalled").status == "passed"
+    run = _batch_run({"d/kernel": {"d_l2": [None, 0.1, 0.0, 0.1, 0.1], "changed": [None, 1, 0, 1, 1]}},
+                     triggers, steps)
+    assert first(run_check(run, "stalled")).record == 2   # a real step that changed nothing still fails
+
+
+def test_minibatch_updates_are_not_judged_for_oscillation_or_dead_units():
+    cols = {"d/kernel": {"d_cos": [None, None, -0.95, -0.95, -0.95, -0.95], "dead_units": [None, 9, 9, 9, 9, 9]}}
+    batches = ["begin", "batch", "batch", "batch", "epoch", "batch"]
+    run = _batch_run(cols, batches, [0, 3, 6, 9, 10, 13])
+    assert run_check(run, "oscillation").status == "passed"
+    assert run_check(run, "dead-units").status == "passed"
+    epochs = _batch_run(cols, ["begin"] + ["epoch"] * 5, [0, 10, 20, 30, 40, 50])
+    assert first(run_check(epochs, "oscillation")).record == 2
+    assert first(run_check(epochs, "dead-units")).record == 1
+
+
+def test_until_ends_a_rule_and_combines_with_after():
+    run = make_run({"d/kernel": {"nan": [0, 1, 0, 0, 1, 1]}}, 6)
+    assert run_check(run, "nonfinite", until=3).findings[0].record == 1
+    assert run_check(run, "nonfinite", after=2, until=3).status == "passed"
+    assert first(run_check(run, "nonfinite", after=2, until=4)).record == 4
+
+
+def test_loss_divergence_reports_the_loss_and_the_ratio_each_under_its_name():
+    logs = [{}, {"loss": 2.0}, {"loss": 1.0}, {"loss": 23.65}]
+    f = first(run_check(make_run({"a/kernel": {}}, 4, logs=logs), "loss-divergence"))
+    assert f.message == "loss rose to 23.65, 23.6x its best so far (1; limit 3x)"
+    assert f.metric == "loss/best" and f.value == pytest.approx(23.65)
+
+
+def test_everything_skipped_exits_0_and_nothing_selected_exits_5():
+    run = make_run({"a/kernel": {}}, 3)
+    rs = rules_of({"id": "frozen-only", "check": "unchanged", "frozen": True})
+    report = evaluate(run, rs)
+    assert [r.status for r in report.results] == ["skipped"] and report.exit_code() == 0
+    none = evaluate(run, rs, keyword="nothing-matches-this")
+    assert not none.results and none.deselected == 1 and none.exit_code() == 5
+
+
+def test_select_matches_layer_paths_as_users_write_them():
+    run = make_run({"sequential_3/dense_1/kernel": {"nan": [0, 1]}, "sequential_3/dense_2/kernel": {}}, 2)
+    run.manifest = {"model": "sequential_3"}
+    run.tensors[1].layer_path = "base/inner"
+    assert [f.tensor for f in run_check(run, "nonfinite", select=["dense_1/*"]).findings] == \
+        ["sequential_3/dense_1/kernel"]
+    assert run_check(run, "nonfinite", select=["dense_1"]).status == "failed"       # the layer, unprefixed
+    assert run_check(run, "unchanged", select=["base/*"]).tensors == 1               # a nested model's name
+    miss = run_check(run, "nonfinite", select=["dense_3/*"])
+    assert miss.status == "warning" and "closest names: dense_2, dense_1" in miss.note

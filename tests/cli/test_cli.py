@@ -82,7 +82,7 @@ def test_strict_makes_warnings_fail(runs, tmp_path):
 def test_json_schema(runs):
     out = json.loads(cli("check", runs / "nan", "--no-config", "--format", "json").stdout)
     assert {"run", "summary", "results"} <= out.keys()
-    assert set(out["summary"]) == {"failed", "warning", "passed", "skipped"}
+    assert set(out["summary"]) == {"failed", "warning", "passed", "skipped", "deselected"}
     failed = [r for r in out["results"] if r["status"] == "failed"]
     for r in out["results"]:
         assert {"rule", "severity", "status", "findings"} <= r.keys()

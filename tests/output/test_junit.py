@@ -43,7 +43,7 @@ def test_structure_and_counts(tmp_path, healthy, nan_report):
     for suite in suites:
         assert len(suite.findall("testcase")) == int(suite.get("tests"))
         assert all(c.get("time") == "0" for c in suite.iter("testcase"))
-    assert ("weightwatch.nonfinite-weights", "dense/kernel") in cases(n)
+    assert ("weightwatch.nonfinite-weights", "all tensors") in cases(n)
     assert ("weightwatch.nonfinite-loss", "loss") in cases(n)
     assert ("weightwatch.exploding-norm", "all tensors") in cases(n)
     assert ("weightwatch.loss-diverging", "loss") in cases(h)      # log rules name their key
@@ -110,8 +110,9 @@ def test_xml_is_well_formed_whatever_the_text(tmp_path):
     report = evaluate(open_run(write_run(tmp_path / "run", tensors, records)), rs)
     root = ET.fromstring(junit_xml([report]))
     case = next(c for c in root.iter("testcase") if c.get("classname") == "weightwatch.odd")
-    assert case.get("name") == "a<&>/kernel"
+    assert case.get("name") == "all tensors"
     assert case.find("failure").get("message") == '<&> "q" \\x1b[31m ü a<&>/kernel'
+    assert "tensor: a<&>/kernel" in case.find("failure").text
     assert junit_xml([report]).startswith(b"<?xml version='1.0' encoding='utf-8'?>")
 
 
@@ -120,3 +121,20 @@ def test_write_replaces_existing_file(tmp_path, healthy, nan_report):
     write_junit([nan_report], path)
     write_junit([healthy], path)
     assert ET.parse(path).getroot().get("failures") == "0"
+
+
+def test_testcase_ids_are_the_same_in_passing_and_failing_builds(tmp_path, healthy, nan_report):
+    """CI systems track tests by (classname, name): a failing rule must not turn into other tests."""
+    assert cases(parse(tmp_path, [healthy]).find("testsuite")) == cases(parse(tmp_path, [nan_report]).find("testsuite"))
+
+
+def test_a_rule_failing_on_several_tensors_is_one_testcase_listing_each(tmp_path, rules):
+    bad = {"nan": 2, "d_l2": None, "d_absmax": None, "d_cos": None, "dead_units": None}
+    records = [{"logs": {}}, {"logs": {"loss": 1.0}, "rows": {"dense/kernel": bad, "out/kernel": bad}}]
+    report = evaluate(open_run(write_run(tmp_path / "run", MLP, records)), rules)
+    suite = ET.fromstring(junit_xml([report])).find("testsuite")
+    found = [c for c in suite.iter("testcase") if c.get("classname") == "weightwatch.nonfinite-weights"]
+    assert len(found) == 1
+    failure = found[0].find("failure")
+    assert failure.get("message") == "dense/kernel holds 2 NaN/Inf values (and 1 more tensor)"
+    assert "tensor: dense/kernel" in failure.text and "tensor: out/kernel" in failure.text

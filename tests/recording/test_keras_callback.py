@@ -406,7 +406,7 @@ def keras_child(request, tmp_path_factory, child_env):
 WRITER_CHILD = r"""
 import sys, time
 import numpy as np
-from weightwatch.recording.session import RecordingSession
+from weightwatch.recording.session import RecordingSession, Variable
 session = RecordingSession(sys.argv[1], check=False, save_tensors=True, io_errors="raise")
 session.start_fit()
 session.open(model_name="writer", info={}, initial_epoch=0)
@@ -417,7 +417,7 @@ while True:
         arrays[f"w/extra{step}/bias"] = np.zeros(64, "float32")
     arrays = {p: a + np.float32(0.01) for p, a in arrays.items()}
     step += 1
-    session.record([(a, p, True, False) for p, a in arrays.items()], lambda a: a, epoch=step,
+    session.record([Variable(a, p, True, False) for p, a in arrays.items()], lambda a: a, epoch=step,
                    batch=None, step=step, trigger="epoch", logs={"loss": 1.0 / step})
 """
 

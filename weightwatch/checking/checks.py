@@ -23,6 +23,14 @@ import numpy as np
 
 TENSOR, LOG = "tensor", "log"
 
+#: What a check judges, which decides the records where it applies (see :func:`record_mask`):
+#: the state of the weights at the record (every record); the update since the previous record
+#: (records after at least one training step: with ``freq=N`` the epoch-end record can follow a
+#: batch record at the same step, and holds the same weights); an update over a whole epoch
+#: (a few minibatches are too few to say a unit never gets a gradient); two consecutive
+#: whole-epoch updates (consecutive minibatch updates are anti-correlated by nature).
+STATE, UPDATE, EPOCH_UPDATE, EPOCH_UPDATES = "state", "update", "epoch-update", "epoch-updates"
+
 
 @dataclass
 class Option:
@@ -46,6 +54,11 @@ class Check:
     needs: tuple = ()                # columns the run must have
     #: ``validate(options) -> problem or None``: how the options combine.
     validate: Callable | None = None
+    judges: str = STATE              # STATE, UPDATE, EPOCH_UPDATE or EPOCH_UPDATES
+    #: Words ``-k`` also matches for rules of this check (pytest's keywords), e.g. "nan".
+    keywords: tuple = ()
+    #: Figures of the outcome (``Outcome.extra``) a message may name besides the options.
+    fields: tuple = ()
 
     def log_keys(self, options: dict) -> list[str]:
         """The training logs a log check watches (``keys`` or ``key``); [] for tensor checks."""
@@ -63,6 +76,7 @@ class Outcome:
     bad: np.ndarray                  # (records, subjects) bool
     limit: object                    # float, or an array like `value`
     subjects: list | None = None     # log keys, for LOG checks
+    #: Further figures for the message: scalars, or arrays like ``value`` (taken at the finding).
     extra: dict = field(default_factory=dict)
 
 
@@ -115,14 +129,43 @@ class Histories:
 CHECKS: dict[str, Check] = {}
 
 
-def check(id, *, scope=TENSOR, message, metric, options=None, needs=(), validate=None):
+def check(id, *, scope=TENSOR, message, metric, options=None, needs=(), validate=None,
+          judges=STATE, keywords=(), fields=()):
     """Register the decorated function as the check ``id``."""
     def register(fn):
         CHECKS[id] = Check(id=id, scope=scope, fn=fn, options=options or {}, message=message,
                            metric=metric, doc=(fn.__doc__ or "").strip(), needs=needs,
-                           validate=validate)
+                           validate=validate, judges=judges, keywords=tuple(keywords),
+                           fields=tuple(fields))
         return fn
     return register
+
+
+def record_mask(records, judges: str) -> np.ndarray:
+    """Where a check that ``judges`` this applies, per record (see :data:`STATE` and the others).
+
+    A record's steps are its ``step`` minus the previous record's; unknown
+    steps (naive dumps) count as some.  A whole-epoch update is an epoch
+    record whose previous record is the run's begin record or an epoch record.
+    """
+    n = len(records)
+    if judges == STATE or n == 0:
+        return np.ones(n, dtype=bool)
+    steps = np.array([np.nan if r.step is None else r.step for r in records], dtype=float)
+    some = np.ones(n, dtype=bool)
+    some[1:] = ~(np.diff(steps) == 0)
+    if judges == UPDATE:
+        return some
+    triggers = [r.trigger for r in records]
+    whole = np.zeros(n, dtype=bool)
+    for i in range(1, n):
+        whole[i] = triggers[i] == "epoch" and triggers[i - 1] in ("begin", "epoch") and some[i]
+    if judges == EPOCH_UPDATE:
+        return whole
+    both = whole.copy()
+    both[1:] &= whole[:-1]
+    both[:1] = False
+    return both
 
 
 def _gt(a, b):
@@ -162,7 +205,7 @@ def _floored_prev_norm(h: Histories, min_rms: float) -> np.ndarray:
 
 # -- weights ------------------------------------------------------------------------
 @check("nonfinite", message="{tensor} holds {value:g} NaN/Inf values",
-       metric="nan+inf")
+       metric="nan+inf", keywords=("nan", "inf"))
 def nonfinite(h: Histories):
     """Fails when a tensor holds NaN or Inf values.
 
@@ -182,7 +225,7 @@ def nonfinite(h: Histories):
                 "min_rms": Option((int, float), 0.01,
                                   "norm floor per element: growth from a norm below "
                                   "min_rms * sqrt(size) is measured from that floor", above=0),
-            })
+            }, judges=UPDATE)
 def norm_growth(h: Histories, max_ratio, min_rms):
     """Fails when a tensor's L2 norm multiplies by more than ``max_ratio`` between records.
 
@@ -203,7 +246,7 @@ def norm_growth(h: Histories, max_ratio, min_rms):
                 "records": Option(int, 2, "consecutive records of fast, non-slowing growth", minimum=1),
                 "min_rms": Option((int, float), 0.01, "norm floor per element, as for norm-growth",
                                   above=0),
-            })
+            }, judges=UPDATE)
 def norm_runaway(h: Histories, min_growth, records, min_rms):
     """Fails when a norm grows fast and does not slow down: geometric, runaway growth.
 
@@ -250,7 +293,7 @@ def norm_limit(h: Histories, metric, max):
        metric="d_absmax", options={
                 "tolerance": Option((int, float), 0.0,
                                     "largest |update| still counted as unchanged", minimum=0),
-            })
+            }, judges=UPDATE)
 def unchanged(h: Histories, tolerance):
     """Fails when a tensor that must stay unchanged changes.
 
@@ -272,7 +315,7 @@ def unchanged(h: Histories, tolerance):
                 "min_ratio": Option((int, float), 1e-8,
                                     "smallest ||dW|| / ||W|| counted as learning", minimum=0),
                 "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
-            })
+            }, judges=UPDATE)
 def stalled(h: Histories, min_ratio, min_rms):
     """Fails when a trainable tensor does not change between records.
 
@@ -292,7 +335,7 @@ def stalled(h: Histories, min_ratio, min_rms):
                 "max": Option((int, float), 1.0, "largest healthy ||dW|| / ||W|| per record", above=0),
                 "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
             }, validate=lambda o: None if o["min"] < o["max"] else
-               f'"min" ({o["min"]:g}) must be below "max" ({o["max"]:g})')
+               f'"min" ({o["min"]:g}) must be below "max" ({o["max"]:g})', judges=UPDATE)
 def update_ratio_band(h: Histories, min, max, min_rms):
     """Flags updates that are far too large or far too small for the weights they change.
 
@@ -311,7 +354,7 @@ def update_ratio_band(h: Histories, min, max, min_rms):
        metric="dead_fraction", options={
                 "max_fraction": Option((int, float), 0.5, minimum=0,
                                        doc="largest fraction of units allowed to get no update"),
-            })
+            }, judges=EPOCH_UPDATE)
 def dead_units(h: Histories, max_fraction):
     """Fails when most output units of a kernel received no update at all.
 
@@ -336,7 +379,7 @@ def dead_units(h: Histories, max_fraction):
                                   minimum=-1),
                 "min_size": Option(int, 4, "skip tensors with fewer elements: the direction of a "
                                            "1-3 element update flips by chance", minimum=1),
-            })
+            }, judges=EPOCH_UPDATES)
 def oscillation(h: Histories, max_cos, min_size):
     """Fails when consecutive updates point in opposite directions.
 
@@ -358,7 +401,7 @@ def oscillation(h: Histories, max_cos, min_size):
                                         "largest ratio between the last tensor's update ratio and this one's",
                                         above=1),
                 "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
-            })
+            }, judges=UPDATE)
 def update_disparity(h: Histories, max_disparity, min_rms):
     """Fails when early layers learn orders of magnitude slower than the last one.
 
@@ -377,7 +420,7 @@ def update_disparity(h: Histories, max_disparity, min_rms):
 
 # -- training logs ------------------------------------------------------------------
 @check("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
-       metric="log", options={
+       metric="log", keywords=("nan", "inf"), options={
                 "keys": Option(list, ["loss"], "log entries that must stay finite"),
             }, validate=lambda o: None if o["keys"] and all(isinstance(k, str) for k in o["keys"]) else
                '"keys" must be a non-empty list of log names')
@@ -396,8 +439,8 @@ def nonfinite_log(h: Histories, keys):
 
 
 @check("loss-divergence", scope=LOG,
-       message="{key} rose to {value:.4g}, over {limit:g}x its best so far",
-       metric="log", options={
+       message="{key} rose to {loss:.4g}, {value:.3g}x its best so far ({best:.4g}; limit {limit:g}x)",
+       metric="loss/best", fields=("loss", "best"), options={
                 "key": Option(str, "loss", "log entry to watch"),
                 "max_ratio": Option((int, float), 3.0, "largest allowed loss / best loss so far", above=1),
             })
@@ -407,7 +450,8 @@ def loss_divergence(h: Histories, key, max_ratio):
     Why: a loss that was falling and then grows several-fold is diverging:
     the step size is too large for the region the weights reached, or the
     data changed.  Measured against the best loss so far, so noise around a
-    plateau does not trip it.
+    plateau does not trip it.  The figure judged is loss / best loss so far;
+    the message gives the loss itself and that best.
     """
     v, _ = h.log(key)
     best = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
@@ -415,7 +459,8 @@ def loss_divergence(h: Histories, key, max_ratio):
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(prev_best > 0, v / prev_best, np.nan)
     ratio[~np.isfinite(prev_best)] = np.nan
-    return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])
+    return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key],
+                   extra={"loss": v[:, None], "best": np.where(np.isfinite(prev_best), prev_best, np.nan)[:, None]})
 
 
 @check("loss-plateau", scope=LOG,

@@ -10,12 +10,14 @@ function serves ``weightwatch check``, the live callback and user tests.
 
 from __future__ import annotations
 
+import difflib
 import time
+
 import numpy as np
 
 from ..run.model import Run
 from ..run.reader import open_run
-from .checks import Histories
+from .checks import Histories, record_mask
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
 from .report import FAILED, PASSED, SKIPPED, WARNING, Finding, Report, RuleResult
@@ -54,6 +56,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
     cache: dict = {}
     for rule in ruleset:
         if match is not None and not match(rule):
+            report.deselected += 1
             continue
         if maxfail is not None and failures >= maxfail:
             report.stopped_early = True
@@ -66,7 +69,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
     return report
 
 
-def _static_selection(run: Run, rule: Rule) -> np.ndarray:
+def _static_selection(run: Run, rule: Rule, model: str | None) -> np.ndarray:
     everything = "*" in rule.select and not rule.exclude
     idx = []
     for i, t in enumerate(run.tensors):
@@ -74,7 +77,7 @@ def _static_selection(run: Run, rule: Rule) -> np.ndarray:
             continue
         if rule.dtype == "float" and t.dtype and not (t.dtype.startswith("float") or t.dtype == "bfloat16"):
             continue
-        if not everything and not rule.matches(t.path, t.layer):
+        if not everything and not rule.matches(*t.names(model)):
             continue
         idx.append(i)
     return np.array(idx, dtype=np.intp)
@@ -91,8 +94,20 @@ def _flag_mask(h: Histories, name: str, wanted: bool | None) -> np.ndarray | Non
     return np.where(unknown, wanted == default, values == float(wanted))
 
 
+def _closest_names(run: Run, rule: Rule, model: str | None) -> str:
+    """``; closest names: a/kernel, b/kernel`` for a select that matched nothing."""
+    names = sorted({n for t in run.tensors for n in t.names(model)}, key=len)
+    close: list[str] = []
+    for g in rule.select:
+        plain = g.replace("*", "").replace("?", "").strip("/")
+        close += difflib.get_close_matches(plain, names, n=3, cutoff=0.3) if plain else []
+    close = list(dict.fromkeys(close))[:3] or names[:3]
+    return f"; closest names: {', '.join(close)}" if close else ""
+
+
 def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult:
     check_def = rule.check_def
+    model = run.model_name
     nrec = len(run.records)
     if rule.is_log_check:
         h = Histories(run, np.array([], dtype=np.intp), cache)
@@ -105,11 +120,12 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
         layers = [None] * len(names)
         tensors = [None] * len(names)
     else:
-        idx = _static_selection(run, rule)
+        idx = _static_selection(run, rule, model)
         if idx.size == 0:
             if rule.select != ("*",):
                 return RuleResult(rule, WARNING,
-                                  note=f"select {list(rule.select)} matched no tensor of this run")
+                                  note=f"select {list(rule.select)} matched no tensor of this run"
+                                       + _closest_names(run, rule, model))
             return RuleResult(rule, SKIPPED, note="no tensor of the selected role")
         h = Histories(run, idx, cache)
         applicable = np.ones((nrec, idx.size), dtype=bool)
@@ -128,9 +144,11 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
         names = [t.path for t in h.tensors]
         layers = [t.layer for t in h.tensors]
         tensors = names
-    bad = outcome.bad & applicable
+    bad = outcome.bad & applicable & record_mask(run.records, check_def.judges)[:, None]
     if rule.after:
         bad[: rule.after] = False
+    if rule.until is not None:
+        bad[rule.until + 1:] = False
     fire = _first_streak(bad, rule.patience)
     counts = bad.sum(axis=0)
     findings = []
@@ -143,13 +161,16 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
             limit = limit[r, j] if limit.ndim == 2 else limit[r]
         limit = _num(limit)
         metric = outcome.extra.get("metric", check_def.metric)
+        if metric == "log":  # a log check's history is the log itself
+            metric = names[j]
+        extra = {k: (_num(v[r, j]) if isinstance(v, np.ndarray) else v)
+                 for k, v in outcome.extra.items() if k != "metric"}
         fields = dict(tensor=tensors[j], layer=layers[j], epoch=rec.epoch, record=rec.index,
-                      value=value, limit=limit, metric=metric, key=names[j], where=rec.label,
-                      **{k: v for k, v in outcome.extra.items() if k != "metric"})
+                      value=value, limit=limit, metric=metric, key=names[j], where=rec.label, **extra)
         findings.append(Finding(
             rule=rule.id, severity=rule.severity, tensor=tensors[j], layer=layers[j],
             record=rec.index, epoch=rec.epoch, batch=rec.batch, value=value, limit=limit,
-            message=rule.format_message(**fields), metric=metric if tensors[j] else names[j],
+            message=rule.format_message(**fields), metric=metric, key=None if tensors[j] else names[j],
             history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j]), file=rec.file))
     if not findings:
         return RuleResult(rule, PASSED, tensors=len(names))

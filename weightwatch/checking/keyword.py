@@ -2,8 +2,9 @@
 
 Grammar (as pytest's): ``expr := term ('or' term)*``, ``term := factor ('and'
 factor)*``, ``factor := 'not' factor | '(' expr ')' | NAME``.  A NAME matches a
-rule when it is a case-insensitive substring of the rule's id, or equals its
-check or severity.
+rule when it is a case-insensitive substring of the rule's id, its check, its
+severity or one of its check's keywords (``nan`` for the NaN checks), as
+pytest matches a substring of a test's name or keywords.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ _TOKEN = re.compile(r"\s*(\(|\)|[^\s()]+)")
 
 class KeywordError(WeightwatchError):
     pass
+
+
+def _names(rule) -> tuple:
+    """What ``-k`` matches a rule by, as pytest matches a test by its name and keywords."""
+    check = getattr(rule, "check_def", None)
+    return (rule.id, rule.check, rule.severity, *(getattr(check, "keywords", ()) or ()))
 
 
 def compile_keyword(expr: str):
@@ -64,7 +71,7 @@ def compile_keyword(expr: str):
         if tok in (")", "and", "or"):
             raise KeywordError(f"-k: unexpected {tok!r} in {expr!r}")
         word = tok.lower()
-        return lambda r: word in r.id.lower() or word == r.check or word == r.severity
+        return lambda r: any(word in name.lower() for name in _names(r))
 
     node = parse_expr()
     if pos != len(tokens):

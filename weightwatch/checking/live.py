@@ -54,7 +54,7 @@ class LiveChecker:
         out = LiveOutcome(report)
         for result in report.results:
             for f in result.findings:
-                key = (f.rule, f.tensor, f.metric)
+                key = (f.rule, f.subject)
                 if key not in self._seen:
                     self._seen.add(key)
                     out.new.append(f)

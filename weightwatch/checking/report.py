@@ -36,11 +36,12 @@ class Finding:
     batch: int | None = None
     count: int = 1       # records that violated the rule
     file: str | None = None  # the record's file in the run directory
+    key: str | None = None   # the log a log check judged (``loss``); None for tensors
 
     @property
     def subject(self) -> str:
         """What the finding is about: its tensor, or the log key of a log check."""
-        return self.tensor if self.tensor else (self.metric or "run")
+        return self.tensor or self.key or "run"
 
     @property
     def at(self) -> str:
@@ -57,7 +58,7 @@ class Finding:
             "tensor": self.tensor, "layer": self.layer, "record": self.record,
             "epoch": self.epoch, "batch": self.batch, "value": _json_float(self.value),
             "limit": _json_float(self.limit), "message": self.message, "metric": self.metric,
-            "count": self.count, "file": self.file,
+            "count": self.count, "file": self.file, "key": self.key,
         }
 
 
@@ -94,6 +95,7 @@ class Report:
     problems: list[str] = field(default_factory=list)   # unreadable input, one line each
     duration: float = 0.0
     stopped_early: bool = False           # -x / --maxfail reached
+    deselected: int = 0                   # rules -k left out
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}
@@ -114,7 +116,7 @@ class Report:
             return ExitCode.CHECKS_FAILED
         if self.problems:
             return ExitCode.USAGE_ERROR
-        if not any(r.status != SKIPPED for r in self.results):
+        if not self.results:  # nothing selected; skipped rules ran (exit 0), as in pytest
             return ExitCode.NO_CHECKS_RAN
         return ExitCode.OK
 
@@ -122,7 +124,7 @@ class Report:
         return {
             "run": self.run, "source": self.source, "records": self.records,
             "tensors": self.tensors, "rule_sources": self.rule_sources,
-            "summary": self.counts(), "problems": self.problems,
+            "summary": dict(self.counts(), deselected=self.deselected), "problems": self.problems,
             "duration": round(self.duration, 4),
             "results": [r.to_dict() for r in self.results],
         }

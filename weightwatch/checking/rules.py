@@ -36,7 +36,9 @@ FIELDS = {
     "severity": "'error' (fails the run) or 'warning' (fails only with --strict)",
     "patience": "consecutive violating records needed before the rule fails (default 1)",
     "after": "ignore the first N records (record 0 is before training)",
-    "message": "what a violation means; {tensor} {layer} {epoch} {value} {limit} {metric} are filled in",
+    "until": "ignore the records after record N (with after: judge records after..until)",
+    "message": "what a violation means; {tensor} {layer} {epoch} {where} {value} {limit} {metric} {key}, "
+               "the check's options and figures are filled in",
     "hint": "how to fix it",
     "rationale": "why the rule exists and why its thresholds are what they are",
 }
@@ -57,6 +59,7 @@ class Rule:
     severity: str = "error"
     patience: int = 1
     after: int = 0
+    until: int | None = None
     message: str = ""
     hint: str = ""
     rationale: str = ""
@@ -76,9 +79,11 @@ class Rule:
         """The training logs this rule watches ([] for a rule over tensors)."""
         return self.check_def.log_keys(self.options)
 
-    def matches(self, path: str, layer: str) -> bool:
+    def matches(self, *names: str) -> bool:
+        """Whether a tensor known by ``names`` (its path, its layer and their aliases, see
+        :meth:`~weightwatch.run.model.TensorInfo.names`) is selected and not excluded."""
         def hit(globs):
-            return any(fnmatch.fnmatchcase(path, g) or fnmatch.fnmatchcase(layer, g) for g in globs)
+            return any(fnmatch.fnmatchcase(n, g) for n in names for g in globs)
         return hit(self.select) and not (self.exclude and hit(self.exclude))
 
     def format_message(self, **fields) -> str:
@@ -97,6 +102,7 @@ def rule_to_dict(rule: Rule) -> dict:
     d = {"id": rule.id, "check": rule.check, "select": list(rule.select),
          "exclude": list(rule.exclude), "role": list(rule.role), "dtype": rule.dtype,
          "severity": rule.severity, "patience": rule.patience, "after": rule.after,
+         **({"until": rule.until} if rule.until is not None else {}),
          "message": rule.message, "hint": rule.hint, "rationale": rule.rationale}
     if rule.trainable is not None:
         d["trainable"] = rule.trainable
@@ -216,31 +222,44 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
         id=rid, check=check, options=options, select=select, exclude=strings("exclude"),
         role=roles, trainable=flag("trainable"), frozen=flag("frozen"), dtype=dtype,
         severity=severity, patience=integer("patience", 1, 1), after=integer("after", 0, 0),
+        until=None if data.get("until") is None else integer("until", None, 0),
         message=text("message"), hint=text("hint"), rationale=text("rationale"),
         source=f"{source}:{line}" if line else source,
     )
-    for key in ("message",):
+    if rule.until is not None and rule.until < rule.after:
+        raise RuleError(f'rule "{rid}": "until" ({rule.until}) is before "after" ({rule.after}): '
+                        "the rule would judge no record", **where)
+    known = {*MESSAGE_FIELDS, *check_def.options, *check_def.fields}
+    for key in ("message", "hint"):
         try:
-            render_template(rule.message, {}, check_only=True)
+            names = render_template(getattr(rule, key), {}, check_only=True)
         except ValueError as exc:
             raise RuleError(f'rule "{rid}": bad {key} template: {exc}', **where) from None
+        for name in names:
+            if name not in known:
+                raise RuleError(f'rule "{rid}": unknown placeholder {{{name}}} in {key}'
+                                f'{did_you_mean(name, known)}; known: {", ".join(sorted(known))}',
+                                **where)
     return replace(rule)
+
+
+#: The names every message can use (a check adds its options and its own figures).
+MESSAGE_FIELDS = ("tensor", "layer", "epoch", "record", "where", "value", "limit", "metric", "key")
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
 
 
-def render_template(template: str, fields: dict, *, check_only: bool = False) -> str:
+def render_template(template: str, fields: dict, *, check_only: bool = False):
     """Fill ``{name}`` / ``{name:spec}`` from ``fields``; nothing else is evaluated.
 
     ``str.format`` would let a rule file reach attributes (``{x.__class__}``);
     this formatter only substitutes plain names, and shows an unknown or
-    undefined one as written.
+    undefined one as written.  With ``check_only``, returns the names the
+    template uses instead (and raises ValueError if it is malformed).
     """
     def sub(m):
         name, spec = m.group(1), m.group(2)
-        if check_only:
-            return ""
         if name not in fields or fields[name] is None:
             return "?" if name in fields else m.group(0)
         value = fields[name]
@@ -252,4 +271,6 @@ def render_template(template: str, fields: dict, *, check_only: bool = False) ->
             return str(value)
     if template.count("{") != template.count("}"):
         raise ValueError("unbalanced braces")
+    if check_only:
+        return [m.group(1) for m in _FIELD.finditer(template)]
     return _FIELD.sub(sub, template)

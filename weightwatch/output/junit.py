@@ -1,12 +1,13 @@
 """JUnit XML, for CI systems that show test results (GitLab, Jenkins, Azure, ...).
 
-One ``<testsuite>`` per run; one ``<testcase>`` per rule and tensor that was
-checked::
+One ``<testsuite>`` per run; one ``<testcase>`` per rule, whatever its
+outcome, so a test keeps its identity between passing and failing builds::
 
     <testsuites name="weightwatch" tests="13" failures="2" errors="0" skipped="1" time="0.021">
       <testsuite name="weightwatch: runs/exp1" tests="13" failures="2" ...>
-        <testcase classname="weightwatch.nonfinite-weights" name="dense/kernel" time="0">
-          <failure message="dense/kernel holds 3 NaN/Inf values" type="nonfinite">...</failure>
+        <testcase classname="weightwatch.nonfinite-weights" name="all tensors" time="0">
+          <failure message="dense/kernel holds 3 NaN/Inf values (and 1 more tensor)"
+                   type="nonfinite">...every finding: tensor, record, value, limit, history, hint</failure>
         </testcase>
         <testcase classname="weightwatch.exploding-norm" name="all tensors" time="0"/>
         <testcase classname="weightwatch.frozen-changed" name="all tensors" time="0">
@@ -16,10 +17,10 @@ checked::
           <error message="runs/exp1/record-000003.json: unreadable record, skipped (...)"/>
         </testcase>
 
-A failing rule gives one testcase per finding (the report does not list the
-tensors that passed, so a passing rule is one testcase, "all tensors").
-Warnings are passing testcases whose ``<system-out>`` says what was seen,
-or failures with ``strict=True``.
+A testcase is named after what the rule judges ("all tensors", or the logs
+of a log rule); a failure's text lists every finding.  Warnings are passing
+testcases whose ``<system-out>`` says what was seen, or failures with
+``strict=True``.  An unreadable input file is an ``<error>`` testcase of its own.
 """
 
 from __future__ import annotations
@@ -75,41 +76,30 @@ def _suite(report: Report, strict: bool) -> tuple[ET.Element, dict]:
     suite = ET.Element("testsuite", name=_clean(f"weightwatch: {report.run}"))
     n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for result in report.results:
-        classname = f"weightwatch.{result.id}"
+        # One testcase per rule, named the same whatever its outcome: CI systems track tests
+        # across builds by (classname, name), and a failure must not rename the test.
+        case = _case(suite, f"weightwatch.{result.id}", _rule_subject(result))
+        n["tests"] += 1
         check = getattr(result.rule, "check", "")
-        as_failure = result.status == FAILED or (strict and result.status == WARNING)
-        if result.status in (FAILED, WARNING) and result.findings:
-            for f in result.findings:
-                case = _case(suite, classname, f.subject)
-                n["tests"] += 1
-                details = finding_details(f, result.rule, report.records)
-                if as_failure:
-                    el = ET.SubElement(case, "failure", message=_clean(f.message), type=_clean(check))
-                    el.text = _clean(details)
-                    n["failures"] += 1
-                else:
-                    ET.SubElement(case, "system-out").text = _clean(f"warning: {details}")
-        elif result.status == WARNING:    # a warning with no finding: a note about the rule
-            case = _case(suite, classname, _rule_subject(result))
-            n["tests"] += 1
-            note = result.note or "warning"
-            if as_failure:
-                el = ET.SubElement(case, "failure", message=_clean(note), type=_clean(check))
-                el.text = _clean(note)
-                n["failures"] += 1
-            else:
-                ET.SubElement(case, "system-out").text = _clean(f"warning: {note}")
-        elif result.status == SKIPPED:
-            case = _case(suite, classname, _rule_subject(result))
-            n["tests"] += 1
+        if result.status == SKIPPED:
             ET.SubElement(case, "skipped", message=_clean(result.note or "skipped"))
             n["skipped"] += 1
-        else:  # passed (or a failure without findings, which the engine does not produce)
-            case = _case(suite, classname, _rule_subject(result))
-            n["tests"] += 1
-            if result.status == FAILED:
-                ET.SubElement(case, "failure", message=_clean(result.note or "failed"), type=_clean(check))
-                n["failures"] += 1
+            continue
+        if result.status not in (FAILED, WARNING):
+            continue
+        if result.findings:
+            first = result.findings[0]
+            more = len(result.findings) - 1
+            message = first.message + (f" (and {more} more tensor{'s' if more != 1 else ''})" if more else "")
+            details = "\n\n".join(finding_details(f, result.rule, report.records) for f in result.findings)
+        else:    # a warning with no finding: a note about the rule (a select that matched nothing)
+            message = details = result.note or result.status
+        if result.status == FAILED or strict:
+            el = ET.SubElement(case, "failure", message=_clean(message), type=_clean(check))
+            el.text = _clean(details)
+            n["failures"] += 1
+        else:
+            ET.SubElement(case, "system-out").text = _clean(f"warning: {details}")
     for problem in report.problems:
         where, sep, _ = problem.partition(": ")
         case = _case(suite, "weightwatch.input", where if sep else report.run)

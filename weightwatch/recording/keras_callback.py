@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths
-from .session import RecordingSession, clean_logs, iter_unique
+from .session import RecordingSession, Variable, clean_logs, iter_unique
 
 
 class WatchCallback(keras.callbacks.Callback):
@@ -168,10 +168,12 @@ class WatchCallback(keras.callbacks.Callback):
         return info
 
     def _variables(self):
-        """(variable, recorded name, trainable, frozen) for every weight, in model order.
+        """A :class:`~.session.Variable` for every weight, in model order.
 
         The name is the variable's path, made unique (see
-        :func:`~weightwatch.run.schema.unique_paths`).
+        :func:`~weightwatch.run.schema.unique_paths`); ``layer_path`` is the
+        names of its owning layers below the model, which a nested Functional
+        model's path can lack.
 
         A variable belongs to the deepest layer that lists it; it is frozen
         when that layer or any ancestor has ``trainable=False``.  Which layers
@@ -196,14 +198,14 @@ class WatchCallback(keras.callbacks.Callback):
 
             walk(model, ())
             unique = iter_unique(weights)
-            plan = [(v, chains.get(id(v)), name)
+            plan = [(v, chains.get(id(v)), name, _layer_path(chains.get(id(v))))
                     for v, name in zip(unique, unique_paths(v.path for v in unique))]
             # The plan holds the variables themselves, so no id in the key
             # can be reused by a new object while the cache lives.
             cache = self._owner_cache = (key, plan)
-        for v, chain, name in cache[1]:
+        for v, chain, name, layer_path in cache[1]:
             frozen = not model.trainable if chain is None else not all(layer.trainable for layer in chain)
-            yield v, name, v.trainable, frozen
+            yield Variable(v, name, v.trainable, frozen, layer_path)
 
     def _fetch(self, v) -> np.ndarray:
         """A host copy of ``v`` that later training steps cannot mutate.
@@ -261,6 +263,11 @@ def _tf_read(v):
     keeps the result must copy it.
     """
     return v.value.value().__array__()
+
+
+def _layer_path(chain) -> str | None:
+    """``base/dense_1`` for the chain (model, base, dense_1); None for the model's own variables."""
+    return "/".join(layer.name for layer in chain[1:]) or None if chain else None
 
 
 def _sublayers(layer):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -33,8 +33,14 @@ from ..run.schema import record_name, select_tensors
 from ..run.writer import RunWriter
 from ..run.fsync import wait_for_sync
 
-#: One variable as an adapter lists it: (handle, recorded path, trainable, frozen).
-Variable = tuple
+class Variable(NamedTuple):
+    """One variable as an adapter lists it."""
+
+    handle: object               # what the adapter's ``fetch`` reads
+    path: str                    # the recorded name (the framework's path, made unique)
+    trainable: bool
+    frozen: bool                 # its layer or an ancestor has trainable=False
+    layer_path: str | None = None  # the owning layers' names from the model down
 
 
 class RecordingSession:
@@ -153,9 +159,10 @@ class RecordingSession:
             return None
         builder = self.builder
         builder.start(len(variables))
-        for handle, path, trainable, frozen in variables:
-            if self.wants(path, trainable):
-                builder.add(path, fetch(handle), trainable=bool(trainable), frozen=bool(frozen))
+        for v in variables:
+            if self.wants(v.path, v.trainable):
+                builder.add(v.path, fetch(v.handle), trainable=bool(v.trainable), frozen=bool(v.frozen),
+                            layer_path=v.layer_path)
         rows = builder.finish()
         arrays = {p: builder.prev[p] for p in rows.paths} if self.save_tensors else None
         try:

@@ -28,6 +28,9 @@ class TensorInfo:
     dtype: str | None = None
     role: str = "other"          # kernel, bias, scale, embedding, moving_stat, other
     first_record: int = 0
+    #: The names of the layers that own it, from the model down (``base/dense_1``): a nested
+    #: Functional model's name can be missing from the variable's path. None when unknown.
+    layer_path: str | None = None
 
     @classmethod
     def from_entry(cls, entry: dict, first_record: int = 0) -> "TensorInfo":
@@ -35,7 +38,18 @@ class TensorInfo:
         shape = entry.get("shape")
         return cls(entry["path"], entry.get("layer", layer_of(entry["path"])),
                    None if shape is None else tuple(shape), entry.get("dtype"),
-                   entry.get("kind", "other"), first_record)
+                   entry.get("kind", "other"), first_record, entry.get("layer_path"))
+
+    def names(self, model: str | None = None) -> tuple[str, ...]:
+        """Every name a user may select this tensor by: its path and layer, both also without
+        the model's own prefix (``sequential_3/dense/kernel`` -> ``dense/kernel``), and the
+        owning layers' names (``base/dense_1/kernel``)."""
+        out = [self.path, self.layer]
+        if model and self.path.startswith(model + "/"):
+            out += [self.path[len(model) + 1:], self.layer[len(model) + 1:]]
+        if self.layer_path:
+            out += [f"{self.layer_path}/{self.name}", self.layer_path]
+        return tuple(dict.fromkeys(n for n in out if n))
 
     @property
     def name(self) -> str:
@@ -147,6 +161,12 @@ class Run:
     @property
     def tensor_names(self) -> list[str]:
         return [t.path for t in self.tensors]
+
+    @property
+    def model_name(self) -> str | None:
+        """The recorded model's name (the prefix Keras gives a Sequential's paths), if known."""
+        model = self.manifest.get("model") if isinstance(self.manifest, dict) else None
+        return model if isinstance(model, str) and model else None
 
     def __contains__(self, path: str) -> bool:
         """Whether the run has a tensor recorded under ``path``."""

@@ -81,6 +81,7 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
                 path=t["path"], layer=t.get("layer", layer_of(t["path"])),
                 shape=shape, dtype=t.get("dtype"),
                 role=t.get("kind") or tensor_role(t["path"], len(shape) if shape else None),
+                layer_path=t.get("layer_path"),
                 first_record=int(t.get("first_record", 0))))
         except (KeyError, TypeError, ValueError):
             raise RunFormatError(f"malformed tensor entry {t!r} in the tensor table",

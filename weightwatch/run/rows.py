@@ -67,11 +67,13 @@ class RecordBuilder:
         self._paths: list[str] = []
         self._entries: list[dict] = []
 
-    def add(self, path: str, array: np.ndarray, *, trainable, frozen, dtype: str | None = None) -> None:
+    def add(self, path: str, array: np.ndarray, *, trainable, frozen, dtype: str | None = None,
+            layer_path: str | None = None) -> None:
         """Add one tensor; ``array`` must be a copy the caller will not mutate.
 
         ``trainable`` / ``frozen`` are booleans, or None where the source does
-        not know them (a seed dump).
+        not know them (a seed dump).  ``layer_path`` names the owning layers
+        from the model down, where the framework knows them.
         """
         key = (path, array.shape, array.dtype)
         known = self._static.get(key)
@@ -80,6 +82,8 @@ class RecordBuilder:
             role = tensor_role(path, len(shape))
             entry = {"path": path, "layer": layer_of(path), "shape": list(shape),
                      "dtype": dtype or str(array.dtype), "kind": role}
+            if layer_path:
+                entry["layer_path"] = layer_path
             known = self._static[key] = (entry, kernel_units(role, shape))
         entry, units = known
         n = len(self._paths)
