@@ -15,6 +15,7 @@ from ._version import __version__  # noqa: E402,F401
 
 from .errors import (  # noqa: E402
     CheckHalted,
+    ChecksFailed,
     ExitCode,
     RuleError,
     RunDirNotEmptyError,
@@ -26,7 +27,7 @@ from .errors import (  # noqa: E402
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
     "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError",
-    "RuleError", "CheckHalted",
+    "RuleError", "CheckHalted", "ChecksFailed", "Report",
 ]
 
 _LAZY = {
@@ -37,6 +38,7 @@ _LAZY = {
     "WatchCallback": ("recording.keras_callback", "WatchCallback"),
     "restore": ("recording.keras_restore", "restore"),
     "check": ("checking.engine", "check"),
+    "Report": ("checking.report", "Report"),
     "load_rules": ("checking.config", "load_rules"),
 }
 

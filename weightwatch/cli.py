@@ -44,6 +44,14 @@ class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on a usage error; pytest (and so weightwatch) uses 4."""
 
     def error(self, message):
+        import re
+
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            from .errors import did_you_mean
+
+            choices = re.findall(r"'([^']*)'", m.group(2))
+            message += did_you_mean(m.group(1), choices)
         self.print_usage(sys.stderr)
         self.exit(int(ExitCode.USAGE_ERROR), f"{self.prog}: error: {message}\n")
 

@@ -63,6 +63,18 @@ class RuleError(WeightwatchError):
     """A rule file, configuration file or rule option is invalid."""
 
 
+class ChecksFailed(WeightwatchError, AssertionError):
+    """Raised by ``Report.raise_for_failures()``: the run failed its checks.
+
+    An AssertionError too, so a user's pytest reports it as a failed test
+    whose message is the short summary.
+    """
+
+    def __init__(self, message: str, report=None):
+        self.report = report
+        super().__init__(message)
+
+
 class CheckHalted(WeightwatchError):
     """Raised by ``WatchCallback(raise_error=True)`` when a check fails live."""
 

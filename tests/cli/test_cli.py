@@ -162,6 +162,39 @@ def test_rules_command_documents_each_rule():
     assert "norm-growth" in cli("rules", "--checks").stdout
 
 
+def test_a_misspelt_command_gets_a_did_you_mean():
+    r = cli("chek", "runs")
+    assert r.returncode == 4 and 'did you mean "check"?' in r.stderr
+
+
+def test_pyproject_without_a_weightwatch_section_is_an_error(runs, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    r = cli("check", runs / "healthy", "--config", tmp_path / "pyproject.toml")
+    assert r.returncode == 4 and "no [tool.weightwatch] section" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_rules_lists_a_pack_once_and_renders_its_docs(tmp_path):
+    head = cli("rules", "--pack", "strict", cwd=tmp_path).stdout.split(" rules from ")[1].split("\n\n")[0]
+    assert head.count("default.toml") == 1 and "strict.toml" in head
+    for text in (cli("rules", "exploding-norm").stdout, cli("rules", "--checks").stdout):
+        assert "``" not in text, "RST literals must be rendered, not printed"
+    assert "allowed: absmax, l2, rms" in " ".join(cli("rules", "--checks").stdout.split())
+
+
+def test_all_rules_skipped_exits_0_nothing_selected_exits_5(runs):
+    r = cli("check", runs / "healthy", "--no-config", "-k", "frozen")
+    assert r.returncode == 0 and "1 skipped" in r.stdout and "deselected" in r.stdout
+    r = cli("check", runs / "healthy", "--no-config", "-k", "no-rule-is-called-this")
+    assert r.returncode == 5 and "deselected" in r.stdout
+
+
+def test_keyword_nan_selects_the_nan_rules(runs):
+    r = cli("check", runs / "healthy", "--no-config", "-k", "nan or frozen", "-v")
+    chosen = [ln.split()[0] for ln in r.stdout.splitlines() if ln.endswith(("PASSED", "SKIPPED", "FAILED"))]
+    assert chosen == ["nonfinite-weights", "nonfinite-loss", "frozen-changed"], chosen
+
+
 def test_show(runs):
     r = cli("show", runs / "healthy")
     assert r.returncode == 0 and "m/hidden/kernel" in r.stdout

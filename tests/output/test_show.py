@@ -13,7 +13,7 @@ from rich.console import Console
 import weightwatch
 from runbuilder import record_arrays
 from weightwatch.run.writer import RunWriter
-from weightwatch.output.show import fmt, render_show
+from weightwatch.output.show import elide_middle, fmt, render_show
 from weightwatch.output.text import BARS, sparkline
 
 
@@ -185,3 +185,26 @@ def test_show_long_run_sparkline_is_bounded(tmp_path):
     spark = line.rstrip()[-20:]
     assert set(spark) <= set(BARS) and spark[0] == "▁" and spark[-1] == "█"
     assert "epochs 0–199" in text and "records 200" in text
+
+
+def test_show_fits_80_columns_eliding_long_names_in_the_middle(tmp_path):
+    long = "functional_model/encoder_block_with_a_long_name/dense_projection_layer/kernel"
+    d = record_arrays(tmp_path / "run", [{long: np.full((4, 4), 1.0 + k, np.float32),
+                                          "short/kernel": np.full((3, 3), 1.0 + k / 10, np.float32)}
+                                         for k in range(12)])
+    console = Console(record=True, width=80)
+    render_show(weightwatch.open_run(d), console)
+    lines = console.export_text().splitlines()
+    assert all(len(ln) <= 80 for ln in lines[1:]), lines       # the header may soft-wrap its path
+    rows = [ln for ln in lines[2:] if ln.strip()]
+    assert len(rows) == 2, "a long name must not wrap onto more lines"
+    name = rows[0].split()[0]
+    assert name.startswith("functio") and name.endswith("kernel") and "…" in name
+    trend = rows[0].split()[-1]
+    assert len(trend) >= 8 and trend[0] == "▁" and trend[-1] == "█", rows[0]   # not cut to 3 characters
+    assert rows[1].split()[0] == "short/kernel"
+
+
+def test_elide_middle():
+    assert elide_middle("abcdefghij", 20) == "abcdefghij"
+    assert elide_middle("abcdefghij", 5) == "ab…ij"

@@ -78,7 +78,7 @@ def test_failing_run_lines_and_failures_section(nan_report):
     assert re.search(r"^_+ nonfinite-weights _+$", failures, re.M)
     assert re.search(r"^_+ nonfinite-loss _+$", failures, re.M)
     block = failures.split("nonfinite-loss _")[0]
-    assert ("dense/kernel · first at epoch 2 (record 2) · value 3 against limit 0 · "
+    assert ("dense/kernel · first at epoch 2 (record 2) · nan+inf 3 against limit 0 · "
             "2 of 4 records violate") in block
     assert "E   dense/kernel holds 3 NaN/Inf values" in block
     hist = line_of(block, "    nan+inf: ")
@@ -86,7 +86,7 @@ def test_failing_run_lines_and_failures_section(nan_report):
     assert re.fullmatch(r"    nan\+inf: \S{4}  0  0  \[3\]  3", hist)   # sparkline, one bar per record
     assert "hint: Lower the learning rate" in block
     loss = failures.split("nonfinite-loss _")[1]
-    assert "log loss · first at epoch 2 (record 2) · value non-finite · 2 of 4 records" in loss
+    assert "log loss · first at epoch 2 (record 2) · loss non-finite · 2 of 4 records" in loss
     assert "[non-finite]" in loss
 
     short = section(out, "short test summary info").splitlines()

@@ -43,7 +43,7 @@ def exploding_fit(run_dir, **cb_kwargs):
     keras.utils.set_random_seed(0)
     x, y = data()
     model = mlp(lr=0.5)
-    cb = weightwatch.WatchCallback(run_dir, verbose=0, **cb_kwargs)
+    cb = weightwatch.WatchCallback(run_dir, **{"verbose": 0, **cb_kwargs})
     history = model.fit(x, y, epochs=EPOCHS, batch_size=32, verbose=0, callbacks=[cb])
     return model, cb, history
 
@@ -168,3 +168,41 @@ def test_unwritable_run_dir_warns_and_training_goes_on(tmp_path):
                             callbacks=[weightwatch.WatchCallback(blocker / "run", verbose=0)])
     assert len(history.history["loss"]) == 2
     assert any("cannot write" in str(w.message) for w in caught)
+
+
+def test_a_halt_is_announced_like_keras_callbacks_announce_theirs(tmp_path, capsys):
+    _, cb, history = exploding_fit(tmp_path / "run", verbose=1)
+    out = capsys.readouterr().out
+    epochs = len(history.history["loss"])
+    assert cb.halted
+    line = next(ln for ln in out.splitlines() if "weightwatch stopped training" in ln)
+    assert line.startswith(f"Epoch {epochs}: weightwatch stopped training: ")
+    assert "training diverged" in out and "first: " in out            # the diagnosis
+    assert str(tmp_path / "run" / "verdict.json") in out
+    assert str(tmp_path / "run" / "healthy.npz") in out
+    assert f'weightwatch.restore(model, "{tmp_path / "run"}")' in out
+
+
+def test_rules_select_layers_as_users_name_them(tmp_path):
+    """Sequential prefixes its own name; a nested Functional model's name is not in its paths."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    base = keras.Model(inp, keras.layers.Dense(8, name="inner")(inp), name="base")
+    base.trainable = False
+    outer_in = keras.Input((8,))
+    model = keras.Model(outer_in, keras.layers.Dense(1, name="head")(base(outer_in)), name="outer")
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    seq = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, name="dense_1"),
+                            keras.layers.Dense(1, name="dense_2")], name="sequential_9")
+    seq.compile(keras.optimizers.SGD(0.01), "mse")
+    x, y = data(64)
+    rules = {"extends": [], "rule": [{"id": "base-frozen", "check": "unchanged", "select": ["base/*"]},
+                                     {"id": "d1-learns", "check": "stalled", "select": ["dense_1/*"]}]}
+    for m, name in ((model, "nested"), (seq, "seq")):
+        m.fit(x, y, epochs=2, batch_size=32, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / name, check=False, verbose=0)])
+    nested = {r.id: r for r in weightwatch.check(tmp_path / "nested", rules=[rules]).results}
+    assert nested["base-frozen"].status == "passed" and nested["base-frozen"].tensors == 2
+    assert all("base" not in t.path for t in weightwatch.open_run(tmp_path / "nested").tensors[:2])
+    seq_results = {r.id: r for r in weightwatch.check(tmp_path / "seq", rules=[rules]).results}
+    assert seq_results["d1-learns"].status == "passed" and seq_results["d1-learns"].tensors == 2

@@ -89,7 +89,10 @@ class _Builder:
                             line=int(m.group(1)) if m else None) from None
         if section:
             for key in section.split("."):
-                doc = doc.get(key, {}) if isinstance(doc, dict) else {}
+                if not isinstance(doc, dict) or key not in doc:
+                    raise RuleError(f"no [{section}] section: weightwatch reads its configuration "
+                                    f"from [{section}] in pyproject.toml", path=path)
+                doc = doc[key]
         label = f"{path}" + (f" [{section}]" if section else "")
         self.apply_doc(doc, source=str(path), label=label, text=text, base=path.parent,
                        default_extends=default_extends)
@@ -139,7 +142,8 @@ class _Builder:
                 raise RuleError(f'cannot disable unknown rule "{rid}"{did_you_mean(rid, self.rules)}',
                                 path=source, line=_line_of(text, r"^\s*disable\b"))
             del self.rules[rid]
-        self.sources.append(label or source)
+        if (label or source) not in self.sources:  # a pack extended twice is listed once
+            self.sources.append(label or source)
 
     def _resolve_pack(self, name: str, base: Path | None, source: str) -> Path:
         packs = builtin_packs()

@@ -18,6 +18,7 @@ import numpy as np
 from ..run.model import Run
 from ..run.reader import open_run
 from .checks import Histories, record_mask
+from .diagnosis import diagnose
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
 from .report import FAILED, PASSED, SKIPPED, WARNING, Finding, Report, RuleResult
@@ -65,6 +66,10 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         report.results.append(result)
         if result.status == FAILED:
             failures += 1
+    report.diagnosis = diagnose(report, run)
+    verdict = run.verdict
+    if isinstance(verdict, dict) and isinstance(verdict.get("healthy_record"), int):
+        report.healthy_record = verdict["healthy_record"]
     report.duration = time.perf_counter() - started
     return report
 

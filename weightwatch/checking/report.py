@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..errors import ExitCode
+from ..errors import ChecksFailed, ExitCode
 from ..run.schema import where_label
 
 PASSED, FAILED, WARNING, SKIPPED = "passed", "failed", "warning", "skipped"
@@ -78,6 +78,13 @@ class RuleResult:
     def severity(self) -> str:
         return self.rule.severity
 
+    def __repr__(self) -> str:
+        """``<FAILED exploding-norm: dense/kernel L2 norm grew 5.31x ... (+2 more)>``: what an
+        ``assert not report.failed`` shows."""
+        text = self.findings[0].message if self.findings else self.note
+        more = f" (+{len(self.findings) - 1} more)" if len(self.findings) > 1 else ""
+        return f"<{self.status.upper()} {self.id}: {text}{more}>"
+
     def to_dict(self) -> dict:
         return {"rule": self.id, "check": self.rule.check, "severity": self.severity,
                 "status": self.status, "note": self.note,
@@ -96,6 +103,8 @@ class Report:
     duration: float = 0.0
     stopped_early: bool = False           # -x / --maxfail reached
     deselected: int = 0                   # rules -k left out
+    diagnosis: list = field(default_factory=list)       # diagnosis.Cause, earliest first
+    healthy_record: int | None = None     # a halted run's last healthy record (healthy.npz)
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}
@@ -126,8 +135,64 @@ class Report:
             "tensors": self.tensors, "rule_sources": self.rule_sources,
             "summary": dict(self.counts(), deselected=self.deselected), "problems": self.problems,
             "duration": round(self.duration, 4),
+            "diagnosis": [c.to_dict() for c in self.diagnosis],
+            "healthy_record": self.healthy_record,
             "results": [r.to_dict() for r in self.results],
         }
+
+    # -- in programs, tests and notebooks ----------------------------------------------------
+    def summary(self) -> str:
+        """``2 failed, 1 warning, 9 passed, 1 skipped`` (pytest's order)."""
+        parts = [f"{n} {s}{'s' if s == WARNING and n != 1 else ''}" for s, n in self.counts().items() if n]
+        if self.deselected:
+            parts.append(f"{self.deselected} deselected")
+        if self.problems:
+            parts.append(f"{len(self.problems)} error{'s' if len(self.problems) != 1 else ''}")
+        return ", ".join(parts) or "no rules ran"
+
+    def short_lines(self, strict: bool = False) -> list[str]:
+        """What went wrong, a line each: the diagnosis, then each failing rule's first finding."""
+        lines = [f"{c.title} at {c.at}: first {c.first.subject} ({c.first.rule})" for c in self.diagnosis
+                 if c.severity == "error" or strict]
+        for r in self.results:
+            if r.status == FAILED or (strict and r.status == WARNING):
+                text = r.findings[0].message if r.findings else r.note
+                more = f" (+{len(r.findings) - 1} more)" if len(r.findings) > 1 else ""
+                lines.append(f"{r.status.upper()} {r.id} - {text}{more}")
+        return lines + [f"ERROR {p}" for p in self.problems]
+
+    def raise_for_failures(self, strict: bool = False) -> None:
+        """Raise :class:`~weightwatch.ChecksFailed` (an AssertionError) unless the run passed.
+
+        Its message is the short summary, so ``report.raise_for_failures()`` in
+        a user's pytest shows what went wrong, not objects.  ``strict``: warnings
+        fail too.  Unreadable input fails as well: it was not checked.
+        """
+        if self.exit_code(strict=strict) in (ExitCode.CHECKS_FAILED, ExitCode.USAGE_ERROR):
+            raise ChecksFailed("\n".join([f"weightwatch: {self.run}: {self.summary()}",
+                                          *("  " + ln for ln in self.short_lines(strict))]), report=self)
+
+    def __repr__(self) -> str:
+        return f"<Report {self.run}: {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        """A notebook's view: the summary, the diagnosis and a row per rule."""
+        from html import escape
+
+        colour = {FAILED: "#c62828", WARNING: "#b26a00", PASSED: "#2e7d32", SKIPPED: "#757575"}
+        rows = "".join(
+            f"<tr><td><code>{escape(r.id)}</code></td><td>{escape(r.rule.check)}</td>"
+            f"<td style='color:{colour[r.status]};font-weight:bold'>{r.status.upper()}</td>"
+            f"<td>{escape(r.findings[0].message if r.findings else r.note)}</td></tr>"
+            for r in self.results)
+        causes = "".join(f"<li><b>{escape(c.title)}</b> at {escape(c.at)}: first "
+                         f"<code>{escape(c.first.subject)}</code> - {escape(c.hint)}</li>"
+                         for c in self.diagnosis)
+        problems = "".join(f"<li style='color:#c62828'>{escape(p)}</li>" for p in self.problems)
+        return (f"<div><p><b>weightwatch</b> {escape(self.run)}: {escape(self.summary())}</p>"
+                + (f"<ul>{causes}</ul>" if causes else "") + (f"<ul>{problems}</ul>" if problems else "")
+                + "<table><thead><tr><th>rule</th><th>check</th><th>status</th><th>first finding</th>"
+                f"</tr></thead><tbody>{rows}</tbody></table></div>")
 
 
 def _json_float(x):

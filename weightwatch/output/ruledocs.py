@@ -7,12 +7,19 @@ drift from what runs.
 
 from __future__ import annotations
 
+import re
+
 from rich.markup import escape
 from rich.table import Table
 
 from ..checking.checks import CHECKS
 from ..checking.config import RuleSet, builtin_packs, load_rules
 from ..errors import RuleError, did_you_mean
+
+
+def rst(text: str) -> str:
+    """Docstring text as rich markup: ``literal`` becomes highlighted code, the rest is escaped."""
+    return re.sub(r"``(.+?)``", lambda m: f"[bold cyan]{m.group(1)}[/]", escape(text))
 
 
 def _ruleset(pack: str | None) -> RuleSet:
@@ -22,8 +29,7 @@ def _ruleset(pack: str | None) -> RuleSet:
     if pack not in packs:
         raise RuleError(f'no built-in pack "{pack}"{did_you_mean(pack, packs)}; '
                         f'built-in packs: {", ".join(packs)}')
-    return load_rules([packs[pack]], use_project_config=False) if pack != "default" else \
-        load_rules(use_project_config=False)
+    return load_rules(config=packs[pack])
 
 
 def list_rules(console, pack: str | None = None) -> None:
@@ -43,7 +49,7 @@ def list_rules(console, pack: str | None = None) -> None:
             ("training logs" if r.is_log_check else "all tensors")
         what = (r.check_def.doc.splitlines() or [""])[0]
         sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
-        table.add_row(r.id, r.check, sev, escape(scope), escape(what))
+        table.add_row(r.id, r.check, sev, escape(scope), rst(what))
     console.print(table)
     console.print("\n[dim]weightwatch rules ID explains one rule; weightwatch rules --checks documents "
                   "every check.[/]")
@@ -63,21 +69,21 @@ def explain(name: str, console, pack: str | None = None) -> None:
     console.print(f"[bold]{rule.id}[/] ({rule.check}, {rule.severity})", highlight=False)
     console.print(f"[dim]defined in {escape(rule.source)}[/]\n")
     console.print("[bold]What it does[/]")
-    console.print(escape(check.doc.split("\n\n")[0]) + "\n")
+    console.print(rst(_unwrap(check.doc.split("\n\n")[0])) + "\n")
     console.print("[bold]Why[/]")
-    console.print(escape(rule.rationale or check.doc) + "\n")
+    console.print(rst(_unwrap(rule.rationale or check.doc)) + "\n")
     console.print("[bold]Applies to[/]")
     console.print(escape(_scope_text(rule)) + "\n")
     if rule.options:
         console.print("[bold]Options[/] (current value; default of the check)")
         for key, value in rule.options.items():
             opt = check.options[key]
-            console.print(f"  {key} = {value!r}   [dim](default {opt.default!r}) {escape(opt.doc)}[/]",
-                          highlight=False)
+            console.print(f"  [bold]{key}[/] = {escape(_toml(value))}   [dim](default {escape(_toml(opt.default))}"
+                          f"{escape(_allowed(opt))}) {escape(opt.doc)}[/]", highlight=False)
         console.print()
     if rule.hint:
         console.print("[bold]How to fix[/]")
-        console.print(escape(rule.hint) + "\n")
+        console.print(rst(rule.hint) + "\n")
     example_opt = next(iter(rule.options), None)
     console.print("[bold]Tune it[/] in weightwatch.toml or " + escape("[tool.weightwatch]") + ":")
     lines = [f"[override.{rule.id}]"]
@@ -107,6 +113,22 @@ def _scope_text(rule) -> str:
     return ", ".join(parts)
 
 
+def _unwrap(text: str) -> str:
+    """A paragraph as one line, so the console wraps it to its own width."""
+    return " ".join(text.split())
+
+
+def _allowed(opt) -> str:
+    """``; allowed: a, b`` / ``; allowed: >= 1`` / ``; allowed: > 0``: the values an option allows."""
+    if opt.choices:
+        return f"; allowed: {', '.join(map(str, opt.choices))}"
+    if opt.minimum is not None:
+        return f"; allowed: >= {opt.minimum:g}"
+    if opt.above is not None:
+        return f"; allowed: > {opt.above:g}"
+    return ""
+
+
 def _toml(v) -> str:
     if isinstance(v, str):
         return f'"{v}"'
@@ -120,15 +142,16 @@ def _toml(v) -> str:
 def _explain_check(name: str, console) -> None:
     check = CHECKS[name]
     console.print(f"[bold]{name}[/] (check, scope: {check.scope})\n")
-    console.print(escape(check.doc) + "\n")
+    for para in check.doc.split("\n\n"):
+        console.print(rst(_unwrap(para)) + "\n")
     if check.options:
         console.print("[bold]Options[/]")
         for key, opt in check.options.items():
-            console.print(f"  {key} = {opt.default!r}   [dim]{escape(opt.doc)}[/]", highlight=False)
+            console.print(f"  [bold]{key}[/] = {escape(_toml(opt.default))}   [dim]{escape(opt.doc)}"
+                          f"{escape(_allowed(opt))}[/]", highlight=False)
+        console.print()
 
 
 def list_checks(console) -> None:
-    for i, name in enumerate(CHECKS):
-        if i:
-            console.print()
+    for name in CHECKS:
         _explain_check(name, console)

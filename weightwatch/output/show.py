@@ -53,12 +53,24 @@ def _count(x: float) -> Text:
     return Text(str(n), style="bold red" if n > 0 else "")
 
 
-def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True) -> Table:
-    """The per-tensor table of :func:`render_show`, for callers that lay out their own output."""
+def elide_middle(text: str, width: int) -> str:
+    """``functional/enc…/dense/kernel``: a path cut in the middle, keeping both ends in view."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True,
+                name_width: int | None = None) -> Table:
+    """The per-tensor table of :func:`render_show`, for callers that lay out their own output.
+
+    ``name_width`` elides longer tensor paths in the middle (never wraps them).
+    """
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
-    longest = max((len(t.path) for t in run.tensors), default=6)
-    # Tensor paths are what users grep and copy into rules: give them room before the sparkline.
-    table.add_column("tensor", overflow="fold", min_width=min(longest, 36))
+    table.add_column("tensor", no_wrap=True)
     table.add_column("shape", justify="right", no_wrap=True)
     if dtype:
         table.add_column("dtype", no_wrap=True)
@@ -68,10 +80,17 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True) -> T
     table.add_column("NaN", justify="right", no_wrap=True)
     table.add_column("Inf", justify="right", no_wrap=True)
     table.add_column("L2 trend", no_wrap=True)
+    for cells in _rows(run, spark_width=spark_width, dtype=dtype):
+        if name_width is not None:
+            cells[0] = Text(elide_middle(cells[0].plain, name_width))
+        table.add_row(*cells)
+    return table
 
+
+def _rows(run, *, spark_width: int, dtype: bool) -> list[list]:
     n = len(run.records)
     if n == 0:
-        return table
+        return []
     last = n - 1
     l2 = run.metric("l2")
     d_l2 = run.metric("d_l2")
@@ -79,6 +98,7 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True) -> T
     inf = run.metric("inf")
     trainable = run.metric("trainable")
     frozen = run.metric("frozen")
+    rows = []
     for i, t in enumerate(run.tensors):
         bad = (0 if math.isnan(nan[last, i]) else nan[last, i]) + (0 if math.isnan(inf[last, i]) else inf[last, i])
         if math.isfinite(l2[last, i]):
@@ -87,17 +107,12 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True) -> T
             l2_cell = Text("nan", style="bold red")  # no finite element left
         else:
             l2_cell = Text("–", style="dim")        # not recorded at the last record
-        cells = [Text(t.path), _shape(t.shape)] + ([t.dtype or "?"] if dtype else [])
-        table.add_row(
-            *cells,
-            _flags(trainable[last, i], frozen[last, i]),
-            l2_cell,
-            _update_ratio(d_l2[last, i], l2[last - 1, i] if last > 0 else math.nan),
-            _count(nan[last, i]),
-            _count(inf[last, i]),
-            Text(sparkline(l2[:, i], width=spark_width), style="green"),
-        )
-    return table
+        rows.append([Text(t.path), Text(_shape(t.shape)), *([Text(t.dtype or "?")] if dtype else []),
+                     _flags(trainable[last, i], frozen[last, i]), l2_cell,
+                     _update_ratio(d_l2[last, i], l2[last - 1, i] if last > 0 else math.nan),
+                     _count(nan[last, i]), _count(inf[last, i]),
+                     Text(sparkline(l2[:, i], width=spark_width), style="green")])
+    return rows
 
 
 def _update_ratio(d: float, prev_l2: float) -> Text:
@@ -126,17 +141,35 @@ def _header(run) -> Text:
     return head
 
 
+#: Fewest characters a tensor path and the trend are cut to before columns are dropped.
+MIN_NAME, MIN_SPARK = 16, 8
+_HEADERS = ("shape", "dtype", "flags", "L2", "‖ΔW‖/‖W‖", "NaN", "Inf")
+
+
 def render_show(run, console: Console | None = None, *, spark_width: int = SPARK_WIDTH) -> None:
-    """Print the run's header line, its per-tensor table, and any unreadable files, to ``console``."""
+    """Print the run's header line, its per-tensor table, and any unreadable files, to ``console``.
+
+    The table fits the console's width (80 columns when piped): the trend
+    gets up to ``spark_width`` characters, the tensor path the rest, and a
+    longer path is elided in the middle; dtype is dropped first when even
+    the shortest layout does not fit.
+    """
     console = console or Console()
     console.print(_header(run), soft_wrap=True)
     if run.tensors:
         longest = max(len(t.path) for t in run.tensors)
-        # ~75 columns for the figures; the sparkline gets what is left (at least 8)
-        room = console.width - 75 - min(longest, 36)
-        narrow = room < 8  # a narrow terminal (or CI log) drops dtype before the sparkline
-        room += 9 if narrow else 0
-        console.print(build_table(run, spark_width=max(8, min(spark_width, room)), dtype=not narrow))
+        spark = min(spark_width, max(len(run.records), 1))
+        for dtype in (True, False):
+            # The figures' own widths, measured; two spaces between columns.
+            figures = [len(h) for h in _HEADERS if dtype or h != "dtype"]
+            for cells in _rows(run, spark_width=spark, dtype=dtype):
+                figures = [max(w, c.cell_len) for w, c in zip(figures, cells[1:-1])]
+            room = console.width - sum(figures) - 2 * (len(figures) + 1)
+            if room >= MIN_NAME + MIN_SPARK or not dtype:
+                break
+        trend = max(MIN_SPARK, min(spark, room - min(longest, MIN_NAME)))
+        name = max(MIN_NAME, min(longest, room - trend))
+        console.print(build_table(run, spark_width=trend, dtype=dtype, name_width=name))
     else:
         console.print(Text("no tensors recorded", style="dim"))
     if run.problems:

@@ -167,7 +167,7 @@ def _what(f: Finding, total_records: int) -> Text:
     t.append(str(f.record))
     t.append(")")
     value = "non-finite" if f.value is None else fmt_num(f.value, 4)
-    t.append(" · value ")
+    t.append(f" · {f.metric or 'value'} ")
     t.append(value, style="bold red" if f.severity == "error" else "bold yellow")
     if f.limit is not None:
         t.append(f" against limit {fmt_num(f.limit, 4)}")
@@ -310,11 +310,58 @@ def render_report(report: Report, console: Console, *, verbosity: int = 0) -> No
         for r in results:
             _rule_section(console, r, report, verbose)
 
+    if report.diagnosis:
+        _sep(console, "diagnosis", "=", "magenta")
+        render_diagnosis(report, console)
+
     lines = summary_lines(report, verbose)
     if lines:
         _sep(console, "short test summary info", "=", "cyan", bold=False)
         for t in lines:
             console.print(t, no_wrap=True, overflow="ellipsis")
+
+
+def restore_line(run: str, record: int | None) -> Text:
+    t = Text("restore: ", style="bold cyan")
+    t.append(f'weightwatch.restore(model, "{run}")')
+    if record is not None:
+        t.append(f"   # the weights of record {record}, the last that passed", style="dim")
+    return t
+
+
+def render_diagnosis(report: Report, console: Console, *, indent: str = "") -> None:
+    """Each cause: what went wrong, where it started and what followed, the hint; a restore line."""
+    for k, cause in enumerate(report.diagnosis):
+        if k:
+            console.print()
+        style = "red" if cause.severity == "error" else "yellow"
+        head = Text(indent)
+        head.append(cause.title, style=f"bold {style}")
+        head.append(f" · from {cause.at} (record {cause.onset})")
+        console.print(head)
+        first = Text(f"{indent}  first: ", style="bold")
+        first.append(cause.first.subject, style="bold")
+        first.append(f" ({cause.first.rule}) - {cause.first.message}")
+        console.print(first)
+        if cause.followed:
+            shown = cause.followed[:MAX_FINDINGS]
+            then = Text(f"{indent}  then:  ", style="bold")
+            then.append(", ".join(f"{f.subject} ({f.at})" for f in shown))
+            if len(cause.followed) > len(shown):
+                then.append(f", … {len(cause.followed) - len(shown)} more", style="dim")
+            console.print(then)
+        if cause.detail:
+            console.print(Text(f"{indent}  {cause.detail}"))
+        if len(cause.rules) > 1:
+            console.print(Text(f"{indent}  rules: {', '.join(cause.rules)}", style="dim"))
+        if cause.hint:
+            hint = Text(f"{indent}  hint: ", style="bold cyan")
+            hint.append(cause.hint)
+            console.print(hint)
+    if report.healthy_record is not None and any(c.severity == "error" for c in report.diagnosis):
+        line = Text(indent + "  ")
+        line.append_text(restore_line(report.run, report.healthy_record))
+        console.print(line, soft_wrap=True)  # a line to copy: never wrapped
 
 
 # -- the summary line ----------------------------------------------------------------------
@@ -338,6 +385,9 @@ def _plural(n: int, noun: str) -> str:
 def _parts(reports: list[Report]) -> list[tuple[str, str]]:
     counts, errors = _counts(reports)
     parts = [(_plural(counts[s], s), STYLE[s]) for s in STATUS_ORDER if counts.get(s)]
+    deselected = sum(rep.deselected for rep in reports)
+    if deselected:
+        parts.append((f"{deselected} deselected", "yellow"))
     if errors:
         parts.append((_plural(errors, "error"), "red"))
     return parts

@@ -200,8 +200,11 @@ class RecordingSession:
 
     def halt(self, reason: str, report=None) -> str:
         """Stop recording: ``raise_error`` raises :class:`CheckHalted`, else the reason is returned
-        for the adapter to stop training its own way."""
+        for the adapter to stop training its own way.  Either way the halt is announced."""
         self.halted = reason
+        if self.printer is not None and self.run is not None and self.run.records:
+            self.printer.halted(self.run, reason, report,
+                                None if self.writer is None else self.writer.healthy_record)
         if self.raise_error:
             raise CheckHalted(f"weightwatch halted training: {reason}", report=report)
         return reason

@@ -1,0 +1,64 @@
+"""The diagnosis: findings grouped by cause, the first offender, one hint per cause."""
+
+import pytest
+
+from runbuilder import MLP, make_run, write_run
+from weightwatch import ChecksFailed
+from weightwatch.checking.config import load_rules
+from weightwatch.checking.engine import evaluate
+from weightwatch.run.reader import open_run
+
+
+def _diverging(tmp_path):
+    """dense/kernel explodes at record 2, out/kernel follows at record 3, the loss blows up at 3."""
+    grow = lambda l2: {"l2": l2, "d_l2": l2 / 2}  # noqa: E731
+    records = [{"logs": {}}, {"logs": {"loss": 1.0}},
+               {"logs": {"loss": 0.9}, "rows": {"dense/kernel": grow(12.0)}},
+               {"logs": {"loss": 40.0}, "rows": {"dense/kernel": grow(200.0), "out/kernel": grow(30.0)}}]
+    return evaluate(open_run(write_run(tmp_path / "run", MLP, records)), load_rules(use_project_config=False))
+
+
+def test_one_cause_for_many_findings_with_its_first_offender(tmp_path):
+    report = _diverging(tmp_path)
+    assert len(report.failed) >= 2, "the run must fail several rules for the test to mean something"
+    causes = [c for c in report.diagnosis if c.severity == "error"]
+    assert [c.id for c in causes] == ["divergence"]
+    cause = causes[0]
+    assert (cause.first.subject, cause.first.record, cause.first.rule) == ("dense/kernel", 2, "exploding-norm")
+    assert [f.subject for f in cause.followed][:2] == ["out/kernel", "loss"]
+    assert {"exploding-norm", "loss-diverging"} <= set(cause.rules)
+    assert cause.detail == "loss 0.9 at epoch 2, 40 at epoch 3"
+    assert "Lower the learning rate" in cause.hint
+
+
+def test_the_diagnosis_is_in_the_json(tmp_path):
+    d = _diverging(tmp_path).to_dict()["diagnosis"][0]
+    assert d["cause"] == "divergence" and d["record"] == 2 and d["first"]["subject"] == "dense/kernel"
+    assert d["followed"][0] == {"subject": "out/kernel", "record": 3, "epoch": 3}
+
+
+def test_separate_causes_are_told_apart_and_ordered_by_onset():
+    run = make_run({"base/kernel": {"frozen": 1, "d_absmax": [None, 0.0, 0.0, 0.5], "changed": [None, 0, 0, 1]},
+                    "head/kernel": {"d_l2": [None, 0.01, 0.0, 0.0], "changed": [None, 1, 0, 0]}}, 4)
+    causes = evaluate(run, load_rules(use_project_config=False)).diagnosis
+    assert [(c.id, c.onset) for c in causes if c.severity == "error"] == [("not-learning", 2), ("frozen-changed", 3)]
+
+
+def test_a_healthy_run_has_no_diagnosis(healthy):
+    assert healthy.diagnosis == []
+
+
+def test_report_reads_well_in_programs_tests_and_notebooks(tmp_path, healthy):
+    report = _diverging(tmp_path)
+    assert repr(report) == f"<Report {report.run}: {report.summary()}>"
+    assert report.summary().startswith(f"{len(report.failed)} failed")
+    assert repr(report.failed[0]).startswith("<FAILED exploding-norm: dense/kernel L2 norm grew")
+    with pytest.raises(ChecksFailed) as info:
+        report.raise_for_failures()
+    assert isinstance(info.value, AssertionError)
+    text = str(info.value)
+    assert text.splitlines()[0] == f"weightwatch: {report.run}: {report.summary()}"
+    assert "training diverged" in text and "FAILED exploding-norm - dense/kernel" in text
+    healthy.raise_for_failures()                       # passes quietly
+    html = report._repr_html_()
+    assert "<table>" in html and "exploding-norm" in html and "training diverged" in html
