@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 
 def fmt_num(x, digits: int = 3, none: str = "-") -> str:
     """A number in as few characters as it needs: ``3``, ``0.123``, ``1.5e-8``, ``nan``."""
@@ -52,6 +50,8 @@ def sparkline(values, width: int | None = None) -> str:
     ``width`` characters; a bucket holding any non-finite value is a space,
     so a NaN is never averaged away.  A shorter series is not stretched.
     """
+    import numpy as np  # here, not at import: the CLI's parser imports the output formats
+
     v = np.asarray(values, dtype=np.float64).ravel()
     if width is not None:
         if width < 1:
