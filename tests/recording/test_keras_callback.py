@@ -104,7 +104,8 @@ def dense_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("dense") / "run"
     cb = watch(run_dir)
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[cb])
-    model.get_layer("fc").trainable = False          # the trap: no compile() after this
+    if keras.backend.backend() != "jax":  # JAX raises inside Keras when trainable changes after fit
+        model.get_layer("fc").trainable = False      # the trap: no compile() after this
     model.fit(x, y, initial_epoch=3, epochs=4, batch_size=32, verbose=0, callbacks=[cb])
     return run_dir, model, 4
 
@@ -276,15 +277,26 @@ def test_layer_frozen_before_compile_is_frozen_and_unchanged(dense_run):
     assert all(np.array_equal(saved[0], s) for s in saved[1:])
 
 
-def test_trainable_false_after_fit_without_recompile_still_changes(dense_run):
-    """The trap: the flag says frozen, the weights keep moving; the record shows both."""
+def test_trainable_false_after_fit_without_recompile(dense_run):
+    """The trap on TensorFlow: the flag says frozen, the weights keep moving; the record shows both.
+
+    The torch backend honours ``trainable=False`` without a recompile (the trap cannot happen,
+    and the record shows the layer frozen and unchanged); JAX refuses the change after fit.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        pytest.skip("JAX: Keras raises when trainable changes after fit, so the trap cannot happen")
     run = weightwatch.open_run(dense_run[0])
     path = "dense_model/fc/kernel"
     assert run.history(path, "frozen").tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]
     assert run.history(path, "trainable").tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    a3, a4 = run.tensors_at(3)[path], run.tensors_at(4)[path]
+    if backend == "torch":
+        assert run.history(path, "changed")[1:].tolist() == [1.0, 1.0, 1.0, 0.0]
+        assert np.array_equal(a3, a4)
+        return
     assert run.history(path, "changed")[1:].tolist() == [1.0] * 4
     assert run.history(path, "d_l2")[4] > 0
-    a3, a4 = run.tensors_at(3)[path], run.tensors_at(4)[path]
     assert not np.array_equal(a3, a4)
 
 
@@ -308,6 +320,12 @@ def test_subclassed_model_variables_appear_at_record_1(subclassed_run):
     run = weightwatch.open_run(run_dir)
     assert run.tensor_names == ["submodel/block1/fc1/kernel", "submodel/block1/fc1/bias",
                                 "submodel/out/kernel", "submodel/out/bias"]
+    if keras.backend.backend() in ("jax", "torch"):
+        # On JAX and torch, fit builds the model before the first epoch begins, so the
+        # variables exist at record 0 there: the tensor table starts complete.
+        assert [t.first_record for t in run.tensors] == [0, 0, 0, 0]
+        assert np.isfinite(run.metric("l2")).all()
+        return
     assert [t.first_record for t in run.tensors] == [1, 1, 1, 1]
     assert strict_json(run_dir / "record-000000.json")["tensors"] == {}
     assert run.tensors_at(0) == {}
