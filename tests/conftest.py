@@ -174,7 +174,7 @@ def built(tmp_path_factory):
     return get
 
 
-# -- reports of hand-written runs (tests/runfactory.py), shared by the reporter tests ---------
+# -- reports of hand-written runs (tests/runbuilder.py), shared by the reporter tests ---------
 @pytest.fixture(scope="session")
 def rules():
     """The default pack, without project configuration."""

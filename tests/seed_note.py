@@ -1,7 +1,7 @@
 """The seed note's weight recorder (its first listing), verbatim but for the base class.
 
 This is how users dump weights today, and what weightwatch is measured
-against: ``tests/test_seedformat.py`` reads folders it writes, and
+against: ``tests/run/test_seeddump.py`` reads folders it writes, and
 ``benchmarks/recording.py`` times it.  Keep it as the note has it (its
 2-space indents included); only ``tf.keras.callbacks`` became ``keras.callbacks``.
 """

@@ -26,7 +26,7 @@ class ExitCode(enum.IntEnum):
     INTERNAL_ERROR = 3
     #: Bad command line, rule file, configuration or run directory.
     USAGE_ERROR = 4
-    #: Nothing was checked: no rule selected or no tensor matched.
+    #: Nothing was checked: no rule selected, or the run recorded no tensor and no log.
     NO_CHECKS_RAN = 5
 
 

@@ -62,3 +62,36 @@ def test_report_reads_well_in_programs_tests_and_notebooks(tmp_path, healthy):
     healthy.raise_for_failures()                       # passes quietly
     html = report._repr_html_()
     assert "<table>" in html and "exploding-norm" in html and "training diverged" in html
+
+
+def test_a_warning_that_came_first_does_not_stand_for_a_later_failure():
+    # update-ratio warns (too small) on a/kernel at record 2; b/kernel stops learning at record 4
+    run = make_run({"a/kernel": {"d_l2": [None, 1e-3, 1e-7, 1e-3, 1e-3], "l2": 1.0},
+                    "b/kernel": {"d_l2": [None, 0.01, 0.01, 0.01, 0.0], "changed": [None, 1, 1, 1, 0]}}, 5)
+    report = evaluate(run, load_rules(use_project_config=False))
+    assert [f.tensor for r in report.warnings for f in r.findings if r.id == "update-ratio"] == ["a/kernel"]
+    stalled = [c for c in report.diagnosis if c.id == "not-learning"]
+    assert [(c.severity, c.first.subject, c.onset) for c in stalled] == [("error", "b/kernel", 4)]
+
+
+def test_the_terminal_diagnosis_gives_the_restore_line_of_a_halted_run(tmp_path):
+    from rich.console import Console
+
+    from weightwatch.output.terminal import render_report
+
+    report = _diverging(tmp_path)
+    (tmp_path / "run" / "verdict.json").write_text('{"halted": true, "healthy_record": 1}')
+    report = evaluate(open_run(tmp_path / "run"), load_rules(use_project_config=False))
+    assert report.healthy_record == 1
+    console = Console(record=True, width=200)
+    render_report(report, console)
+    text = console.export_text()
+    section = text.split(" diagnosis ")[1].split("short test summary info")[0]
+    assert "training diverged" in section and "first: dense/kernel (exploding-norm)" in section
+    assert f'restore: weightwatch.restore(model, "{report.run}")   # the weights of record 1' in section
+
+
+def test_an_empty_run_checks_nothing_and_exits_5(tmp_path):
+    run_dir = write_run(tmp_path / "run", {}, [{"logs": {}}])
+    report = evaluate(open_run(run_dir), load_rules(use_project_config=False))
+    assert report.exit_code() == 5, "a run with no tensor and no log must not pass"

@@ -8,12 +8,13 @@ import pytest
 
 from weightwatch.checking.keyword import KeywordError, compile_keyword
 
-RULES = [SimpleNamespace(id=i, check=c, severity=s) for i, c, s in (
-    ("nonfinite-weights", "nonfinite", "error"),
-    ("frozen-changed", "unchanged", "error"),
-    ("loss-plateau", "loss-plateau", "warning"),
-    ("update-ratio", "update-ratio", "warning"),
-)]
+RULES = [SimpleNamespace(id=i, check=c, severity=s, check_def=SimpleNamespace(keywords=k))
+         for i, c, s, k in (
+             ("nonfinite-weights", "nonfinite", "error", ("nan", "inf")),
+             ("frozen-changed", "unchanged", "error", ()),
+             ("loss-plateau", "loss-plateau", "warning", ()),
+             ("update-ratio", "update-ratio", "warning", ()),
+         )]
 
 
 def selected(expr):
@@ -32,6 +33,11 @@ def selected(expr):
     ("not (frozen or warning)", ["nonfinite-weights"]),
     ("not frozen and not warning", ["nonfinite-weights"]),
     ("nonfinite or loss and not plateau", ["nonfinite-weights"]),   # and binds tighter than or
+    # pytest matches substrings of names and keywords, case-insensitively:
+    ("unch", ["frozen-changed"]),                   # a substring of the check
+    ("WARN", ["loss-plateau", "update-ratio"]),     # of the severity
+    ("nan", ["nonfinite-weights"]),                 # a keyword of the check
+    ("nan or frozen", ["nonfinite-weights", "frozen-changed"]),   # the README's example
 ])
 def test_grammar_and_matching(expr, want):
     assert selected(expr) == want

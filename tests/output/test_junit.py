@@ -43,11 +43,14 @@ def test_structure_and_counts(tmp_path, healthy, nan_report):
     for suite in suites:
         assert len(suite.findall("testcase")) == int(suite.get("tests"))
         assert all(c.get("time") == "0" for c in suite.iter("testcase"))
-    assert ("weightwatch.nonfinite-weights", "all tensors") in cases(n)
-    assert ("weightwatch.nonfinite-loss", "loss") in cases(n)
-    assert ("weightwatch.exploding-norm", "all tensors") in cases(n)
-    assert ("weightwatch.loss-diverging", "loss") in cases(h)      # log rules name their key
-    assert ("weightwatch.nonfinite-weights", "all tensors") in cases(h)
+    # two runs in one file: the classname names the run, so no test id is shared between them
+    assert ("weightwatch.nan.nonfinite-weights", "all tensors") in cases(n)
+    assert ("weightwatch.nan.nonfinite-loss", "loss") in cases(n)
+    assert ("weightwatch.nan.exploding-norm", "all tensors") in cases(n)
+    assert ("weightwatch.healthy.loss-diverging", "loss") in cases(h)      # log rules name their key
+    assert not set(cases(h)) & set(cases(n))
+    one = parse(tmp_path, [nan_report]).find("testsuite")
+    assert ("weightwatch.nonfinite-weights", "all tensors") in cases(one)
 
 
 def test_failure_carries_message_and_details(tmp_path, nan_report):

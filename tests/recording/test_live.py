@@ -206,3 +206,17 @@ def test_rules_select_layers_as_users_name_them(tmp_path):
     assert all("base" not in t.path for t in weightwatch.open_run(tmp_path / "nested").tensors[:2])
     seq_results = {r.id: r for r in weightwatch.check(tmp_path / "seq", rules=[rules]).results}
     assert seq_results["d1-learns"].status == "passed" and seq_results["d1-learns"].tensors == 2
+
+
+def test_resuming_a_halted_run_does_not_halt_again_on_what_is_already_on_disk(tmp_path):
+    """Halt, restore, lower the learning rate, go on with a new callback: the old failure is not news."""
+    model, cb, history = exploding_fit(tmp_path / "run")
+    assert cb.halted
+    healthy = weightwatch.restore(model, tmp_path / "run")
+    model.optimizer.learning_rate.assign(1e-3)
+    x, y = data()
+    again = weightwatch.WatchCallback(tmp_path / "run", verbose=0)
+    done = len(history.history["loss"])
+    more = model.fit(x, y, initial_epoch=done, epochs=done + 2, batch_size=32, verbose=0, callbacks=[again])
+    assert again.halted is None, again.halted
+    assert len(more.history["loss"]) == 2 and healthy < done

@@ -237,13 +237,21 @@ def test_saved_tensors_missing_or_corrupt(tmp_path):
 
 def test_unreadable_verdict_is_a_problem(tmp_path):
     d = write_run(tmp_path / "run", records=1)
-    run = weightwatch.open_run(d)
-    assert run.verdict is None
+    assert weightwatch.open_run(d).verdict is None
     (d / "verdict.json").write_text('{"halted": NaN}')
-    assert run.verdict is None
+    run = weightwatch.open_run(d)
+    assert run.verdict is None and run.verdict is None        # read once, reported once
     assert len(run.problems) == 1 and str(d / "verdict.json") in str(run.problems[0])
+    from weightwatch.checking.config import load_rules
+    from weightwatch.checking.engine import evaluate
+
+    rules = load_rules(use_project_config=False)
+    first, again = evaluate(weightwatch.open_run(d), rules), None
+    assert len(first.problems) == 1 and first.exit_code() == 4   # the first evaluation sees it
+    again = evaluate(run, rules)
+    assert len(again.problems) == 1
     (d / "verdict.json").write_text('{"halted": true}')
-    assert run.verdict == {"halted": True}
+    assert weightwatch.open_run(d).verdict == {"halted": True}
 
 
 # -- the writer side of the same format ---------------------------------------------------------
@@ -279,3 +287,18 @@ def test_records_without_manifest_are_not_taken_for_a_seed_dump(tmp_path):
     (tmp_path / "record-000000.json").write_text("{}")
     with pytest.raises(RunFormatError, match="without manifest.json"):
         open_run(tmp_path)
+
+
+@pytest.mark.parametrize("field, value", [("step", "abc"), ("epoch", 1.5), ("batch", [1]), ("record", None),
+                                          ("logs", [1, 2])])
+def test_a_record_with_a_malformed_counter_is_unreadable_not_a_crash(tmp_path, field, value):
+    import json
+
+    d = write_run(tmp_path / "run", records=3)
+    snap = json.loads((d / "record-000001.json").read_text())
+    snap[field] = value
+    (d / "record-000001.json").write_text(json.dumps(snap))
+    (d / "history.bin").unlink(missing_ok=True)
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0, 2]
+    assert len(run.problems) == 1 and "record-000001.json" in str(run.problems[0])

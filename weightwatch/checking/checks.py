@@ -3,9 +3,11 @@
 A rule (see :mod:`.rules`) names one check and gives it options.  A check
 sees the histories of the tensors the rule selected,
 as ``(records, tensors)`` arrays, and returns the figure it judged and where
-that figure violates its limit.  It never loops over records in Python and
-never reads files: the engine does the selection, the patience and the
-reporting, so each check is a few lines that can be tested on plain arrays.
+that figure violates its limit.  It never loops over records' figures in
+Python and never reads files: the engine does the selection, the patience and the
+reporting, so each check is a few lines that can be tested on plain arrays
+(which records a check may judge is computed once per evaluation, by
+:func:`record_mask`).
 
 Each check's docstring is its documentation, printed by
 ``weightwatch rules --checks`` (what it does, why, its options).  Its options
@@ -30,6 +32,12 @@ TENSOR, LOG = "tensor", "log"
 #: (a few minibatches are too few to say a unit never gets a gradient); two consecutive
 #: whole-epoch updates (consecutive minibatch updates are anti-correlated by nature).
 STATE, UPDATE, EPOCH_UPDATE, EPOCH_UPDATES = "state", "update", "epoch-update", "epoch-updates"
+#: ... and the epoch's own figures: the begin and epoch records only (a batch record's logs are
+#: running means over part of an epoch, so a loss window counts epochs, not batch records).
+EPOCHS = "epochs"
+JUDGES = {STATE: "every record", UPDATE: "records after at least one training step",
+          EPOCH_UPDATE: "updates over a whole epoch", EPOCH_UPDATES: "two consecutive whole-epoch updates",
+          EPOCHS: "the begin and epoch records (not batch records)"}
 
 
 @dataclass
@@ -124,6 +132,12 @@ class Histories:
         """(values, present): NaN values where present means non-finite."""
         return self.run.log(key), self.run.log_present(key)
 
+    def epoch_log(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`log` at the begin and epoch records only (NaN and absent elsewhere)."""
+        v, present = self.log(key)
+        epochs = record_mask(self.run.records, EPOCHS)
+        return np.where(epochs, v, np.nan), present & epochs
+
 
 #: Every check, by id: the explicit registry rules name checks from.
 CHECKS: dict[str, Check] = {}
@@ -151,6 +165,8 @@ def record_mask(records, judges: str) -> np.ndarray:
     n = len(records)
     if judges == STATE or n == 0:
         return np.ones(n, dtype=bool)
+    if judges == EPOCHS:
+        return np.array([r.trigger in ("begin", "epoch") for r in records], dtype=bool)
     steps = np.array([np.nan if r.step is None else r.step for r in records], dtype=float)
     some = np.ones(n, dtype=bool)
     some[1:] = ~(np.diff(steps) == 0)
@@ -440,7 +456,7 @@ def nonfinite_log(h: Histories, keys):
 
 @check("loss-divergence", scope=LOG,
        message="{key} rose to {loss:.4g}, {value:.3g}x its best so far ({best:.4g}; limit {limit:g}x)",
-       metric="loss/best", fields=("loss", "best"), options={
+       metric="loss/best", fields=("loss", "best"), judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
                 "max_ratio": Option((int, float), 3.0, "largest allowed loss / best loss so far", above=1),
             })
@@ -453,7 +469,7 @@ def loss_divergence(h: Histories, key, max_ratio):
     plateau does not trip it.  The figure judged is loss / best loss so far;
     the message gives the loss itself and that best.
     """
-    v, _ = h.log(key)
+    v, _ = h.epoch_log(key)
     best = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
     prev_best = np.concatenate([[np.inf], best[:-1]])
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -464,28 +480,32 @@ def loss_divergence(h: Histories, key, max_ratio):
 
 
 @check("loss-plateau", scope=LOG,
-       message="{key} improved by {value:.2%} over the last {window} records (needs {limit:.2%})",
-       metric="improvement", options={
+       message="{key} improved by {value:.2%} over the last {window} epochs (needs {limit:.2%})",
+       metric="improvement", judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
-                "window": Option(int, 5, "records over which the loss must improve", minimum=1),
+                "window": Option(int, 5, "epochs over which the loss must improve", minimum=1),
                 "min_improvement": Option((int, float), 0.001,
                                           "smallest relative improvement of the best loss over the window",
                                           minimum=0),
             })
 def loss_plateau(h: Histories, key, window, min_improvement):
-    """Flags a loss that stopped improving for ``window`` records.
+    """Flags a loss that stopped improving for ``window`` epochs.
 
     Why: a run that plateaus early burns compute for nothing; it is usually a
     learning rate too small, a saturated network, or a finished run whose
     schedule should stop it (EarlyStopping).
     """
-    v, _ = h.log(key)
-    best = np.fmin.accumulate(np.where(np.isfinite(v), v, np.inf))
-    imp = np.full(len(v), np.nan)
-    if len(v) > window:
+    v, present = h.epoch_log(key)
+    at = np.flatnonzero(record_mask(h.records, EPOCHS))   # the window counts epochs
+    e = v[at]
+    best = np.fmin.accumulate(np.where(np.isfinite(e), e, np.inf))
+    imp_e = np.full(len(e), np.nan)
+    if len(e) > window:
         old = best[:-window]
         new = best[window:]
         with np.errstate(invalid="ignore", divide="ignore"):
-            imp[window:] = np.where(np.isfinite(old) & (old != 0), (old - new) / np.abs(old), np.nan)
+            imp_e[window:] = np.where(np.isfinite(old) & (old != 0), (old - new) / np.abs(old), np.nan)
+    imp = np.full(len(v), np.nan)
+    imp[at] = imp_e
     return Outcome(imp[:, None], _lt(imp, min_improvement)[:, None], float(min_improvement),
                    subjects=[key], extra={"window": window})

@@ -67,7 +67,7 @@ class Cause:
     hint: str
     first: Finding                        # the first offender
     rules: list[str] = field(default_factory=list)
-    followed: list[Finding] = field(default_factory=list)   # later symptoms, first per subject
+    followed: list[Finding] = field(default_factory=list)   # the other symptoms, first per subject
     severity: str = "error"               # the worst severity among its findings
     detail: str = ""                      # e.g. the loss before and at the onset
 
@@ -101,18 +101,20 @@ def diagnose(report: Report, run=None) -> list[Cause]:
     ``run`` (optional) adds the loss before and at a divergence's onset.
     """
     order = {r.id: k for k, r in enumerate(report.results)}
-    grouped: dict[str, list[tuple[Finding, str]]] = {}
+    # Failures and warnings are diagnosed apart: a warning that came first must not stand for
+    # the failure of the same cause that came later.
+    grouped: dict[tuple[str, str], list[tuple[Finding, str]]] = {}
     for result in report.results:
         if result.status not in (FAILED, WARNING):
             continue
         check = getattr(result.rule, "check", "")
         for f in result.findings:
-            grouped.setdefault(cause_of(check, f), []).append((f, result.status))
+            grouped.setdefault((cause_of(check, f), result.status), []).append((f, result.status))
     causes = []
-    for cid, items in grouped.items():
-        # The first offender: the earliest record; there, an error before a warning, then the
-        # rules' order in the pack, then the tensors' order in the model (findings come in it).
-        ranked = sorted(items, key=lambda fs: (fs[0].record, fs[1] != FAILED, order[fs[0].rule]))
+    for (cid, status), items in grouped.items():
+        # The first offender: the earliest record; then the rules' order in the pack, then
+        # the tensors' order in the model (findings come in it).
+        ranked = sorted(items, key=lambda fs: (fs[0].record, order[fs[0].rule]))
         first = ranked[0][0]
         followed, seen = [], {first.subject}
         for f, _ in ranked[1:]:
@@ -121,13 +123,14 @@ def diagnose(report: Report, run=None) -> list[Cause]:
                 followed.append(f)
         title, hint = CAUSES[cid]
         cause = Cause(cid, title, hint, first, rules=list(dict.fromkeys(f.rule for f, _ in ranked)),
-                      followed=followed,
-                      severity="error" if any(s == FAILED for _, s in items) else "warning")
+                      followed=followed, severity="error" if status == FAILED else "warning")
         if cid == "divergence" and run is not None:
             cause.detail = _loss_story(run, first.record)
         causes.append(cause)
     causes.sort(key=lambda c: (c.severity != "error", c.onset, list(CAUSES).index(c.id)))
-    return causes
+    # A warning of a cause that also failed adds nothing the failure does not say.
+    failed = {c.id for c in causes if c.severity == "error"}
+    return [c for c in causes if c.severity == "error" or c.id not in failed]
 
 
 def _loss_story(run, record: int) -> str:

@@ -2,8 +2,10 @@
 
 For each rule the engine picks the tensors it applies to, hands their
 histories to the rule's check (one vectorised call over all records and
-tensors), masks records where the rule does not apply (``after``, the
-per-record ``trainable``/``frozen`` flags), applies ``patience``, and turns
+tensors), masks records where the rule does not apply (``after`` and
+``until``, the per-record ``trainable``/``frozen`` flags, records the check
+cannot judge such as a batch record for a whole-epoch check), applies
+``patience`` over the records it judges, and turns
 the first failing record of each tensor into a :class:`Finding`.  The same
 function serves ``weightwatch check``, the live callback and user tests.
 """
@@ -17,7 +19,7 @@ import numpy as np
 
 from ..run.model import Run
 from ..run.reader import open_run
-from .checks import Histories, record_mask
+from .checks import JUDGES, Histories, record_mask
 from .diagnosis import diagnose
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
@@ -48,9 +50,11 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
              maxfail: int | None = None) -> Report:
     started = time.perf_counter()
     match = compile_keyword(keyword) if keyword else None
+    verdict = run.verdict  # first: an unreadable verdict is one of the run's problems
     report = Report(run=str(run.path), source=run.source, records=len(run.records),
                     tensors=len(run.tensors), rule_sources=list(ruleset.sources),
-                    problems=[str(p) for p in run.problems])
+                    problems=[str(p) for p in run.problems],
+                    nothing_recorded=not run.tensors and not run.log_keys)
     failures = 0
     # Histories gathered for one rule serve every later rule with the same
     # selection, for this evaluation only (the run may grow before the next).
@@ -67,8 +71,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         if result.status == FAILED:
             failures += 1
     report.diagnosis = diagnose(report, run)
-    verdict = run.verdict
-    if isinstance(verdict, dict) and isinstance(verdict.get("healthy_record"), int):
+    if verdict is not None and isinstance(verdict.get("healthy_record"), int):
         report.healthy_record = verdict["healthy_record"]
     report.duration = time.perf_counter() - started
     return report
@@ -149,12 +152,20 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
         names = [t.path for t in h.tensors]
         layers = [t.layer for t in h.tensors]
         tensors = names
-    bad = outcome.bad & applicable & record_mask(run.records, check_def.judges)[:, None]
-    if rule.after:
-        bad[: rule.after] = False
-    if rule.until is not None:
-        bad[rule.until + 1:] = False
-    fire = _first_streak(bad, rule.patience)
+    judged = record_mask(run.records, check_def.judges)
+    if nrec > 1 and not judged[1:].any():
+        return RuleResult(rule, SKIPPED, tensors=len(names),
+                          note=f"judges {JUDGES[check_def.judges]}: this run has none")
+    bad = outcome.bad & applicable & judged[:, None]
+    if rule.after or rule.until is not None:
+        index = np.array([r.index for r in run.records])  # record numbers, not list positions
+        bad[index < rule.after] = False
+        if rule.until is not None:
+            bad[index > rule.until] = False
+    # Records the check cannot judge neither count towards nor break a streak of violations.
+    positions = np.flatnonzero(judged)
+    streak = _first_streak(bad[positions], rule.patience)
+    fire = np.where(streak >= 0, positions[np.maximum(streak, 0)], -1) if positions.size else streak
     counts = bad.sum(axis=0)
     findings = []
     for j in np.flatnonzero(fire >= 0):

@@ -105,6 +105,7 @@ class Report:
     deselected: int = 0                   # rules -k left out
     diagnosis: list = field(default_factory=list)       # diagnosis.Cause, earliest first
     healthy_record: int | None = None     # a halted run's last healthy record (healthy.npz)
+    nothing_recorded: bool = False        # the run holds no tensor and no log: nothing to check
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}
@@ -125,7 +126,9 @@ class Report:
             return ExitCode.CHECKS_FAILED
         if self.problems:
             return ExitCode.USAGE_ERROR
-        if not self.results:  # nothing selected; skipped rules ran (exit 0), as in pytest
+        if not self.results or self.nothing_recorded:
+            # Nothing selected, or nothing to check (as pytest's "no tests collected"); rules
+            # that ran and were all skipped pass (exit 0), as skipped tests do.
             return ExitCode.NO_CHECKS_RAN
         return ExitCode.OK
 

@@ -1,7 +1,9 @@
 """JUnit XML, for CI systems that show test results (GitLab, Jenkins, Azure, ...).
 
 One ``<testsuite>`` per run; one ``<testcase>`` per rule, whatever its
-outcome, so a test keeps its identity between passing and failing builds::
+outcome, so a test keeps its identity between passing and failing builds
+(with several runs in one file, the classname also names the run:
+``weightwatch.<run folder>.<rule>``)::
 
     <testsuites name="weightwatch" tests="13" failures="2" errors="0" skipped="1" time="0.021">
       <testsuite name="weightwatch: runs/exp1" tests="13" failures="2" ...>
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..checking.report import FAILED, SKIPPED, WARNING, Finding, Report, RuleResult
 from ..run.jsonio import atomic_write
@@ -72,13 +74,13 @@ def _case(suite: ET.Element, classname: str, name: str) -> ET.Element:
     return ET.SubElement(suite, "testcase", classname=_clean(classname), name=_clean(name), time="0")
 
 
-def _suite(report: Report, strict: bool) -> tuple[ET.Element, dict]:
+def _suite(report: Report, strict: bool, prefix: str = "weightwatch") -> tuple[ET.Element, dict]:
     suite = ET.Element("testsuite", name=_clean(f"weightwatch: {report.run}"))
     n = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for result in report.results:
         # One testcase per rule, named the same whatever its outcome: CI systems track tests
         # across builds by (classname, name), and a failure must not rename the test.
-        case = _case(suite, f"weightwatch.{result.id}", _rule_subject(result))
+        case = _case(suite, f"{prefix}.{result.id}", _rule_subject(result))
         n["tests"] += 1
         check = getattr(result.rule, "check", "")
         if result.status == SKIPPED:
@@ -116,8 +118,14 @@ def junit_xml(reports: list[Report], *, strict: bool = False) -> bytes:
     """The JUnit XML document for ``reports``, as UTF-8 bytes."""
     root = ET.Element("testsuites", name="weightwatch")
     total = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
-    for report in reports:
-        suite, n = _suite(report, strict)
+    names = [PurePosixPath(r.run.replace("\\", "/")).name or r.run for r in reports]
+    unique = len(set(names)) == len(names)
+    for report, name in zip(reports, names):
+        # One run: classname weightwatch.<rule>.  Several: weightwatch.<run>.<rule> (the run's
+        # folder name, or its path when two share a name), so that a test id names one run:
+        # CI systems key tests by classname and name across suites.
+        prefix = "weightwatch" if len(reports) == 1 else f"weightwatch.{name if unique else report.run}"
+        suite, n = _suite(report, strict, prefix)
         root.append(suite)
         for k in total:
             total[k] += n[k]

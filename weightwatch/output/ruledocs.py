@@ -12,7 +12,7 @@ import re
 from rich.markup import escape
 from rich.table import Table
 
-from ..checking.checks import CHECKS
+from ..checking.checks import CHECKS, JUDGES
 from ..checking.config import RuleSet, builtin_packs, load_rules
 from ..errors import RuleError, did_you_mean
 
@@ -45,7 +45,9 @@ def list_rules(console, pack: str | None = None) -> None:
         scope = ", ".join(
             [*(f"select {s}" for s in r.select if s != "*"), *(f"role {k}" for k in r.role),
              *([f"trainable={str(r.trainable).lower()}"] if r.trainable is not None else []),
-             *([f"frozen={str(r.frozen).lower()}"] if r.frozen is not None else [])]) or \
+             *([f"frozen={str(r.frozen).lower()}"] if r.frozen is not None else []),
+             *([f"records {r.after}..{'' if r.until is None else r.until}"] if r.after or r.until is not None
+               else [])]) or \
             ("training logs" if r.is_log_check else "all tensors")
         what = (r.check_def.doc.splitlines() or [""])[0]
         sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
@@ -96,7 +98,7 @@ def explain(name: str, console, pack: str | None = None) -> None:
 
 def _scope_text(rule) -> str:
     if rule.is_log_check:
-        return "the training logs recorded with each record"
+        return f"the training logs {', '.join(rule.log_keys)}, judging {JUDGES[rule.check_def.judges]}"
     parts = [f"tensors matching {list(rule.select)}"]
     if rule.exclude:
         parts.append(f"except {list(rule.exclude)}")
@@ -106,8 +108,13 @@ def _scope_text(rule) -> str:
         parts.append("whose variable is trainable" if rule.trainable else "whose variable is not trainable")
     if rule.frozen is not None:
         parts.append("in a frozen layer (trainable=False)" if rule.frozen else "not in a frozen layer")
-    if rule.after:
+    if rule.after and rule.until is not None:
+        parts.append(f"from record {rule.after} to record {rule.until}")
+    elif rule.after:
         parts.append(f"from record {rule.after} on")
+    elif rule.until is not None:
+        parts.append(f"up to record {rule.until}")
+    parts.append(f"judging {JUDGES[rule.check_def.judges]}")
     if rule.patience > 1:
         parts.append(f"failing after {rule.patience} consecutive violating records")
     return ", ".join(parts)
@@ -141,7 +148,7 @@ def _toml(v) -> str:
 
 def _explain_check(name: str, console) -> None:
     check = CHECKS[name]
-    console.print(f"[bold]{name}[/] (check, scope: {check.scope})\n")
+    console.print(f"[bold]{name}[/] (check, scope: {check.scope}; judges {JUDGES[check.judges]})\n")
     for para in check.doc.split("\n\n"):
         console.print(rst(_unwrap(para)) + "\n")
     if check.options:

@@ -67,7 +67,8 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True,
                 name_width: int | None = None) -> Table:
     """The per-tensor table of :func:`render_show`, for callers that lay out their own output.
 
-    ``name_width`` elides longer tensor paths in the middle (never wraps them).
+    ``name_width`` elides longer tensor paths in the middle (never wraps them);
+    ``spark_width=0`` leaves the trend column out.
     """
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     table.add_column("tensor", no_wrap=True)
@@ -79,11 +80,12 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True,
     table.add_column("‖ΔW‖/‖W‖", justify="right", no_wrap=True)
     table.add_column("NaN", justify="right", no_wrap=True)
     table.add_column("Inf", justify="right", no_wrap=True)
-    table.add_column("L2 trend", no_wrap=True)
-    for cells in _rows(run, spark_width=spark_width, dtype=dtype):
+    if spark_width:
+        table.add_column("L2 trend", no_wrap=True)
+    for cells in _rows(run, spark_width=max(spark_width, 1), dtype=dtype):
         if name_width is not None:
             cells[0] = Text(elide_middle(cells[0].plain, name_width))
-        table.add_row(*cells)
+        table.add_row(*(cells if spark_width else cells[:-1]))
     return table
 
 
@@ -141,34 +143,36 @@ def _header(run) -> Text:
     return head
 
 
-#: Fewest characters a tensor path and the trend are cut to before columns are dropped.
-MIN_NAME, MIN_SPARK = 16, 8
+#: Tensor paths get up to MAX_NAME characters (at least MIN_NAME); the trend at least MIN_SPARK.
+MIN_NAME, MAX_NAME, MIN_SPARK = 16, 48, 8
 _HEADERS = ("shape", "dtype", "flags", "L2", "‖ΔW‖/‖W‖", "NaN", "Inf")
 
 
 def render_show(run, console: Console | None = None, *, spark_width: int = SPARK_WIDTH) -> None:
     """Print the run's header line, its per-tensor table, and any unreadable files, to ``console``.
 
-    The table fits the console's width (80 columns when piped): the trend
-    gets up to ``spark_width`` characters, the tensor path the rest, and a
-    longer path is elided in the middle; dtype is dropped first when even
-    the shortest layout does not fit.
+    The table fits the console's width (80 columns when piped).  Tensor paths
+    come first - they are what users copy into rules - up to :data:`MAX_NAME`
+    characters, longer ones elided in the middle; the trend gets what is
+    left, up to ``spark_width``.  When the trend would get fewer than
+    :data:`MIN_SPARK` characters, dtype goes, then the trend: the numbers are
+    never cut.
     """
     console = console or Console()
     console.print(_header(run), soft_wrap=True)
     if run.tensors:
         longest = max(len(t.path) for t in run.tensors)
         spark = min(spark_width, max(len(run.records), 1))
-        for dtype in (True, False):
+        for dtype, trend_on in ((True, True), (False, True), (False, False)):
             # The figures' own widths, measured; two spaces between columns.
             figures = [len(h) for h in _HEADERS if dtype or h != "dtype"]
             for cells in _rows(run, spark_width=spark, dtype=dtype):
                 figures = [max(w, c.cell_len) for w, c in zip(figures, cells[1:-1])]
-            room = console.width - sum(figures) - 2 * (len(figures) + 1)
-            if room >= MIN_NAME + MIN_SPARK or not dtype:
+            room = console.width - sum(figures) - 2 * len(figures) - (2 if trend_on else 0)
+            name = max(MIN_NAME, min(longest, MAX_NAME, room - (min(MIN_SPARK, spark) if trend_on else 0)))
+            trend = min(spark, room - name) if trend_on else 0
+            if not trend_on or trend >= min(MIN_SPARK, spark):
                 break
-        trend = max(MIN_SPARK, min(spark, room - min(longest, MIN_NAME)))
-        name = max(MIN_NAME, min(longest, room - trend))
         console.print(build_table(run, spark_width=trend, dtype=dtype, name_width=name))
     else:
         console.print(Text("no tensors recorded", style="dim"))

@@ -345,7 +345,7 @@ def render_diagnosis(report: Report, console: Console, *, indent: str = "") -> N
         console.print(first)
         if cause.followed:
             shown = cause.followed[:MAX_FINDINGS]
-            then = Text(f"{indent}  then:  ", style="bold")
+            then = Text(f"{indent}  also:  ", style="bold")
             then.append(", ".join(f"{f.subject} ({f.at})" for f in shown))
             if len(cause.followed) > len(shown):
                 then.append(f", … {len(cause.followed) - len(shown)} more", style="dim")
@@ -398,7 +398,7 @@ def _main_color(reports: list[Report], strict: bool) -> str:
     if counts[FAILED] or errors or (strict and counts[WARNING]):
         return "red"
     if counts[WARNING] or not counts[PASSED]:
-        return "yellow"   # warnings, or nothing actually checked (exit code 5)
+        return "yellow"   # warnings, or no rule passed (all skipped, or nothing selected)
     return "green"
 
 

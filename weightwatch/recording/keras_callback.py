@@ -17,7 +17,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths
+from ..output.live import LivePrinter
+from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths, where_label
 from .session import RecordingSession, Variable, clean_logs, iter_unique
 
 
@@ -87,7 +88,7 @@ class WatchCallback(keras.callbacks.Callback):
             run_dir, trainable_only=trainable_only, include=include, exclude=exclude,
             save_tensors=save_tensors, overwrite=overwrite, check=check, rules=rules,
             halt_on=halt_on, raise_error=raise_error, keep_healthy=keep_healthy,
-            io_errors=io_errors, verbose=verbose)
+            io_errors=io_errors, verbose=verbose, printer=LivePrinter() if verbose and check else None)
         self.run_dir = self.session.run_dir
         self.freq = freq
         self.batch_guard = batch_guard
@@ -129,8 +130,8 @@ class WatchCallback(keras.callbacks.Callback):
                 # A record now, so the live checks (and the verdict) see the bad state.
                 self._record(epoch=self._epoch, batch=self._batches, trigger=GUARD, logs=logs)
                 if self.halted is None:
-                    self.session.halt(f"loss became {float(loss)} at epoch {self._epoch} "
-                                      f"batch {self._batches} (batch_guard)")
+                    self.session.halt(f"loss became {float(loss)} at "
+                                      f"{where_label(self._epoch, self._batches)} (batch_guard)")
                     self.model.stop_training = True
                 return
         if self.freq != "epoch" and self._batches % self.freq == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..errors import RunFormatError
 from ..run.reader import read_weights
 from ..run.schema import unique_paths
+from .session import iter_unique
 
 
 def restore(model, run_dir, record: int | None = None) -> int:
@@ -29,7 +30,7 @@ def restore(model, run_dir, record: int | None = None) -> int:
         model.optimizer.learning_rate.assign(1e-4)
     """
     record, arrays = read_weights(run_dir, record)
-    unique = list({id(v): v for v in model.weights}.values())  # as the callback names them
+    unique = iter_unique(model.weights)  # as the callback names them
     variables = dict(zip(unique_paths(v.path for v in unique), unique))
     missing = [p for p in arrays if p not in variables]
     if missing:

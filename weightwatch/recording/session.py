@@ -46,12 +46,15 @@ class Variable(NamedTuple):
 class RecordingSession:
     """Records one run: options as :class:`weightwatch.WatchCallback` documents them.
 
-    ``halted`` is None, or why live checking stopped training.
+    ``halted`` is None, or why live checking stopped training.  ``printer``
+    receives what live checking has to say (``new_findings``, ``halted``,
+    ``summary``: :class:`weightwatch.output.live.LivePrinter` in the adapters);
+    None, or ``verbose=0``, prints nothing.
     """
 
     def __init__(self, run_dir, *, trainable_only=False, include=None, exclude=None,
                  save_tensors=False, overwrite=False, check=True, rules=None, halt_on="error",
-                 raise_error=False, keep_healthy=None, io_errors="warn", verbose=1):
+                 raise_error=False, keep_healthy=None, io_errors="warn", verbose=1, printer=None):
         if halt_on not in ("error", "warning", None):
             raise ValueError(f"`halt_on` must be 'error', 'warning' or None. Received: halt_on={halt_on!r}")
         if io_errors not in ("warn", "raise"):
@@ -78,7 +81,7 @@ class RecordingSession:
         #: The histories in memory, kept only when checks run live.
         self.run: Run | None = None
         self.live = None
-        self.printer = None
+        self.printer = printer if verbose else None
         self.write_failed = False
         self.halted: str | None = None
         self._started = time.perf_counter()
@@ -91,10 +94,6 @@ class RecordingSession:
             from ..checking.live import LiveChecker
 
             self.live = LiveChecker(self.rules, halt_on=self.halt_on)
-            if self.verbose:
-                from ..output.live import LivePrinter
-
-                self.printer = LivePrinter()
 
     def open(self, *, model_name: str | None, info: dict, initial_epoch: int) -> bool:
         """Open (or keep) the run; True when a "begin" record should be taken.
@@ -127,6 +126,10 @@ class RecordingSession:
         if self.run is None:
             self.run = Run(self.run_dir, source="weightwatch", manifest=self.writer.manifest)
         self.live.start()
+        if self.run.records:
+            # A continued run: what its records on disk already show (the halt being resumed
+            # from, say) is not news, and must not halt the new fit at its first record.
+            self.live.update(self.run)
         self._started = time.perf_counter()
         return True
 

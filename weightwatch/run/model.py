@@ -18,6 +18,9 @@ from .npz import load_npz
 from .schema import COLUMNS, EPOCH, VERDICT, kernel_units, layer_of, where_label
 
 
+_UNREAD = object()
+
+
 @dataclass
 class TensorInfo:
     """One tensor of the run: identity and static facts."""
@@ -103,6 +106,7 @@ class Run:
         # (columns, records, tensors): one metric's history is one contiguous
         # block, so a check reads it without a copy (see Run.metric).
         self._data = np.full((len(self.columns), 0, 0), np.nan)
+        self._verdict = _UNREAD
 
     # -- building ---------------------------------------------------------------
     def add_tensor(self, info: TensorInfo) -> int:
@@ -217,15 +221,22 @@ class Run:
 
     @property
     def verdict(self) -> dict | None:
-        """Why live checking halted this run, if it did (see ``verdict.json``)."""
-        p = self.path / VERDICT
-        if self.source != "weightwatch" or not p.exists():
-            return None
-        try:
-            return loads(p.read_bytes())
-        except (OSError, ValueError) as exc:
-            self.problems.append(RunFormatError(f"unreadable verdict ({exc})", path=p))
-            return None
+        """Why live checking halted this run, if it did (see ``verdict.json``).
+
+        Read once; an unreadable verdict is one entry in :attr:`problems`.
+        """
+        if self._verdict is _UNREAD:
+            self._verdict = None
+            p = self.path / VERDICT
+            if self.source == "weightwatch" and p.exists():
+                try:
+                    verdict = loads(p.read_bytes())
+                    if not isinstance(verdict, dict):
+                        raise ValueError("not an object")
+                    self._verdict = verdict
+                except (OSError, ValueError) as exc:
+                    self.problems.append(RunFormatError(f"unreadable verdict ({exc})", path=p))
+        return self._verdict
 
     def tensors_at(self, record: int | None = None) -> dict[str, np.ndarray]:
         """The saved tensors of a record (``save_tensors=True`` runs)."""

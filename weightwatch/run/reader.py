@@ -145,10 +145,22 @@ def _record(snap, index: int, name: str) -> Record:
         raise ValueError("not a weightwatch snapshot")
     if snap.get("version") != VERSION:
         raise ValueError(f"unsupported snapshot version {snap.get('version')!r}")
-    return Record(index=int(snap.get("record", index)), epoch=int(snap["epoch"]),
-                  batch=snap.get("batch"), step=snap.get("step"), trigger=snap.get("kind", "epoch"),
-                  time=snap.get("time"), logs=snap.get("logs") or {}, file=name,
-                  tensors_file=snap.get("tensors_file"))
+    logs = snap.get("logs") or {}
+    if not isinstance(logs, dict):
+        raise ValueError("'logs' is not an object")
+    return Record(index=_whole(snap.get("record", index), "record"), epoch=_whole(snap.get("epoch"), "epoch"),
+                  batch=_whole(snap.get("batch"), "batch", null=True),
+                  step=_whole(snap.get("step"), "step", null=True), trigger=snap.get("kind", "epoch"),
+                  time=snap.get("time"), logs=logs, file=name, tensors_file=snap.get("tensors_file"))
+
+
+def _whole(v, key: str, null: bool = False):
+    """A record's counter: a whole number (or null where allowed), else the record is unreadable."""
+    if v is None and null:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{key!r} must be a whole number, got {v!r}")
+    return v
 
 
 def _ids_in_order(run: Run, entry, known: dict) -> bool | None:

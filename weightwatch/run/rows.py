@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .schema import COLUMNS, kernel_units, layer_of, tensor_role
-from .stats import UpdateDirection, _tensor_row_recycling
+from .stats import UpdateDirection, tensor_row_recycling
 
 _ROW_COLUMNS = COLUMNS[2:]
 
@@ -105,7 +105,7 @@ class RecordBuilder:
             prev = None  # reshaped (rebuilt layer): no meaningful delta
             self._dirs.pop(path, None)
         # The previous direction is dropped after this call, so its buffers are reused.
-        figures, direction = _tensor_row_recycling(array, prev, self._dirs.pop(path, None), units,
+        figures, direction = tensor_row_recycling(array, prev, self._dirs.pop(path, None), units,
                                                    self.track_direction)
         self.prev[path] = array
         self._dirs[path] = direction

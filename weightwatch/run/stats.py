@@ -58,7 +58,7 @@ class UpdateDirection:
     and back about 20 times faster than to float16.)  ``scales[k]`` turns
     block *k* back into units of the update; ``norm`` is the update's exact
     L2 norm.  Recording writes each new direction over the buffers of the
-    one before (see :func:`_tensor_row_recycling`).
+    one before (see :func:`tensor_row_recycling`).
     """
 
     __slots__ = ("values", "scales", "norm")
@@ -126,7 +126,7 @@ def tensor_row(
     return _float_row(xf, pf, prev_dir, units, track_direction, False)
 
 
-def _tensor_row_recycling(x, prev, prev_dir, units, track_direction):
+def tensor_row_recycling(x, prev, prev_dir, units, track_direction):
     """:func:`tensor_row` for a caller that drops ``prev_dir`` afterwards (the record builder).
 
     The new direction is written over ``prev_dir``'s buffers, block by block
