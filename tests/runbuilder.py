@@ -152,7 +152,7 @@ def write_nan_run(run_dir) -> Path:
 
 DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
                 min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
-                dead_units=0.0, d_cos=0.1)
+                dead_units=0.0, d_cos=0.1, grad_rms=np.nan)
 
 
 def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict | None = None,
