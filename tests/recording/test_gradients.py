@@ -26,6 +26,7 @@ correction Adam's figure would read 5.3x low).
 
 from __future__ import annotations
 
+import json
 import math
 
 import keras
@@ -259,6 +260,17 @@ def test_vanishing_gradients_under_adam_caught_where_weight_deltas_miss_it(tmp_p
     assert first["m/h1/kernel"].record == 1 and first["m/h1/kernel"].value > 1e5
     assert by_id["loss-at-chance"].status == "failed"
     assert by_id["exploding-gradients"].status == "passed"
+
+
+def test_live_checks_halt_a_vanishing_run_at_its_first_epoch(tmp_path):
+    x, y = classification(n=512, d=16, classes=4, seed=12)
+    model = mlp(seed=12, d=16, classes=4, hidden=(32,) * 10, act="sigmoid")
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    cb = weightwatch.WatchCallback(tmp_path / "run", verbose=0)  # check=True, halt_on="error"
+    history = model.fit(x, y, batch_size=BATCH, epochs=4, verbose=0, callbacks=[cb])
+    assert len(history.epoch) == 1 and cb.halted and "vanishing-gradients" in cb.halted
+    verdict = json.loads((tmp_path / "run" / "verdict.json").read_text())
+    assert verdict["record"] == 1 and verdict["healthy_record"] == 0
 
 
 def test_shuffled_labels_sit_at_chance(tmp_path):
