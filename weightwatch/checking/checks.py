@@ -400,7 +400,8 @@ def _gradients(h: Histories) -> np.ndarray:
 
 
 @check("grad-disparity",
-       message="{tensor} gradient RMS {value:.3g}x smaller than the last layer's (limit {limit:g}x)",
+       message="{tensor}: the last layer's gradient RMS is {value:.3g} times this one's "
+               "(limit {limit:g})",
        metric="grad_disparity", needs=("grad_rms",), options={
                 "max_disparity": Option((int, float), 100.0,
                                         "largest ratio between the last tensor's gradient RMS and "
