@@ -48,6 +48,11 @@ weights, in a rotating order), the cost of one epoch-end record:
     The default callback: live rule checks after the record, and the
     weights of every healthy record kept in ``healthy.npz``.
 
+The model is compiled with Adam and its optimizer built with its slots filled
+and ``iterations > 0``, as after a training step, so that a record also reads
+each trainable variable's second-moment slot for ``grad_rms`` (one more fetch
+and one sum per tensor) as it does in training.
+
 Before each repetition every variable is assigned ``w + noise`` (precomputed
 noise, outside the timed region), so every record sees a real update.  One
 untimed warm-up repetition comes first.  Times are medians over ``--reps``
@@ -320,6 +325,13 @@ def measure_model(key, args, console):
     n_tensors = len(model.weights)
     largest = max(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in model.weights)
     model.compile(optimizer="adam", loss="mse")
+    # As after a training step: Adam's slots exist and iterations > 0, so a record
+    # reads them (the per-tensor gradient estimate, grad_rms) as it does in training.
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(10)
+    for slot in model.optimizer.variables:
+        if len(slot.shape) and slot.dtype == "float32":
+            slot.assign(keras.ops.full(slot.shape, 1e-6, dtype="float32"))
     root = Path(tempfile.mkdtemp(prefix=f"wwbench-{key}-", dir=args.tmp))
     run_seed = n_params <= args.seed_max_params or args.seed_all
     seed_reps = args.seed_reps

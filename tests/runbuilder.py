@@ -57,9 +57,10 @@ def healthy_row(spec: dict, record: int, first_record: int = 0) -> dict:
         "l2": l2, "mean": 0.0, "std": rms, "min": -2 * rms, "max": 2 * rms, "absmax": 2 * rms,
         "zero_frac": 0.0,
         "d_l2": None, "d_absmax": None, "changed": None, "dead_units": None, "d_cos": None,
+        "grad_rms": None,
     }
     if age > 0:
-        row.update(d_l2=0.05, d_absmax=0.05, changed=True)
+        row.update(d_l2=0.05, d_absmax=0.05, changed=True, grad_rms=0.01)
         if len(shape) >= 2:
             row["dead_units"] = 0
         if age > 1:
@@ -67,12 +68,17 @@ def healthy_row(spec: dict, record: int, first_record: int = 0) -> dict:
     return row
 
 
+#: What a run recorded today states about the evidence beyond its weights.
+MANIFEST_EXTRA = {"optimizer": "Adam", "gradients": "adam-velocity", "chance_loss": math.log(4)}
+
+
 def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "handmade",
-              columns=COLUMNS) -> Path:
+              columns=COLUMNS, manifest_extra: dict = MANIFEST_EXTRA) -> Path:
     """Write ``manifest.json`` and ``record-NNNNNN.json`` files; return the run directory.
 
     ``tensors``: path -> ``{shape, role, layer, dtype, trainable, frozen, first_record}``
     (all optional; role and layer are derived from the path).
+    ``manifest_extra``: more manifest keys (an older run had none of these).
     ``records``: one dict per record with ``epoch`` (default: its index), ``batch``,
     ``trigger`` ("begin" for record 0, else "epoch"), ``logs`` and ``rows``
     (path -> {column: value} overriding the healthy defaults; a value ``"absent"`` for
@@ -93,7 +99,7 @@ def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "hand
         })
     manifest = {"format": FORMAT, "version": VERSION, "created": "2024-01-01T00:00:00+00:00",
                 "model": model, "columns": list(columns), "versions": {"weightwatch": "test"},
-                "tensors": table}
+                "tensors": table, **manifest_extra}
     _dump(run_dir / MANIFEST, manifest)
     for i, rec in enumerate(records):
         rows = {}
@@ -152,7 +158,7 @@ def write_nan_run(run_dir) -> Path:
 
 DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
                 min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
-                dead_units=0.0, d_cos=0.1)
+                dead_units=0.0, d_cos=0.1, grad_rms=np.nan)
 
 
 def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict | None = None,

@@ -45,7 +45,7 @@ def row(record: int, j: int) -> list:
                   l2=1.0 + record + j / 3, mean=-0.1 * j, std=0.5, min=-1.0, max=1.0, absmax=1.0,
                   zero_frac=0.25, d_l2=None if first else 0.1 * record, d_absmax=None if first else 0.01,
                   changed=None if first else j != 2, dead_units=None if j == 1 or first else j,
-                  d_cos=None if record < 2 else -0.5)
+                  d_cos=None if record < 2 else -0.5, grad_rms=None if first or j == 1 else 1e-3 * j)
     return [values[c] for c in COLUMNS]
 
 
@@ -217,7 +217,7 @@ def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     inf = float("inf")
     odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=inf, l2=inf, mean=-inf, std=1e300,
                min=-1.0, max=1.0, absmax=1.0, zero_frac=0.0, d_l2=None, d_absmax=None, changed=0.7,
-               dead_units=3.9, d_cos=None)
+               dead_units=3.9, d_cos=None, grad_rms=-inf)
     w = RunWriter(tmp_path / "run", model_name="m")
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
     w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
@@ -273,3 +273,32 @@ def test_histories_of_no_tensor_and_of_every_tensor_are_not_confused(tmp_path):
     run = weightwatch.open_run(tmp_path / "run")
     assert Histories(run, np.array([], dtype=np.intp))("l2").shape == (4, 0)
     assert Histories(run, np.arange(3))("l2").shape == (4, 3)
+
+
+def test_journal_of_an_old_run_is_used_with_its_shorter_rows(tmp_path, parsed, monkeypatch):
+    """A run written before grad_rms (17 columns, journal included) reads from its journal."""
+    from weightwatch.run import writer as writer_module
+    from weightwatch.run.schema import FIRST_COLUMNS
+
+    d = tmp_path / "old"
+    with monkeypatch.context() as m:  # the writer as it was: the first 17 columns only
+        m.setattr(writer_module, "COLUMNS", FIRST_COLUMNS)
+        w = RunWriter(d, model_name="m")
+        w.add_tensors([{"path": p, "layer": p.rsplit("/", 1)[0], "shape": [4], "dtype": "float32",
+                        "kind": p.rsplit("/", 1)[1]} for p in PATHS])
+        for r in range(3):
+            w.write_record(epoch=r, batch=None, step=r, trigger="begin" if r == 0 else "epoch",
+                           rows={p: row(r, j)[:len(FIRST_COLUMNS)] for j, p in enumerate(PATHS)},
+                           logs={}, wall=0.0)
+    assert json.loads((d / "manifest.json").read_text())["columns"] == list(FIRST_COLUMNS)
+    run = weightwatch.open_run(d)
+    assert parsed == [] and run.problems == []
+    assert np.isnan(run.metric("grad_rms")).all()
+    assert run.history("m/d/kernel", "l2").tolist() == [1.0, 2.0, 3.0]
+    # continued by this weightwatch: the old entries still serve, the new one has grad_rms
+    write(d, records=1, start=3, resume=True)
+    parsed.clear()
+    run = weightwatch.open_run(d)
+    assert parsed == [] and run.columns == COLUMNS
+    assert np.isnan(run.history("m/d/bias", "grad_rms")[:3]).all()
+    assert run.history("m/e/kernel", "grad_rms")[3] == pytest.approx(2e-3)

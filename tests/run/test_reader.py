@@ -302,3 +302,62 @@ def test_a_record_with_a_malformed_counter_is_unreadable_not_a_crash(tmp_path, f
     run = weightwatch.open_run(d)
     assert [r.index for r in run.records] == [0, 2]
     assert len(run.problems) == 1 and "record-000001.json" in str(run.problems[0])
+
+
+# -- runs recorded before a column existed -----------------------------------------------------
+
+def _old_run(path, records=3):
+    """A run as weightwatch wrote it before ``grad_rms``: 17 columns in the manifest and every row."""
+    from weightwatch.run.schema import FIRST_COLUMNS
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").write_text(json.dumps(dict(manifest(), columns=list(FIRST_COLUMNS))))
+    for i in range(records):
+        snap = snapshot(i)
+        snap["tensors"] = {p: r[:len(FIRST_COLUMNS)] for p, r in snap["tensors"].items()}
+        (path / f"record-{i:06d}.json").write_text(json.dumps(snap))
+    return path
+
+
+def test_old_run_without_grad_rms_opens_and_reads_nan(tmp_path):
+    run = weightwatch.open_run(_old_run(tmp_path / "old"))
+    assert run.problems == [] and not run.has_column("grad_rms")
+    assert run.history("m/d/kernel", "l2").tolist() == [1.0, 2.0, 3.0]
+    g = run.metric("grad_rms")
+    assert g.shape == (3, 2) and np.isnan(g).all() and not g.flags.writeable
+    assert np.isnan(run.history("m/d/bias", "grad_rms")).all()
+    with pytest.raises(KeyError, match="unknown metric 'grad_rsm'"):
+        run.metric("grad_rsm")  # a typo still raises: only columns this weightwatch knows read NaN
+
+
+def test_continuing_an_old_run_adds_the_new_columns(tmp_path):
+    d = _old_run(tmp_path / "old", records=2)
+    w = RunWriter(d, model_name="m", resume=True)
+    assert json.loads((d / "manifest.json").read_text())["columns"] == list(COLUMNS)
+    full = dict.fromkeys(COLUMNS)
+    full.update(zip(COLUMNS, row(5.0, d_l2=0.5, changed=True)), grad_rms=0.25)
+    w.write_record(epoch=2, batch=None, step=20, trigger="epoch", logs={"loss": 0.2}, wall=0.0,
+                   rows={"m/d/kernel": [full[c] for c in COLUMNS]})
+    run = weightwatch.open_run(d)
+    assert run.problems == [] and run.columns == COLUMNS
+    assert run.history("m/d/kernel", "l2").tolist() == [1.0, 2.0, 5.0]
+    g = run.history("m/d/kernel", "grad_rms")
+    assert np.isnan(g[:2]).all() and g[2] == 0.25
+
+
+def test_rows_shorter_than_the_first_columns_are_damage(tmp_path):
+    d = _old_run(tmp_path / "old", records=2)
+    snap = json.loads((d / "record-000001.json").read_text())
+    snap["tensors"] = {p: r[:10] for p, r in snap["tensors"].items()}
+    (d / "record-000001.json").write_text(json.dumps(snap))
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0] and "expected 17 numbers" in str(run.problems[0])
+
+
+def test_cannot_continue_a_run_of_other_columns(tmp_path):
+    d = write_run(tmp_path / "run", records=1)
+    m = json.loads((d / "manifest.json").read_text())
+    m["columns"] = ["trainable", "frozen", "something_else"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(RunFormatError, match="columns"):
+        RunWriter(d, model_name="m", resume=True)

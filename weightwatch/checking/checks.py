@@ -40,6 +40,14 @@ JUDGES = {STATE: "every record", UPDATE: "records after at least one training st
           EPOCHS: "the begin and epoch records (not batch records)"}
 
 
+class NotApplicable(Exception):
+    """Raised by a check when the run lacks the evidence it judges (a column, a manifest entry).
+
+    The engine reports the rule SKIPPED with the exception's message as its
+    note: never a pass on evidence that is not there.
+    """
+
+
 @dataclass
 class Option:
     type: type | tuple
@@ -434,6 +442,91 @@ def update_disparity(h: Histories, max_disparity, min_rms):
     return Outcome(d, _gt(d, max_disparity), float(max_disparity))
 
 
+# -- gradients (from the optimizer's state) -------------------------------------------
+def _gradients(h: Histories) -> np.ndarray:
+    """The selected tensors' ``grad_rms``; NotApplicable when the run holds no estimate."""
+    g = h("grad_rms")
+    if not np.isfinite(g).any():
+        if not h.run.has_column("grad_rms"):
+            raise NotApplicable("the run has no grad_rms column (recorded before weightwatch "
+                                "recorded gradient estimates, or imported from a weight dump)")
+        estimator = h.run.manifest.get("gradients")
+        raise NotApplicable("no gradient estimate recorded for the selected tensors"
+                            + (f" (estimator {estimator})" if estimator else
+                               f" (the optimizer, {h.run.manifest.get('optimizer') or 'unknown'}, "
+                               "has no state to estimate it from)"))
+    return g
+
+
+@check("grad-disparity",
+       message="{tensor}: the last layer's gradient RMS is {value:.3g} times this one's "
+               "(limit {limit:g})",
+       metric="grad_disparity", needs=("grad_rms",), options={
+                "max_disparity": Option((int, float), 100.0,
+                                        "largest ratio between the last tensor's gradient RMS and "
+                                        "this one's", above=1),
+            })
+def grad_disparity(h: Histories, max_disparity):
+    """Fails when a tensor's gradient is orders of magnitude smaller than the last layer's.
+
+    Why: in a deep network with saturating activations (sigmoid, tanh) the
+    gradient shrinks layer by layer on its way back ("vanishing gradients").
+    Under SGD the weights show it (see update-disparity), but Adam, RMSprop
+    and Adagrad divide each update by the gradient's own running size, so
+    the early layers keep moving at about the learning rate while their
+    gradient is 10^6 times smaller.  ``grad_rms``, read from the optimizer's
+    own state, shows it whatever the optimizer.  The reference at each
+    record is the last selected tensor (in model order, normally the output
+    kernel) that has an estimate; ``inf`` means the optimizer's state holds
+    no gradient at all for the tensor.
+    """
+    g = _gradients(h)
+    finite = np.isfinite(g)
+    ref = np.full(g.shape[0], np.nan)
+    rows = np.flatnonzero(finite.any(axis=1))
+    last = g.shape[1] - 1 - np.argmax(finite[rows, ::-1], axis=1)
+    ref[rows] = g[rows, last]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        d = ref[:, None] / g
+    d[rows, last] = np.nan
+    d[~(ref > 0)[:, None] | ~finite] = np.nan
+    return Outcome(d, _gt(d, max_disparity), float(max_disparity))
+
+
+@check("grad-growth",
+       message="{tensor} gradient RMS grew {value:.3g}x in one record (limit {limit:g}x)",
+       metric="grad_growth", needs=("grad_rms",), options={
+                "max_ratio": Option((int, float), 100.0, "largest allowed grad_rms_t / grad_rms_t-1",
+                                    above=1),
+                "min_fraction": Option((int, float), 0.01,
+                                       "growth is measured from at least this fraction of the "
+                                       "largest selected gradient RMS at the previous record",
+                                       above=0),
+            })
+def grad_growth(h: Histories, max_ratio, min_fraction):
+    """Fails when a tensor's gradient multiplies by more than ``max_ratio`` between records.
+
+    Why: exploding gradients (a learning rate far too high, a recurrent
+    network whose Jacobians grow with the sequence) multiply from record to
+    record long before the weights overflow, and under an adaptive optimizer
+    the weights need not show it at all: each step stays about the learning
+    rate in size.  Healthy gradients shrink or drift as a run converges;
+    they grow by a few times at most, when a layer starts to learn.  Growth
+    is measured from a floor of ``min_fraction`` of the network's largest
+    gradient at the previous record, so a vanishingly small gradient that
+    recovers is not taken for an explosion.
+    """
+    g = _gradients(h)
+    prev = h.prev("grad_rms")
+    with np.errstate(invalid="ignore"):
+        top = np.fmax.reduce(np.where(np.isfinite(prev), prev, np.nan), axis=1, initial=-np.inf)
+    floor = np.where(np.isfinite(top) & (top > 0), top * min_fraction, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = g / np.fmax(prev, floor[:, None])
+    r[~np.isfinite(prev) | ~np.isfinite(g)] = np.nan
+    return Outcome(r, _gt(r, max_ratio), float(max_ratio))
+
+
 # -- training logs ------------------------------------------------------------------
 @check("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
        metric="log", keywords=("nan", "inf"), options={
@@ -509,3 +602,48 @@ def loss_plateau(h: Histories, key, window, min_improvement):
     imp[at] = imp_e
     return Outcome(imp[:, None], _lt(imp, min_improvement)[:, None], float(min_improvement),
                    subjects=[key], extra={"window": window})
+
+
+@check("loss-at-chance", scope=LOG,
+       message="{key} has sat at chance level for {records} records: {value:.1%} from the loss of "
+               "a constant predictor (tolerance {limit:.0%})",
+       metric="from_chance", options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "tolerance": Option((int, float), 0.02,
+                                    "largest relative distance from the chance loss that counts as at "
+                                    "chance", above=0),
+                "records": Option(int, 2, "consecutive epoch records at chance", minimum=1),
+            })
+def loss_at_chance(h: Histories, key, tolerance, records):
+    """Fails when the loss has sat at the loss of a constant predictor for ``records`` epochs.
+
+    Why: a crossentropy over C classes is ln C (ln 2 for a binary one) when
+    the model predicts the same uniform distribution for every input: the
+    loss of a model that has learned nothing.  A loss that settles there and
+    stays means no signal reaches the weights - labels shuffled apart from
+    their inputs by a pipeline bug, gradients that vanish before the early
+    layers, dead units - however much the weights move.  The chance loss
+    comes from the run's manifest (``chance_loss``); runs without one are
+    skipped.  Only epoch-end records count (a batch record's loss is a
+    running mean over part of an epoch); the value judged is the loss's
+    relative distance from the chance loss, ``|loss - chance| / chance``.
+    """
+    chance = h.run.manifest.get("chance_loss")
+    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
+            or not np.isfinite(chance) or not chance > 0):
+        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
+                            "model has several outputs, or the run was recorded before "
+                            "weightwatch recorded it)")
+    v, _ = h.log(key)
+    epoch_end = np.array([r.trigger == "epoch" for r in h.records], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        dist = np.where(epoch_end, np.abs(v - chance) / chance, np.nan)
+    # The streak of consecutive epoch records at chance, ending at each of them.
+    e = np.flatnonzero(epoch_end)
+    near = ~_gt(dist[e], tolerance) & ~np.isnan(dist[e])
+    pos = np.arange(e.size)
+    streak = pos - np.maximum.accumulate(np.where(near, -1, pos))
+    bad = np.zeros(len(v), dtype=bool)
+    bad[e] = streak >= records
+    return Outcome(dist[:, None], bad[:, None], float(tolerance), subjects=[key],
+                   extra={"records": records})

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..run.model import Run
 from ..run.reader import open_run
-from .checks import JUDGES, Histories, record_mask
+from .checks import JUDGES, Histories, NotApplicable, record_mask
 from .diagnosis import diagnose
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
@@ -122,7 +122,10 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
         keys = rule.log_keys
         if not any(run.log_present(k).any() for k in keys):
             return RuleResult(rule, SKIPPED, note=f"run has no {' / '.join(map(repr, keys))} log")
-        outcome = check_def.fn(h, **rule.options)
+        try:
+            outcome = check_def.fn(h, **rule.options)
+        except NotApplicable as why:
+            return RuleResult(rule, SKIPPED, note=str(why))
         applicable = np.ones_like(outcome.bad)
         names = outcome.subjects
         layers = [None] * len(names)
@@ -148,7 +151,10 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
             if np.isnan(h("frozen")).all():
                 note += " (this run has no trainable/frozen flags)"
             return RuleResult(rule, SKIPPED, note=note, tensors=int(idx.size))
-        outcome = check_def.fn(h, **rule.options)
+        try:
+            outcome = check_def.fn(h, **rule.options)
+        except NotApplicable as why:
+            return RuleResult(rule, SKIPPED, note=str(why), tensors=int(idx.size))
         names = [t.path for t in h.tensors]
         layers = [t.layer for t in h.tensors]
         tensors = names

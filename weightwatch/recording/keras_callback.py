@@ -19,6 +19,7 @@ import numpy as np
 
 from ..output.live import LivePrinter
 from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths, where_label
+from .keras_optimizer import GradientReader, chance_loss, estimator
 from .session import RecordingSession, Variable, clean_logs, iter_unique
 
 
@@ -95,6 +96,8 @@ class WatchCallback(keras.callbacks.Callback):
         self.verbose = verbose
         self._owner_cache = None   # (key, [(variable, owning layer chain, recorded name)])
         self._step = 0
+        self._gradients = GradientReader(self._scalar)
+        self._chance_pending = True
 
     @property
     def halted(self) -> str | None:
@@ -118,7 +121,11 @@ class WatchCallback(keras.callbacks.Callback):
         self._batches = 0
         if self._pending_begin:
             self._pending_begin = False
-            if self.session.open(model_name=self.model.name, info=self._run_info(), initial_epoch=epoch):
+            info = self._run_info()
+            if self.session.open(model_name=self.model.name, info=info, initial_epoch=epoch):
+                self._gradients.reset()
+                # A continued run's manifest learns them too (no-op for a new run).
+                self.session.annotate({k: info[k] for k in ("gradients", "chance_loss")})
                 self._record(epoch=epoch, batch=None, trigger=BEGIN, logs={})
 
     def on_train_batch_end(self, batch, logs=None):
@@ -150,8 +157,14 @@ class WatchCallback(keras.callbacks.Callback):
             return
         logs = clean_logs(logs, lambda v: keras.ops.convert_to_numpy(v))
         self._add_optimizer_logs(logs)
+        if self._chance_pending:  # a lazily built model has its output shape only now
+            known, chance = chance_loss(self.model)
+            if known:
+                self._chance_pending = False
+                self.session.annotate({"chance_loss": chance})
+        gradient = self._gradients.for_record(getattr(self.model, "optimizer", None))
         if self.session.record(list(self._variables()), self._fetch, epoch=epoch, batch=batch,
-                               step=self._step, trigger=trigger, logs=logs):
+                               step=self._step, trigger=trigger, logs=logs, gradient=gradient):
             self.model.stop_training = True
 
     def _run_info(self) -> dict:
@@ -160,6 +173,12 @@ class WatchCallback(keras.callbacks.Callback):
             "backend": keras.backend.backend(),
             "optimizer": type(getattr(self.model, "optimizer", None)).__name__,
         }
+        # Evidence beyond the weights (see keras_optimizer.py): which estimator fills
+        # grad_rms, and the loss of a constant predictor (null when unknown).
+        found = estimator(getattr(self.model, "optimizer", None))
+        info["gradients"] = found[0] if found else None
+        known, info["chance_loss"] = chance_loss(self.model)
+        self._chance_pending = not known
         info_versions = {"keras": keras.__version__}
         if info["backend"] == "tensorflow":
             import tensorflow as tf

@@ -133,6 +133,25 @@ class RecordingSession:
         self._started = time.perf_counter()
         return True
 
+    def annotate(self, info: dict) -> None:
+        """Facts about the run that the adapter learns after opening it; the manifest gains them.
+
+        (The loss of a constant predictor needs the model's output shape,
+        which a lazily built model has only after its first step.)
+        """
+        if self.writer is None or self.write_failed:
+            return
+        manifest = self.writer.manifest
+        if all(k in manifest and manifest[k] == v for k, v in info.items()):
+            return
+        manifest.update(info)
+        if self.run is not None and self.run.manifest is not manifest:
+            self.run.manifest.update(info)
+        try:
+            self.writer.write_manifest()
+        except OSError as exc:
+            self._write_error(exc)
+
     def wants(self, path: str, trainable: bool) -> bool:
         """Whether a variable is recorded (``trainable_only``, ``include``, ``exclude``)."""
         if self.trainable_only and not trainable:
@@ -144,12 +163,18 @@ class RecordingSession:
         return self.writer is not None and self.halted is None and not self.write_failed
 
     def record(self, variables: list[Variable], fetch: Callable[[object], np.ndarray], *, epoch: int,
-               batch: int | None, step: int, trigger: str, logs: dict) -> str | None:
+               batch: int | None, step: int, trigger: str, logs: dict,
+               gradient: Callable[[object], object] | None = None) -> str | None:
         """Take one record; returns why training must stop now, or None.
 
         ``fetch(handle)`` returns a host copy of the variable that later
         training steps cannot mutate; it is called only for variables that
         are recorded.  ``logs`` must already be JSON-safe floats (or None).
+        ``gradient(handle)``, when given, is the variable's ``grad_rms``
+        figure: a float read from the optimizer's state, a
+        :class:`~weightwatch.run.rows.FromUpdate`, or None; it is asked only
+        for recorded variables that are trainable and not frozen (the
+        optimizer's state of any other variable is stale, if it has any).
         """
         if not self.recording:
             return None
@@ -164,8 +189,9 @@ class RecordingSession:
         builder.start(len(variables))
         for v in variables:
             if self.wants(v.path, v.trainable):
+                grad = gradient(v.handle) if gradient is not None and v.trainable and not v.frozen else None
                 builder.add(v.path, fetch(v.handle), trainable=bool(v.trainable), frozen=bool(v.frozen),
-                            layer_path=v.layer_path)
+                            layer_path=v.layer_path, grad=grad)
         rows = builder.finish()
         arrays = {p: builder.prev[p] for p in rows.paths} if self.save_tensors else None
         try:

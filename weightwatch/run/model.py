@@ -135,11 +135,15 @@ class Run:
     def append_columns(self, record: Record, idx, columns: np.ndarray, *, in_order: bool) -> None:
         """Add one record whose ``columns[c, i]`` is column c of tensor ``idx[i]``.
 
-        ``in_order``: ``idx`` is 0, 1, 2...
+        ``in_order``: ``idx`` is 0, 1, 2...  Rows with fewer figures than
+        :attr:`columns` hold the first ones (a record written before the later
+        columns were appended); the rest are NaN.
         """
         r = len(self.records)
         self._grow(r + 1, len(self.tensors))
         n = len(idx)
+        if n and len(columns) < len(self.columns):
+            columns = np.concatenate([columns, np.full((len(self.columns) - len(columns), n), np.nan)])
         if n:
             if in_order and n == len(self.tensors):
                 self._data[:, r, :n] = columns  # the usual case: manifest order, no gaps
@@ -183,12 +187,23 @@ class Run:
             raise KeyError(f"no tensor {path!r} in run {self.path}") from None
 
     def metric(self, name: str) -> np.ndarray:
-        """History of one column for all tensors: shape (records, tensors)."""
-        try:
-            c = self._col[name]
-        except KeyError:
-            raise KeyError(f"unknown metric {name!r}; known: {', '.join(self.columns)}") from None
+        """History of one column for all tensors: shape (records, tensors).
+
+        A column this weightwatch writes but the run lacks (``grad_rms`` in a
+        run recorded before it existed) is all NaN, as an undefined figure is.
+        """
+        c = self._col.get(name)
+        if c is None:
+            if name not in COLUMNS:
+                raise KeyError(f"unknown metric {name!r}; known: {', '.join(self.columns)}")
+            absent = np.full((len(self.records), len(self.tensors)), np.nan)
+            absent.flags.writeable = False
+            return absent
         return self._data[c, : len(self.records), : len(self.tensors)]
+
+    def has_column(self, name: str) -> bool:
+        """Whether the run was recorded with this column (old runs lack the newer ones)."""
+        return name in self._col
 
     def history(self, tensor: str, metric: str) -> np.ndarray:
         return self.metric(metric)[:, self.tensor_index(tensor)]

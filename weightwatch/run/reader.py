@@ -22,8 +22,8 @@ from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
 from .npz import load_npz
 from .schema import (
-    COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, MANIFEST, RECORD_RE, SNAPSHOT_FORMAT, VERSION,
-    layer_of, record_name, tensor_role,
+    COLUMNS, FIRST_COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, MANIFEST, RECORD_RE, SNAPSHOT_FORMAT,
+    VERSION, layer_of, record_name, tensor_role,
 )
 
 
@@ -131,12 +131,27 @@ def _parse_snapshot(snap, index: int, name: str, ncols: int):
                   else np.empty((0, ncols)))
     except (TypeError, ValueError):
         values = None
-    if values is None or values.shape != (len(paths), ncols):
+    if (values is None or values.ndim != 2 or values.shape[0] != len(paths)
+            or not _row_width_ok(values.shape[1], ncols)):
         # Name the offending tensor: numpy's own message does not.
-        bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != ncols
+        first_row = next(iter(rows.values()))
+        width = len(first_row) if isinstance(first_row, list) else ncols
+        bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != width
+                    or not _row_width_ok(len(row), ncols)
                     or not all(v is None or isinstance(v, (int, float)) for v in row)), "?")
         raise ValueError(f"tensor {bad!r}: expected {ncols} numbers")
     return record, paths, values
+
+
+def _row_width_ok(width: int, ncols: int) -> bool:
+    """Whether a row of ``width`` figures fits a run of ``ncols`` columns.
+
+    Columns are only ever appended, so a record written by a weightwatch that
+    knew fewer of them (an old run continued by a newer version, or the other
+    way round) has shorter rows: they hold the first columns, and the rest
+    are read as null.
+    """
+    return min(ncols, len(FIRST_COLUMNS)) <= width <= ncols
 
 
 def _record(snap, index: int, name: str) -> Record:
@@ -169,7 +184,7 @@ def _ids_in_order(run: Run, entry, known: dict) -> bool | None:
     key = (entry.ids.tobytes(), entry.paths_crc, entry.values.shape[1])
     if key not in known:
         ids = entry.ids.tolist()
-        valid = (entry.values.shape[1] == len(run.columns)
+        valid = (_row_width_ok(entry.values.shape[1], len(run.columns))
                  and all(0 <= i < len(run.tensors) for i in ids)
                  and journal.paths_crc(run.tensors[i].path for i in ids) == entry.paths_crc)
         known[key] = (ids == list(range(len(ids)))) if valid else None

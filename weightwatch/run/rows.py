@@ -12,14 +12,28 @@ array (a row per tensor): Python lists of them cost ten times the memory.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import COLUMNS, kernel_units, layer_of, tensor_role
+from .schema import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS, kernel_units, layer_of, tensor_role
 from .stats import UpdateDirection, tensor_row_recycling
 
-_ROW_COLUMNS = COLUMNS[2:]
+_ROW_COLUMNS = STAT_COLUMNS + DELTA_COLUMNS
+
+
+@dataclass(frozen=True)
+class FromUpdate:
+    """A gradient figure to derive from the update: ``grad_rms = rms(W_t - W_t-1) / step``.
+
+    For plain gradient descent, whose update since the previous record is
+    ``step`` (the learning rate times the number of steps) times the mean
+    gradient of those steps; the update's size is a figure the record
+    computes anyway.
+    """
+
+    step: float
 
 
 @dataclass
@@ -68,12 +82,14 @@ class RecordBuilder:
         self._entries: list[dict] = []
 
     def add(self, path: str, array: np.ndarray, *, trainable, frozen, dtype: str | None = None,
-            layer_path: str | None = None) -> None:
+            layer_path: str | None = None, grad=None) -> None:
         """Add one tensor; ``array`` must be a copy the caller will not mutate.
 
         ``trainable`` / ``frozen`` are booleans, or None where the source does
         not know them (a seed dump).  ``layer_path`` names the owning layers
-        from the model down, where the framework knows them.
+        from the model down, where the framework knows them.  ``grad`` is the
+        tensor's ``grad_rms``: an estimate the caller read from the optimizer
+        (a float), a :class:`FromUpdate`, or None (no estimate).
         """
         key = (path, array.shape, array.dtype)
         known = self._static.get(key)
@@ -89,7 +105,8 @@ class RecordBuilder:
         n = len(self._paths)
         if n == len(self._values):
             self._values = np.concatenate([self._values, np.empty_like(self._values[: max(n, 1)])])
-        self._values[n] = self.row(path, array, trainable=trainable, frozen=frozen, units=units)
+        self._values[n] = self.row(path, array, trainable=trainable, frozen=frozen, units=units,
+                                   grad=grad)
         self._paths.append(path)
         self._entries.append(entry)
 
@@ -98,7 +115,8 @@ class RecordBuilder:
         self._start(0)
         return rows
 
-    def row(self, path: str, array: np.ndarray, *, trainable, frozen, units: int | None) -> list:
+    def row(self, path: str, array: np.ndarray, *, trainable, frozen, units: int | None,
+            grad=None) -> list:
         """The snapshot row of one tensor, in :data:`~.schema.COLUMNS` order."""
         prev = self.prev.get(path)
         if prev is not None and prev.shape != array.shape:
@@ -110,4 +128,8 @@ class RecordBuilder:
         self.prev[path] = array
         self._dirs[path] = direction
         flags = [np.nan if trainable is None else trainable, np.nan if frozen is None else frozen]
-        return flags + [figures[c] for c in _ROW_COLUMNS]
+        if isinstance(grad, FromUpdate):
+            d_l2 = figures["d_l2"]
+            grad = (None if d_l2 is None or not grad.step > 0 or not array.size
+                    else d_l2 / math.sqrt(array.size) / grad.step)
+        return flags + [figures[c] for c in _ROW_COLUMNS] + [grad]

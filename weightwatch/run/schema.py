@@ -43,8 +43,16 @@ def record_name(index: int, suffix: str = ".json") -> str:
 STAT_COLUMNS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac")
 #: Figures of the update since the previous record.
 DELTA_COLUMNS = ("d_l2", "d_absmax", "changed", "dead_units", "d_cos")
+#: Evidence from the optimizer's own state: ``grad_rms`` is the estimated RMS gradient per
+#: element of the tensor at the record (null where the optimizer gives no estimate).
+GRAD_COLUMNS = ("grad_rms",)
 #: Every column, in snapshot order; readers index by name (``manifest["columns"]``).
-COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS
+#: New columns are only ever appended, so a row written with fewer figures than a run's
+#: ``columns`` holds the first ones (see :data:`FIRST_COLUMNS`).
+COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS
+#: The columns of the first runs ever written (before ``grad_rms``): every row has at least
+#: these, and a shorter row than its run's ``columns`` is read with the rest null.
+FIRST_COLUMNS = COLUMNS[:17]
 
 #: Columns that are flags (0/1) and counts (whole numbers); the rest are floats.
 FLAG_COLUMNS = ("trainable", "frozen", "changed")

@@ -116,8 +116,17 @@ class RunWriter:
                 f"{self.model_name!r}; pass overwrite=True or use another run_dir",
                 path=self.dir,
             )
+        columns = list(manifest.get("columns") or COLUMNS)
+        if columns[:len(COLUMNS)] != list(COLUMNS[:len(columns)]):
+            raise RunFormatError("cannot continue this run: its columns are not the ones this "
+                                 "weightwatch writes", path=manifest_path)
         self.manifest = manifest
         self.tensors = manifest.setdefault("tensors", [])
+        if len(columns) < len(COLUMNS):
+            # A run recorded before the newer columns existed gains them from here on;
+            # its earlier records, shorter, are read with those figures null.
+            manifest["columns"] = list(COLUMNS)
+            self.write_manifest()
         self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
         indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
         self.next_record = max(indices) + 1 if indices else 0
