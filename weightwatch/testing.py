@@ -49,8 +49,13 @@ def assert_healthy(run_or_report, rules=None, *, strict: bool = False, keyword: 
     if report.exit_code(strict=strict) == ExitCode.NO_CHECKS_RAN:
         raise ChecksFailed(f"weightwatch: {report.run}: no rule selected ({report.summary()}): "
                            "nothing was checked", report=report)
-    report.raise_for_failures(strict=strict)
-    return report
+    try:
+        report.raise_for_failures(strict=strict)
+    except ChecksFailed as exc:
+        failure = exc
+    else:
+        return report
+    raise failure.with_traceback(None)  # raised here, so pytest's traceback stops at the test
 
 
 class WatchedRun:
