@@ -256,7 +256,7 @@ class RunCollector(pytest.Collector):
         self.shown = shown    # the run as weightwatch check names it from here (report.run)
         self.run = None
         self._report = None
-        self.ran: list = []   # RuleResults of the items that ran, in order
+        self.ran: dict = {}   # rule id -> RuleResult of the items that ran, in order
 
     def collect(self):
         from .errors import RunFormatError
@@ -300,7 +300,7 @@ class RunCollector(pytest.Collector):
 
         full = self.report()
         report = Report(run=full.run, source=full.source, records=full.records, tensors=full.tensors,
-                        rule_sources=full.rule_sources, results=list(self.ran),
+                        rule_sources=full.rule_sources, results=list(self.ran.values()),
                         healthy_record=full.healthy_record)
         report.diagnosis = diagnose(report, self.run)
         return report
@@ -331,7 +331,7 @@ class RuleItem(pytest.Item):
 
         run = self.parent
         result = run.result(self.rule.id)
-        run.ran.append(result)
+        run.ran[result.id] = result
         if result.status == SKIPPED:
             pytest.skip(result.note or "skipped")
         if result.status == FAILED or (result.status == WARNING and run.plugin.strict):
@@ -412,7 +412,7 @@ class RuleFailureRepr:
     def __str__(self) -> str:  # JUnit's failure text, xdist, report.longreprtext: no colour
         from .output.terminal import _rule_section
 
-        console, buffer = _console(None, width=120)
+        console, buffer = _console(None, width=160)
         _rule_section(console, self.result, self.report, self.verbose, header=False)
         return buffer.getvalue().rstrip("\n")
 
