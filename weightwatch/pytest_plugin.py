@@ -182,11 +182,11 @@ class _WeightwatchSession:
                         raise pytest.UsageError(f"{exc} ({self.origin})") from None
             else:
                 paths = [self.base / text]
-            for p in paths:
-                key = os.path.normcase(os.path.abspath(p))
+            for p in paths:   # base is absolute, so each p is
+                key = os.path.normcase(os.path.normpath(p))
                 if key not in seen:
                     seen.add(key)
-                    out.append(Path(os.path.abspath(self.invocation / p)))
+                    out.append(Path(os.path.normpath(p)))
         return out
 
     @pytest.hookimpl(tryfirst=True)

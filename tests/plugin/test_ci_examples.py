@@ -10,7 +10,6 @@ installed pytest11 entry point would load it).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess

@@ -3,7 +3,6 @@ configuration (globs, relative to the file), and input errors as pytest reports 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tomllib
