@@ -18,7 +18,7 @@ FRAMEWORKS = {"keras", "tensorflow", "tf_keras", "torch", "jax", "flax"}
 
 #: Each module's wing, by the first part of its name below weightwatch; lower imports nothing higher.
 RANK = {"_version": 0, "errors": 0, "run": 1, "checking": 2, "output": 3, "recording": 4,
-        "cli": 5, "demo": 5, "__init__": 5, "__main__": 5}
+        "cli": 5, "demo": 5, "__init__": 5, "__main__": 5, "pytest_plugin": 5, "testing": 5}
 FRAMEWORK_FREE = {"_version", "errors", "run", "checking", "output"}
 
 
@@ -121,9 +121,10 @@ def test_only_adapters_and_the_demo_import_a_framework():
     users = {m for m, deps in GRAPH.items() if any(t.split(".")[0] in FRAMEWORKS for t in deps)}
     assert users <= adapters | {"weightwatch.demo"}, sorted(users - adapters)
     assert "weightwatch.recording.keras_callback" in users
-    # Nothing imports an adapter but the demo (and weightwatch's lazy attributes, by name).
+    # Nothing imports an adapter but the demo and the testing helpers (the weightwatch_run
+    # fixture's callback), lazily, and weightwatch's lazy attributes, by name.
     importers = sorted(m for m, deps in GRAPH.items() if deps & adapters and m not in adapters)
-    assert importers == ["weightwatch.demo"], importers
+    assert importers == ["weightwatch.demo", "weightwatch.testing"], importers
 
 
 def test_the_checker_does_not_see_the_parser_as_clean_by_accident():

@@ -15,7 +15,9 @@ The project's document is ``weightwatch.toml`` or ``[tool.weightwatch]`` in
 ``pyproject.toml``, found by walking up from the current directory: the
 nearest wins, and the walk stops at the repository root.  Without one, the
 ``default`` pack applies.  ``--rules FILE`` (or ``WatchCallback(rules=...)``)
-is layered on top.
+is layered on top.  The project's document may also declare ``runs`` (the run
+directories the pytest plugin collects; see :mod:`.project`), which no other
+document may.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RuleError, did_you_mean
+from .project import CONFIG_NAME, find_project_config, validate_runs  # noqa: F401 (re-exported)
 from .rules import Rule, parse_rule
 
-DOC_KEYS = ("extends", "disable", "override", "rule", "pack")
-CONFIG_NAME = "weightwatch.toml"
+DOC_KEYS = ("extends", "disable", "override", "rule", "pack", "runs")
 
 
 def packs_dir() -> Path:
@@ -72,7 +74,8 @@ class _Builder:
         self.sources: list[str] = []
         self._stack: list[Path] = []
 
-    def apply_file(self, path: Path, *, section: str | None = None, default_extends=()):
+    def apply_file(self, path: Path, *, section: str | None = None, default_extends=(),
+                   project: bool = False):
         path = Path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -95,10 +98,10 @@ class _Builder:
                 doc = doc[key]
         label = f"{path}" + (f" [{section}]" if section else "")
         self.apply_doc(doc, source=str(path), label=label, text=text, base=path.parent,
-                       default_extends=default_extends)
+                       default_extends=default_extends, project=project)
 
     def apply_doc(self, doc: dict, *, source: str, label: str | None = None, text: str = "",
-                  base: Path | None = None, default_extends=()):
+                  base: Path | None = None, default_extends=(), project: bool = False):
         if not isinstance(doc, dict):
             raise RuleError("a rule document must be a table", path=source)
         for key in doc:
@@ -106,6 +109,13 @@ class _Builder:
                 raise RuleError(f'unknown key "{key}"{did_you_mean(key, DOC_KEYS)}; '
                                 f'a rule document has: {", ".join(DOC_KEYS)}',
                                 path=source, line=_line_of(text, rf"^\s*\[?{re.escape(key)}\b"))
+        if "runs" in doc:
+            line = _line_of(text, r"^\s*runs\s*=")
+            if not project:
+                raise RuleError('"runs" belongs in the project configuration (weightwatch.toml or '
+                                '[tool.weightwatch] in pyproject.toml), not in a rule file',
+                                path=source, line=line)
+            validate_runs(doc["runs"], path=source, line=line)
         extends = doc.get("extends", list(default_extends))
         if isinstance(extends, str):
             extends = [extends]
@@ -180,29 +190,6 @@ def _line_of(text: str, pattern: str) -> int | None:
     return None
 
 
-def find_project_config(start: Path | None = None) -> tuple[Path, str | None] | None:
-    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch], walking up.
-
-    Stops after the directory that holds ``.git`` (the repository root).
-    """
-    d = Path(start or Path.cwd()).resolve()
-    for folder in (d, *d.parents):
-        candidate = folder / CONFIG_NAME
-        if candidate.is_file():
-            return candidate, None
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
-                data = {}
-            if isinstance(data.get("tool"), dict) and "weightwatch" in data["tool"]:
-                return pyproject, "tool.weightwatch"
-        if (folder / ".git").exists():
-            break
-    return None
-
-
 def load_rules(rules=None, *, config: str | Path | None = None, use_project_config: bool = True,
                start: Path | None = None) -> RuleSet:
     """The rules in force: project configuration (or ``default``) plus ``rules``.
@@ -221,7 +208,7 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
     elif use_project_config:
         found = find_project_config(start)
     if found:
-        b.apply_file_guarded(found[0], section=found[1], default_extends=("default",))
+        b.apply_file_guarded(found[0], section=found[1], default_extends=("default",), project=True)
     else:
         b.apply_file_guarded(builtin_packs()["default"])
     extra = rules if isinstance(rules, (list, tuple)) else ([] if rules is None else [rules])

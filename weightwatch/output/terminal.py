@@ -190,9 +190,13 @@ def _finding_block(console: Console, f: Finding, report: Report, style: str, ver
         console.print(hist, no_wrap=True, overflow="ellipsis")
 
 
-def _rule_section(console: Console, result: RuleResult, report: Report, verbose: bool) -> None:
+def _rule_section(console: Console, result: RuleResult, report: Report, verbose: bool, *,
+                  header: bool = True) -> None:
+    """One rule's failure block: evidence, history, hint; ``header=False`` leaves out the
+    ``____ rule ____`` line (the pytest plugin, where pytest draws its own)."""
     style = STYLE[result.status] if result.status in (FAILED, WARNING) else "red"
-    _sep(console, result.id, "_", style)
+    if header:
+        _sep(console, result.id, "_", style)
     findings = result.findings if verbose else result.findings[:MAX_FINDINGS]
     if not result.findings and result.note:
         console.print(Text(f"E   {result.note}", style=f"bold {style}"))
