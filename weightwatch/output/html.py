@@ -56,7 +56,7 @@ h3{font-size:15px;margin:18px 0 4px}code{font:12.5px ui-monospace,Menlo,Consolas
 .cause{background:#fff;border-left:4px solid #c62828;padding:6px 12px;margin:6px 0}.cause.warning{border-color:#b26a00}
 .rule{background:#fff;border:1px solid #e0e0e0;border-radius:6px;padding:8px 14px;margin:10px 0}
 .rule.warning{border-left:4px solid #b26a00}.rule.failed{border-left:4px solid #c62828}
-.finding{display:inline-block;vertical-align:top;margin:6px 14px 6px 0;max-width:600px}
+.finding{display:inline-block;vertical-align:top;margin:6px 14px 6px 0;max-width:490px}
 .msg{margin:2px 0}.hint{color:#455a64;margin:4px 0}.muted{color:#757575}
 svg .plot{fill:#fff;stroke:#ccc}svg .line{fill:none;stroke:#1565c0;stroke-width:1.5}svg .pt{fill:#1565c0}
 svg .limit{stroke:#c62828;stroke-dasharray:5 3;stroke-width:1.2}svg .onset{stroke:#c62828;stroke-width:1;opacity:.45}

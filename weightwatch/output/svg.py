@@ -69,7 +69,7 @@ def _log_scale(finite: np.ndarray, extra=()) -> bool:
     return vals.size > 1 and vals.min() > 0 and vals.max() / vals.min() > 1e3
 
 
-def line_chart(y, *, labels=None, width: int = 580, height: int = 190, title: str = "",
+def line_chart(y, *, labels=None, width: int = 470, height: int = 170, title: str = "",
                limit: float | None = None, marks=(), first: int | None = None,
                css_class: str = "chart", attrs: str = "", axes: bool = True) -> str:
     """An SVG line chart of ``y`` (one value per record; None/NaN = undefined).
