@@ -213,3 +213,9 @@ def plateau(rules, tmp_path_factory):
 
     records = [{"logs": {"loss": 1.0} if i else {}} for i in range(8)]
     return evaluate(open_run(write_run(tmp_path_factory.mktemp("j") / "plateau", MLP, records)), rules)
+
+
+@pytest.fixture(autouse=True)
+def _no_job_summary(monkeypatch):
+    """Tests run under GitHub Actions must not append to the real job summary."""
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)

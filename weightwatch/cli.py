@@ -22,6 +22,7 @@ examples:
   weightwatch check runs/exp1 -k "not plateau" -x
   weightwatch check runs/exp1 --rules ci.toml --junitxml reports/weights.xml
   weightwatch check runs/exp1 --format json > report.json
+  weightwatch check runs/exp1 --html report.html   also a self-contained HTML report
 
 configuration: weightwatch.toml or [tool.weightwatch] in pyproject.toml, found by
 walking up from the current directory (the nearest wins; the walk stops at the
@@ -29,6 +30,16 @@ repository root). Without one, the built-in "default" pack applies.
 
 exit codes (as pytest's): 0 passed, 1 a check failed, 2 interrupted,
 3 internal error, 4 usage/configuration/input error, 5 nothing was checked.
+"""
+
+EPILOG_REPORT = """\
+examples:
+  weightwatch report runs/exp1 -o report.html    one file, opens offline (CI artifact, e-mail)
+  weightwatch report runs/a runs/b -o both.html  several runs in one file
+  weightwatch check runs/exp1 --html report.html gate CI and write the report in one go
+
+The verdict in the report is the one `weightwatch check` gives with the same rules;
+`report` itself exits 0 once the file is written.
 """
 
 EPILOG_RULES = """\
@@ -69,16 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="check runs against the rules (exit code gates CI)",
                        description="Check recorded runs against the rules and report like pytest.",
                        epilog=EPILOG_CHECK, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("runs", nargs="+", metavar="RUN_DIR",
-                   help="run directory written by WatchCallback, or a folder of per-epoch JSON weight dumps")
-    c.add_argument("--rules", action="append", default=[], metavar="FILE",
-                   help="rule file layered on top of the project configuration (repeatable)")
-    c.add_argument("--config", metavar="FILE",
-                   help="use this weightwatch.toml / pyproject.toml instead of discovering one")
-    c.add_argument("--no-config", action="store_true",
-                   help="ignore project configuration: the default pack plus --rules only")
-    c.add_argument("-k", dest="keyword", metavar="EXPR",
-                   help='only rules matching the expression, e.g. "nan or frozen", "not plateau"')
+    _rule_options(c)
     c.add_argument("-x", "--exitfirst", action="store_const", const=1, dest="maxfail",
                    help="stop at the first failing rule")
     c.add_argument("--maxfail", type=int, metavar="N", help="stop after N failing rules")
@@ -92,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format: " + "; ".join(f"{f.name}: {f.help}" for f in streams))
     for fmt in file_formats():
         c.add_argument(fmt.flag, metavar=fmt.metavar, dest=f"output_{fmt.name}", help=fmt.help)
+
+    h = sub.add_parser("report", help="write a self-contained HTML report of runs (charts, heatmap)",
+                       description="Check runs against the rules and write one self-contained HTML file "
+                                   "(no network needed to view it): the verdict, a chart per finding, an "
+                                   "update-ratio heatmap, the logs and every tensor's norm.",
+                       epilog=EPILOG_REPORT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _rule_options(h)
+    h.add_argument("-o", "--output", default="weightwatch-report.html", metavar="PATH",
+                   help="where to write the report (default: weightwatch-report.html)")
+    h.add_argument("--strict", action="store_true", help="warnings count as failures in the verdict")
 
     s = sub.add_parser("show", help="table of a run's tensors: shapes, flags, norms, updates",
                        description="Show one row per tensor of a run, with a sparkline of its norm.")
@@ -111,6 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("dir", nargs="?", default="weightwatch-demo", metavar="DIR",
                    help="where to write the two runs (default: ./weightwatch-demo)")
     return p
+
+
+def _rule_options(c) -> None:
+    """The runs and the rule selection, as ``check`` and ``report`` take them."""
+    c.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                   help="run directory written by WatchCallback, or a folder of per-epoch JSON weight dumps")
+    c.add_argument("--rules", action="append", default=[], metavar="FILE",
+                   help="rule file layered on top of the project configuration (repeatable)")
+    c.add_argument("--config", metavar="FILE",
+                   help="use this weightwatch.toml / pyproject.toml instead of discovering one")
+    c.add_argument("--no-config", action="store_true",
+                   help="ignore project configuration: the default pack plus --rules only")
+    c.add_argument("-k", dest="keyword", metavar="EXPR",
+                   help='only rules matching the expression, e.g. "nan or frozen", "not plateau"')
 
 
 def main(argv=None) -> int:
@@ -153,17 +179,16 @@ def _stderr():
     return Console(stderr=True, highlight=False)
 
 
-def cmd_check(args) -> int:
+def _evaluate(args, maxfail=None) -> list:
+    """A report per run of ``args.runs`` under the rules ``args`` select."""
     from .checking.config import load_rules
     from .checking.engine import evaluate
     from .checking.report import Report
     from .errors import RunFormatError
-    from .output import Emission, file_formats, get_format, stream_formats
     from .run.reader import open_run
 
-    started = time.perf_counter()
     ruleset = load_rules(args.rules or None, config=args.config, use_project_config=not args.no_config)
-    reports, exit_codes = [], []
+    reports = []
     for path in args.runs:
         try:
             run = open_run(path)
@@ -172,10 +197,17 @@ def cmd_check(args) -> int:
             report = Report(run=str(path), source="?", records=0, tensors=0,
                             rule_sources=list(ruleset.sources), problems=[str(exc)])
         else:
-            # --maxfail 0 means no limit, as in pytest
-            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail or None)
+            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=maxfail)
         reports.append(report)
-        exit_codes.append(report.exit_code(strict=args.strict))
+    return reports
+
+
+def cmd_check(args) -> int:
+    from .output import Emission, file_formats, get_format, stream_formats
+
+    started = time.perf_counter()
+    reports = _evaluate(args, maxfail=args.maxfail or None)   # --maxfail 0: no limit, as in pytest
+    exit_codes = [r.exit_code(strict=args.strict) for r in reports]
     out = Emission(reports, strict=args.strict, verbosity=args.verbose - args.quiet,
                    duration=time.perf_counter() - started)
     get_format(args.format or "terminal").emit(out.to(stream=sys.stdout))
@@ -196,6 +228,18 @@ def _worst(codes) -> ExitCode:
         if code in codes:
             return code
     return ExitCode.OK
+
+
+def cmd_report(args) -> int:
+    """Write the HTML report.  A picture, not a gate: exit 0 once written, whatever the verdict
+    (``weightwatch check --html PATH`` gates and draws in one go)."""
+    from .output.html import write_html
+
+    reports = _evaluate(args)
+    path = write_html(reports, args.output, strict=args.strict)
+    verdict = "; ".join(f"{r.run}: {r.summary()}" for r in reports)
+    _stdout().print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB) - {verdict}", soft_wrap=True)
+    return int(ExitCode.OK)
 
 
 def cmd_show(args) -> int:
@@ -226,7 +270,7 @@ def cmd_demo(args) -> int:
     return int(run_demo(args.dir, _stdout()))
 
 
-_COMMANDS = {"check": cmd_check, "show": cmd_show, "rules": cmd_rules, "demo": cmd_demo}
+_COMMANDS = {"check": cmd_check, "report": cmd_report, "show": cmd_show, "rules": cmd_rules, "demo": cmd_demo}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -91,12 +91,11 @@ def test_github_workflow_gates_a_broken_run_annotates_it_and_keeps_the_artifacts
     # the PR annotations: workflow commands on stdout, pointing at the record files
     assert ("::error file=runs/ci/record-000001.json,title=weightwatch nonfinite-weights::"
             "tiny/hidden/kernel at epoch 1: tiny/hidden/kernel holds 256 NaN/Inf values") in check.stdout.splitlines()
-    assert re.search(r"^::notice title=weightwatch::2 failed, \d+ passed, 1 skipped in ", check.stdout, re.M)
-    # the step summary: the report, without the workflow commands
+    assert re.search(r"^::notice title=weightwatch::2 failed, \d+ passed, \d+ skipped in ", check.stdout, re.M)
+    # the step summary, written by weightwatch's GitHub output: verdict, diagnosis, failed rules
     text = summary.read_text()
-    assert text.startswith("### weightwatch check `runs/ci`\n```text\n") and text.endswith("```\n")
-    assert "FAILED nonfinite-weights - tiny/hidden/kernel holds 256 NaN/Inf values" in text
-    assert "training diverged" in text and "::error" not in text
+    assert text.startswith("### weightwatch: `runs/ci` :x: failed\n")
+    assert "nonfinite-weights" in text and "training diverged" in text and "::error" not in text
     # the artifacts: the run and the reports
     assert (ws / "runs/ci/verdict.json").is_file() and (ws / "runs/ci/healthy.npz").is_file()
     suite = ET.parse(ws / "reports/weightwatch.xml").getroot()
@@ -112,7 +111,7 @@ def test_gitlab_job_passes_a_healthy_run_with_a_junit_report(tmp_path):
     env = env_for(config.get("variables"), job.get("variables"), GITLAB_CI="true", CI="true")
     proc = bash("\n".join(job["script"]), ws, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"{N - 1} passed, 1 skipped" in proc.stdout
+    assert re.search(r"\b\d+ passed, \d+ skipped", proc.stdout) and " failed" not in proc.stdout
     assert "SKIPPED [1] runs/ci::frozen-changed: no selected tensor is frozen=true" in proc.stdout
     artifacts = job["artifacts"]
     assert artifacts["when"] == "always" and all((ws / p).exists() for p in artifacts["paths"])

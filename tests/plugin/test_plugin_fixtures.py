@@ -61,7 +61,7 @@ def test_weightwatch_run_fixture_in_a_test_that_trains(pt, healthy_keras):
     # the assertion message is the short summary: diagnosis, then each failing rule; no object reprs
     result.stdout.fnmatch_lines([
         ">       weightwatch_run.assert_healthy()",
-        "E       weightwatch.errors.ChecksFailed: weightwatch: */weightwatch-run: 2 failed, 10 passed, 1 skipped",
+        "E       weightwatch.errors.ChecksFailed: weightwatch: */weightwatch-run: 2 failed, * passed, * skipped",
         "E         training diverged: weights or loss grew without bound at epoch 1: first tiny/hidden/kernel "
         "(nonfinite-weights)",
         "E         FAILED nonfinite-weights - tiny/hidden/kernel holds 256 NaN/Inf values (+3 more)",
@@ -89,7 +89,7 @@ def test_assert_healthy_on_a_report_a_run_and_a_path(healthy_keras, broken_keras
         assert_healthy(str(broken_keras))
     assert isinstance(err.value, AssertionError)
     message = str(err.value)
-    assert message.splitlines()[0] == f"weightwatch: {broken_keras}: 2 failed, 10 passed, 1 skipped"
+    assert message.splitlines()[0].startswith(f"weightwatch: {broken_keras}: 2 failed, ")
     assert "  FAILED nonfinite-weights - tiny/hidden/kernel holds 256 NaN/Inf values (+3 more)" in message
     # rules= layers on the project configuration, as weightwatch.check does
     assert_healthy(broken_keras, rules={"disable": ["nonfinite-weights", "nonfinite-loss"]})

@@ -67,7 +67,7 @@ def test_a_healthy_run_passes_and_skips_carry_the_rules_note(pt, healthy_keras):
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines([
         "SKIPPED [1] runs/healthy::frozen-changed: no selected tensor is frozen=true",
-        "*13 passed, 1 skipped*"])
+        "* passed, * skipped*"])
     assert "weightwatch diagnosis" not in result.stdout.str()
 
 
@@ -80,10 +80,10 @@ def test_a_warning_passes_and_is_listed_as_a_pytest_warning(pt):
         "*= warnings summary =*",
         "runs/plateau::loss-plateau",
         "  runs/plateau/record-000006.json:0: RuleWarning: loss-plateau: loss improved by 0.00% over the last "
-        "5 records (needs 0.10%)",
+        "5 epochs (needs 0.10%)",
         "*= weightwatch diagnosis =*",
         "the loss stopped improving · from epoch 6 (record 6)",
-        "*13 passed, 1 skipped, 1 warning*"])
+        "* passed, * skipped, 1 warning*"])
 
 
 @pytest.mark.parametrize("option", [

@@ -8,8 +8,9 @@ new format is one module plus one entry in :data:`FORMAT_MODULES` (ruff's
 one emitter per format; pytest's ``junitxml`` declaring its own option).
 
 Beside the formats: :mod:`.show` (``weightwatch show``), :mod:`.ruledocs`
-(``weightwatch rules``), :mod:`.live` (lines printed during training) and
-:mod:`.text` (numbers and sparklines, written one way everywhere).
+(``weightwatch rules``), :mod:`.live` (lines printed during training),
+:mod:`.text` (numbers and sparklines, written one way everywhere) and
+:mod:`.svg` (the HTML report's charts).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, TextIO
 
 #: The report formats, by module name in this package, in the order ``--help`` lists them.
-FORMAT_MODULES = ("terminal", "json_format", "github", "junit")
+FORMAT_MODULES = ("terminal", "json_format", "github", "junit", "html")
 
 
 @dataclass(frozen=True)

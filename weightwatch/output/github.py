@@ -9,10 +9,16 @@ One workflow command per finding::
 The message and property values are escaped as the Actions runner expects
 (``%`` ``\\r`` ``\\n`` everywhere, and ``:`` ``,`` inside properties), the same
 as ``@actions/core``'s ``escapeData`` / ``escapeProperty``.
+
+Where ``GITHUB_STEP_SUMMARY`` names a file (the runner sets it for every
+step), a Markdown job summary is appended to it as well
+(:func:`job_summary`): per run, the verdict, the diagnosis and a table of
+the failed (and warning) rules with their first offender.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import PurePosixPath
 
 from ..checking.report import FAILED, WARNING, Finding, Report
@@ -72,8 +78,59 @@ def github_annotations(reports: list[Report], strict: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _md(text) -> str:
+    """Text safe in a Markdown table cell."""
+    return (str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+            .replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def job_summary(reports: list[Report], strict: bool = False) -> str:
+    """The Markdown job summary: per run, the verdict, the diagnosis, a table of the failed rules."""
+    out = []
+    for report in reports:
+        code = report.exit_code(strict=strict)
+        verdict = {1: ":x: failed", 4: ":warning: input error", 5: ":grey_question: no rules ran"}.get(
+            int(code), ":white_check_mark: passed")
+        out.append(f"### weightwatch: `{_md(report.run)}` {verdict}\n")
+        out.append(f"{_md(report.summary())} in {report.duration:.2f}s "
+                   f"({report.records} records, {report.tensors} tensors)\n")
+        for cause in report.diagnosis:
+            if cause.severity == "error" or strict:
+                out.append(f"- **{_md(cause.title)}** at {_md(cause.at)}: first `{_md(cause.first.subject)}` "
+                           f"({_md(cause.first.rule)})" + (f" - {_md(cause.hint)}" if cause.hint else ""))
+        if report.diagnosis:
+            out.append("")
+        rows = [r for r in report.results if r.status == FAILED or r.status == WARNING]
+        if rows:
+            out.append("| rule | status | first offender | at | message |")
+            out.append("|---|---|---|---|---|")
+            for r in rows:
+                status = "failed" if r.status == FAILED or strict else "warning"
+                if r.findings:
+                    f = r.findings[0]
+                    more = f" (+{len(r.findings) - 1} more)" if len(r.findings) > 1 else ""
+                    out.append(f"| `{_md(r.id)}` | {status} | `{_md(f.subject)}`{more} | {_md(f.at)} "
+                               f"| {_md(f.message)} |")
+                else:
+                    out.append(f"| `{_md(r.id)}` | {status} | | | {_md(r.note)} |")
+            out.append("")
+        for p in report.problems:
+            out.append(f"- error: {_md(p)}")
+        if report.problems:
+            out.append("")
+    return "\n".join(out) + "\n"
+
+
 def emit(out: Emission) -> None:
     out.stream.write(github_annotations(out.reports, strict=out.strict))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(job_summary(out.reports, strict=out.strict))
+        except OSError as exc:   # a summary is a courtesy: never fail the gate over it
+            out.stream.write(command("warning", f"cannot write the job summary to {summary}: {exc}",
+                                     title="weightwatch") + "\n")
 
 
 FORMAT = OutputFormat(
