@@ -257,3 +257,15 @@ def test_large_report_opens_quickly(tmp_path):
     dom, console, _ = render(path, tmp_path)
     assert console == [] and 'data-ready="1"' in dom
     assert time.perf_counter() - started < 30     # two browser starts on a shared machine
+
+
+def test_gradient_heatmap_where_the_run_records_gradients(tmp_path):
+    """grad_rms is drawn next to the update ratio when recorded; an old run says it is not."""
+    with_grads = evaluate(open_run(write_healthy_run(tmp_path / "grads")), load_rules(use_project_config=False))
+    page = html_report([with_grads])
+    assert 'alt="gradient heatmap"' in page and 'alt="update ratio heatmap"' in page
+    rows = {"dense/kernel": {"grad_rms": None}, "dense/bias": {"grad_rms": None},
+            "out/kernel": {"grad_rms": None}, "out/bias": {"grad_rms": None}}
+    none = write_run(tmp_path / "none", MLP, [{"logs": {}, "rows": rows}, {"logs": {"loss": 1.0}, "rows": rows}])
+    page = html_report([evaluate(open_run(none), load_rules(use_project_config=False))])
+    assert 'alt="gradient heatmap"' not in page and "Gradient magnitude is not recorded" in page

@@ -43,6 +43,7 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline
 #: Findings charted per rule; the rest are listed.
 MAX_FINDING_CHARTS = 12
 #: Bounds (log10) of the update-ratio colour scale: the same in every report.
+GRAD_LO = -6.0   # log10 of the smallest gradient ratio drawn
 RATIO_LO, RATIO_HI = -7.0, 0.0
 
 STYLE = """
@@ -228,7 +229,26 @@ def _heatmap(run) -> str:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(l2 > 0, d / l2, np.nan)
     nonfinite = (np.nan_to_num(run.metric("nan")) + np.nan_to_num(run.metric("inf"))) > 0
-    img, starts = heatmap_image(ratio, lo=RATIO_LO, hi=RATIO_HI, nonfinite=nonfinite)
+    out = _heat(run, ratio, nonfinite, "Update ratio, tensors &times; records",
+                "|&Delta;w| / |w| per record (d_l2 / l2), log scale: vanishing or exploding layers and "
+                "frozen blocks stand out.", RATIO_LO, RATIO_HI, "update ratio heatmap")
+    grad = run.metric("grad_rms") if run.has_column("grad_rms") else None
+    if grad is None or not np.isfinite(grad).any():
+        return out + ('<p class="muted">Gradient magnitude is not recorded in this run (an optimizer '
+                      'without an estimate, or a run recorded before the column), so only the update '
+                      'ratio is shown.</p>')
+    with np.errstate(divide="ignore", invalid="ignore"):
+        finite = np.where(np.isfinite(grad), grad, -np.inf)
+        top = finite.max(axis=1, keepdims=True)   # per record; -inf where none is recorded
+        rel = np.where(top > 0, grad / top, np.nan)
+    return out + _heat(run, rel, nonfinite, "Gradient magnitude, tensors &times; records",
+                       "grad_rms (from the optimizer's state) over the largest tensor's at that record, log "
+                       "scale: under adaptive optimizers this shows vanishing gradients that the update "
+                       "ratio hides.", GRAD_LO, 0.0, "gradient heatmap")
+
+
+def _heat(run, values, nonfinite, title: str, blurb: str, lo: float, hi: float, alt: str) -> str:
+    img, starts = heatmap_image(values, lo=lo, hi=hi, nonfinite=nonfinite)
     T = len(run.tensors)
     row = max(2, min(14, 720 // T))
     names = [t.path for t in run.tensors]
@@ -236,15 +256,10 @@ def _heatmap(run) -> str:
     meta = json.dumps({"tensors": names, "cols": labels}, separators=(",", ":"))
     name_col = ("<div class='names'>" + "".join(f"<div>{escape(n)}</div>" for n in names) + "</div>"
                 if row >= 9 else "")
-    grads = [c for c in run.columns if c.startswith("g_")]
-    note = ("" if grads else '<p class="muted">Gradient magnitude is not recorded in this run, so only '
-            'the update ratio is shown.</p>')
-    return (f'<h2>Update ratio, tensors &times; records</h2><p class="muted">|&Delta;w| / |w| per record '
-            f'(d_l2 / l2), log scale: vanishing or exploding layers and frozen blocks stand out. '
-            f'Hover for names.</p>{colorbar(RATIO_LO, RATIO_HI)}'
+    return (f'<h2>{title}</h2><p class="muted">{blurb} Hover for names.</p>{colorbar(lo, hi)}'
             f'<div class="heat" style="--row:{row}px;--h:{row * T}px">{name_col}'
-            f'<div style="flex:1"><img alt="update ratio heatmap" src="{data_uri(img)}" '
-            f"data-meta='{escape(meta, quote=True)}'></div></div>{note}")
+            f'<div style="flex:1"><img alt="{alt}" src="{data_uri(img)}" '
+            f"data-meta='{escape(meta, quote=True)}'></div></div>")
 
 
 def _logs(run) -> str:
