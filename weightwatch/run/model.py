@@ -18,9 +18,6 @@ from .npz import load_npz
 from .schema import COLUMNS, EPOCH, VERDICT, kernel_units, layer_of, where_label
 
 
-_UNREAD = object()
-
-
 @dataclass
 class TensorInfo:
     """One tensor of the run: identity and static facts."""
@@ -106,7 +103,8 @@ class Run:
         # (columns, records, tensors): one metric's history is one contiguous
         # block, so a check reads it without a copy (see Run.metric).
         self._data = np.full((len(self.columns), 0, 0), np.nan)
-        self._verdict = _UNREAD
+        self._verdict: dict | None = None
+        self._verdict_read = False   # a flag, not a sentinel object: a Run survives pickling
 
     # -- building ---------------------------------------------------------------
     def add_tensor(self, info: TensorInfo) -> int:
@@ -240,8 +238,8 @@ class Run:
 
         Read once; an unreadable verdict is one entry in :attr:`problems`.
         """
-        if self._verdict is _UNREAD:
-            self._verdict = None
+        if not self._verdict_read:
+            self._verdict_read = True
             p = self.path / VERDICT
             if self.source == "weightwatch" and p.exists():
                 try:
