@@ -69,7 +69,7 @@ def healthy_row(spec: dict, record: int, first_record: int = 0) -> dict:
 
 
 #: What a run recorded today states about the evidence beyond its weights.
-MANIFEST_EXTRA = {"optimizer": "Adam", "gradients": "adam-velocity", "chance_loss": math.log(4)}
+MANIFEST_EXTRA = {"optimizer": "Adam", "gradients": "adam-velocity", "chance_loss": math.log(4), "loss_floor": 0.0}
 
 
 def write_run(run_dir, tensors: dict, records: list[dict], *, model: str = "handmade",

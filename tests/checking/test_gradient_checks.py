@@ -139,3 +139,15 @@ def test_other_new_options_validated(tmp_path, check, text, expected):
     cfg.write_text(f"[[rule]]\nid = 'a'\ncheck = '{check}'\n{text}\n")
     with pytest.raises(RuleError, match=expected):
         load_rules(config=cfg)
+
+
+def test_loss_below_floor_fires_only_where_the_loss_cannot_be_negative():
+    from runbuilder import first, make_run, run_check
+
+    logs = [{}, {"loss": 0.5}, {"loss": 0.1}, {"loss": -0.2}]
+    run = make_run({"a/kernel": {}}, 4, logs=logs)
+    res = run_check(run, "loss-below-floor")
+    assert res.status == "skipped" and "loss_floor" in res.note      # unknown floor: never a pass
+    run.manifest = {"loss_floor": 0.0}
+    f = first(run_check(run, "loss-below-floor"))
+    assert f.record == 3 and f.message == "loss fell to -0.2, below 0, which its loss function cannot reach"

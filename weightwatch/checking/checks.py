@@ -647,3 +647,31 @@ def loss_at_chance(h: Histories, key, tolerance, records):
     bad[e] = streak >= records
     return Outcome(dist[:, None], bad[:, None], float(tolerance), subjects=[key],
                    extra={"records": records})
+
+
+@check("loss-below-floor", scope=LOG,
+       message="{key} fell to {value:.4g}, below {limit:g}, which its loss function cannot reach",
+       metric="log", options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "tolerance": Option((int, float), 1e-6,
+                                    "how far below the floor still counts as rounding", minimum=0),
+            })
+def loss_below_floor(h: Histories, key, tolerance):
+    """Fails when a loss that cannot be negative goes below zero.
+
+    Why: mean squared error, crossentropies, hinge and Keras' other
+    non-negative losses are at least 0, and so are regularisation penalties;
+    the loss Keras logs is their sum.  A logged loss below 0 means a term
+    enters with the wrong sign - a regulariser or a custom loss term negated
+    by mistake - and the optimizer is being rewarded for pushing weights
+    outward.  The floor comes from the run's manifest (``loss_floor``, set
+    when every compiled loss is such a built-in); runs without one are
+    skipped (a custom loss, cosine similarity and Poisson can go below 0).
+    """
+    floor = h.run.manifest.get("loss_floor")
+    if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not np.isfinite(floor):
+        raise NotApplicable("the run records no loss_floor (a custom or possibly negative loss, or a "
+                            "run recorded before weightwatch recorded it)")
+    v, present = h.log(key)
+    return Outcome(v[:, None], _lt(v, floor - tolerance)[:, None] & present[:, None], float(floor),
+                   subjects=[key])

@@ -42,6 +42,10 @@ CAUSES = {
         "gradients vanish before the early layers",
         "Use ReLU-family activations, He/Glorot initialisation, BatchNormalization or residual "
         "connections."),
+    "wrong-sign": (
+        "a loss or penalty term has the wrong sign",
+        "A loss that cannot be negative went below 0: check the sign of custom regularisers and "
+        "loss terms; the optimizer is being rewarded for growing the weights."),
     "plateau": (
         "the loss stopped improving",
         "If the run is finished, stop it (EarlyStopping); otherwise raise the learning rate or "
@@ -55,6 +59,8 @@ CAUSE_OF_CHECK = {
     "norm-runaway": "divergence", "norm-limit": "divergence", "loss-divergence": "divergence",
     "oscillation": "divergence", "unchanged": "frozen-changed", "stalled": "not-learning",
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
+    "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
+    "loss-at-chance": "not-learning",
 }
 
 

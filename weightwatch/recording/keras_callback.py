@@ -19,7 +19,7 @@ import numpy as np
 
 from ..output.live import LivePrinter
 from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths, where_label
-from .keras_optimizer import GradientReader, chance_loss, estimator
+from .keras_optimizer import GradientReader, chance_loss, estimator, loss_floor
 from .session import RecordingSession, Variable, clean_logs, iter_unique
 
 
@@ -179,6 +179,7 @@ class WatchCallback(keras.callbacks.Callback):
         info["gradients"] = found[0] if found else None
         known, info["chance_loss"] = chance_loss(self.model)
         self._chance_pending = not known
+        info["loss_floor"] = loss_floor(self.model)
         info_versions = {"keras": keras.__version__}
         if info["backend"] == "tensorflow":
             import tensorflow as tf

@@ -223,6 +223,40 @@ def chance_loss(model) -> tuple[bool, float | None]:
     return True, math.log(float(classes))
 
 
+#: Keras' built-in losses that are never negative (poisson, cosine_similarity can be).
+_NON_NEGATIVE = (
+    "mean_squared_error", "mean_absolute_error", "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error", "huber", "log_cosh", "binary_crossentropy",
+    "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_focal_crossentropy",
+    "categorical_focal_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "kl_divergence",
+)
+
+
+def loss_floor(model) -> float | None:
+    """0.0 when every loss ``model`` was compiled with is a Keras built-in that is never negative,
+    else None (a custom loss, cosine similarity, Poisson: they can go below 0 legitimately).
+
+    Regularisation penalties are never negative either, so the logged loss of such a model can
+    go below 0 only through a penalty or a loss of the wrong sign.
+    """
+    loss = getattr(model, "loss", None)
+    losses = list(loss.values()) if isinstance(loss, dict) else list(loss) if isinstance(loss, (list, tuple)) \
+        else [loss]
+    return 0.0 if losses and all(_builtin_name(x) in _NON_NEGATIVE for x in losses) else None
+
+
+def _builtin_name(loss) -> str | None:
+    """The name of the Keras built-in loss function ``loss`` is, or wraps; None for anything else."""
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except (ValueError, TypeError):
+            return None
+    fn = getattr(loss, "fn", loss)
+    name = getattr(fn, "__name__", None)
+    return name if name is not None and getattr(keras.losses, name, None) is fn else None
+
+
 def _crossentropy_kind(loss) -> str | None:
     if isinstance(loss, str):
         try:

@@ -1,0 +1,35 @@
+"""The manifest's loss_floor: 0 for Keras' non-negative built-in losses, unknown otherwise."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import weightwatch  # noqa: E402
+
+
+@pytest.mark.parametrize("loss, floor", [("mse", 0.0), (keras.losses.Huber(), 0.0),
+                                         ("cosine_similarity", None), (lambda y, p: -keras.ops.mean((y - p) ** 2), None)])
+def test_loss_floor_in_the_manifest(tmp_path, loss, floor):
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="d")], name="m")
+    model.compile(keras.optimizers.SGD(0.01), loss)
+    model.fit(x, x[:, :2], epochs=1, verbose=0, callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0)])
+    assert weightwatch.open_run(tmp_path / "r").manifest["loss_floor"] == floor
+
+
+def test_a_regulariser_with_the_wrong_sign_is_caught_by_the_loss_going_below_zero(tmp_path):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+        16, name="d", kernel_regularizer=lambda w: -0.1 * keras.ops.sum(w ** 2)), keras.layers.Dense(1, name="o")],
+        name="m")
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    cb = weightwatch.WatchCallback(tmp_path / "r", verbose=0)
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0, callbacks=[cb])
+    report = weightwatch.check(tmp_path / "r")
+    below = next(r for r in report.results if r.id == "loss-below-zero")
+    assert below.status == "failed" and "wrong sign" in report.diagnosis[0].title
