@@ -52,21 +52,21 @@ def regression(rng, n, d, outputs=1, scale=1.0, noise=0.05):
     return x.astype(np.float32), (scale * y).astype(np.float32)
 
 
-_SHAPES = [np.array([[1, 1, 1]]), np.array([[1], [1], [1]]), np.eye(3), np.ones((2, 2))]
-
-
 def images(rng, n, size, channels, classes=4):
-    """The class is the shape of a bright mark (a horizontal bar, a vertical bar, a diagonal,
-    a square) drawn at a random place in a random channel: a task a conv net with global
-    pooling can learn."""
-    x = 0.3 * rng.standard_normal((n, size, size, channels)).astype(np.float32)
+    """Oriented gratings in noise: the class is the orientation (0, 45, 90, 135 degrees), with a
+    random frequency and phase, in one random channel.  Translation-invariant, so conv nets with
+    global pooling learn it as readily as ones with a dense head."""
     y = rng.integers(0, classes, n).astype(np.int32)
-    for i, c in enumerate(y):
-        shape = _SHAPES[c % len(_SHAPES)]
-        h, w = shape.shape
-        r, s = rng.integers(0, size - h + 1), rng.integers(0, size - w + 1)
-        x[i, r:r + h, s:s + w, rng.integers(0, channels)] += 1.5 * shape
-    return x, y
+    theta = y * np.pi / classes
+    f = rng.uniform(0.15, 0.3, n)
+    phase = rng.uniform(0, 2 * np.pi, n)
+    i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    g = np.sin(2 * np.pi * f[:, None, None] * (np.cos(theta)[:, None, None] * i + np.sin(theta)[:, None, None] * j)
+               + phase[:, None, None])
+    x = 0.5 * rng.standard_normal((n, size, size, channels))
+    ch = rng.integers(0, channels, n)
+    x[np.arange(n), :, :, ch] += g
+    return x.astype(np.float32), y
 
 
 def real_sequences(rng, n, length, features, classes):
@@ -338,7 +338,8 @@ def build_cnn(spec, ctx, rng):
         if i == 1 and not _deep(a):
             stack.append(layers.MaxPooling2D(name="pool1") if a["pool"] == "max"
                          else layers.AveragePooling2D(2, name="pool1"))
-    stack.append(layers.GlobalAveragePooling2D(name="gap"))
+    stack.append(layers.GlobalAveragePooling2D(name="gap") if a.get("head", "gap") == "gap"
+                 else layers.Flatten(name="flatten"))
     stack.append(ctx.drop("drop"))
     if a.get("dense_head"):
         stack.append(ctx.dense(16, "fc", "relu"))
@@ -659,8 +660,9 @@ class PartialTrainModel(keras.Model):
         for m in self.metrics:
             if m.name == "loss":
                 m.update_state(loss)
-            else:
+            elif m.name == "compile_metrics":
                 m.update_state(y, y_pred)
+            # per-output loss trackers (multi-output models) are updated inside compute_loss
         return {m.name: m.result() for m in self.metrics}
 
 
@@ -689,6 +691,8 @@ def build(spec: Spec) -> Built:
     a = spec.arch
     if spec.fault == "oscillation":
         return _build_oscillation(spec, ctx, rng)
+    if spec.fault == "lr-high-nan" and spec.variant.startswith("edge"):
+        return _build_edge(spec, ctx, rng)
     model, task = BUILDERS[spec.family](spec, ctx, rng)
     probe_model = model
     fault_tensors: list[str] = []
@@ -872,3 +876,24 @@ def _build_oscillation(spec, ctx, rng):
         phases = [(0, spec.epochs, None, None)]
         note = f"lr = {over} x stability limit {limit:.4g}"
     return Built(model, task, "linear", ["*linear/kernel"], [], model, [], phases, {}, note=note)
+
+
+def _build_edge(spec, ctx, rng):
+    """Mini-batch SGD on a linear regressor at ``over`` times its stability limit: the error along
+    the top direction grows by about 2 over - 1 per step, so the weights grow geometrically for a
+    few records before the loss overflows (mid-run: a sane step until the onset epoch)."""
+    a = spec.arch
+    d = a.get("d", 8)
+    x, y = regression(rng, spec.n, d, 1, scale=a.get("scale", 1.0) * a.get("target_scale", 1.0))
+    xa = np.concatenate([x, np.ones((len(x), 1), np.float32)], 1).astype(np.float64)
+    lam = 2.0 / len(x) * np.linalg.eigvalsh(xa.T @ xa).max()
+    limit = 2.0 / lam
+    over = a["over"]
+    model = _seq("model", keras.Input((d,), name="x"), [_out_dense(ctx, 1, "linear")])
+    k = spec.onset_epoch
+    callbacks = []
+    if k > 1:
+        callbacks.append(EpochLR(lambda e: over * limit if e >= k - 1 else 0.3 * limit))
+    model.compile(keras.optimizers.SGD(over * limit if k <= 1 else 0.3 * limit), loss="mse")
+    return Built(model, _reg_task(x, y, "mse"), "linear", ["*"], [], model, callbacks,
+                 [(0, spec.epochs, None, None)], {}, note=f"lr = {over} x stability limit {limit:.4g}")

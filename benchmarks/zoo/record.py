@@ -79,15 +79,18 @@ def case_done(case: Path, spec) -> bool:
 _WORKER_READY = False
 
 
-def _init_worker():
+def _init_worker(nice: bool = False):
+    """Quiet TensorFlow, one thread each for intra- and inter-op work; a pool worker also lowers
+    its priority (``nice``) so recording never competes with interactive work."""
     global _WORKER_READY
     if _WORKER_READY:
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        os.nice(19)
-    except OSError:
-        pass
+    if nice:
+        try:
+            os.nice(19)
+        except OSError:
+            pass
     import logging
     import warnings
 
@@ -206,12 +209,13 @@ def train_case(spec, case_tmp: Path) -> dict:
     keras.backend.clear_session()
     keras.utils.set_random_seed(spec.seed)
     t0 = time.perf_counter()
+    c0 = time.process_time()
     built = models.build(spec)
     freq = spec.freq if spec.freq != "epoch" else "epoch"
     watch = WatchCallback(str(case_tmp / "run"), freq=freq, check=False, verbose=0, overwrite=True)
     probe = make_probe(built)
     callbacks = list(built.callbacks) + [watch, probe]
-    error = None
+    error = tb = None
     try:
         for phase in built.phases:
             initial, epochs, y, between = phase[:4]
@@ -223,14 +227,15 @@ def train_case(spec, case_tmp: Path) -> dict:
                             callbacks=callbacks, verbose=0, shuffle=True)
     except Exception as exc:  # a fault may break training itself; the truth pass drops such runs
         error = f"{type(exc).__name__}: {exc}"[:2000]
+        tb = traceback.format_exc()[-3000:]
     seconds = time.perf_counter() - t0
     keras.mixed_precision.set_global_policy("float32")
     info = {
         "task": {"kind": built.task.kind, "classes": built.task.classes, "const_loss": built.task.const_loss,
                  "loss": getattr(built.task.loss, "__name__", str(built.task.loss))[:200]},
         "target": built.target, "fault_tensors": built.fault_tensors, "note": built.note,
-        "seconds": seconds, "probe": probe.out, "error": error,
-        "traceback": traceback.format_exc()[-3000:] if error else None,
+        "seconds": seconds, "cpu_seconds": time.process_time() - c0, "probe": probe.out, "error": error,
+        "traceback": tb if error else None,
         "steps_per_epoch": spec.steps_per_epoch,
     }
     return info
@@ -262,7 +267,7 @@ def record_one(spec_dict: dict, cache: str) -> dict:
         shutil.rmtree(final)
     os.replace(tmp, final)
     return {"id": spec.id, "status": "ok", "label": tr["label"], "seconds": time.perf_counter() - t,
-            "train_seconds": info["seconds"], "error": info["error"]}
+            "train_seconds": info["seconds"], "cpu_seconds": info["cpu_seconds"], "error": info["error"]}
 
 
 def _record_star(item):
@@ -297,11 +302,19 @@ def main(argv=None) -> int:
     ap.add_argument("--subset", choices=["fast"], help="the fast subset (~20 runs)")
     ap.add_argument("--force", action="store_true", help="record again even when finished")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
+    ap.add_argument("--prune", action="store_true",
+                    help="delete cached cases whose id is no longer in the zoo, then record")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     for stale in cache.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    if args.prune:
+        known = {s.id for s in zoo_specs.all_specs()}
+        for d in cache.iterdir():
+            if d.is_dir() and not d.name.startswith(".") and d.name not in known:
+                shutil.rmtree(d)
+                print(f"pruned {d.name}")
     specs = select(args)
     todo = [s for s in specs if args.force or not case_done(cache / s.id, s)]
     print(f"{len(specs)} specs selected, {len(specs) - len(todo)} already recorded, "
@@ -340,7 +353,8 @@ def main(argv=None) -> int:
         # multiprocessing.Pool rather than ProcessPoolExecutor: the executor's max_tasks_per_child
         # hangs when it replaces spawned workers (Python 3.11).
         ctx = mp.get_context("spawn")
-        with ctx.Pool(processes=args.jobs, initializer=_init_worker, maxtasksperchild=40) as pool:
+        with ctx.Pool(processes=args.jobs, initializer=_init_worker, initargs=(True,),
+                      maxtasksperchild=40) as pool:
             items = [(s.to_dict(), str(cache)) for s in todo]
             for res in pool.imap_unordered(_record_star, items, chunksize=1):
                 report(res)

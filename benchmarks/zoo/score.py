@@ -123,8 +123,11 @@ def load_cases(cache: Path, only: str | None = None, quiet=False):
                 old = pickle.load(fh)
         except Exception:
             old = {}
+    from specs import all_specs
+
+    current = {s.id: json.loads(json.dumps(s.to_dict())) for s in all_specs()}
     new, cases, runs, dropped = {}, [], {}, []
-    opened = 0
+    opened = stale = 0
     for d in sorted(cache.iterdir()):
         if not d.is_dir() or d.name.startswith(".") or not (d / "truth.json").exists():
             continue
@@ -140,6 +143,9 @@ def load_cases(cache: Path, only: str | None = None, quiet=False):
             run = open_run(d / "run") if truth["label"] != "dropped" else None
             opened += 1
         new[d.name] = (stamp, spec, truth, run)
+        if current.get(d.name) != spec:
+            stale += 1          # not in the zoo any more, or recorded from another spec
+            continue
         if truth["label"] == "dropped":
             dropped.append(truth)
             continue
@@ -154,7 +160,9 @@ def load_cases(cache: Path, only: str | None = None, quiet=False):
                 pickle.dump(new, fh, protocol=pickle.HIGHEST_PROTOCOL)
     if not quiet:
         print(f"loaded {len(cases)} labelled cases ({len(dropped)} dropped) in "
-              f"{time.perf_counter() - t0:.2f} s ({opened} opened from disk)", file=sys.stderr)
+              f"{time.perf_counter() - t0:.2f} s ({opened} opened from disk"
+              + (f"; {stale} stale cases ignored: record.py records them again" if stale else "") + ")",
+              file=sys.stderr)
     return cases, runs, dropped
 
 
@@ -235,6 +243,8 @@ class Outcome:
     onset: int | None = None
     latency: int | None = None
     on_target: bool | None = None  # the first finding at or after onset lands on the fault
+    before_injection: bool = False # the first finding precedes the fault's injection (a false alarm
+                                   # on the healthy part of a mid-run fault)
     lead: int | None = None        # first non-finite weight - first finding (growth-before-NaN faults)
     growth_before_nan: bool | None = None
     findings: list = field(default_factory=list)
@@ -252,6 +262,8 @@ def judge(c: Case, rows: list) -> Outcome:
     o.first_record, o.first_rule, o.first_tensor = first["record"], first["rule"], first["tensor"]
     if c.label != "healthy" and c.onset is not None:
         o.latency = first["record"] - c.onset
+        inj = c.truth.get("injection_record")
+        o.before_injection = inj is not None and first["record"] < inj
         # the first finding at or after onset: does it name the fault?
         after = [r for r in errors if r["record"] >= c.onset] or errors
         r1 = min(r["record"] for r in after)
@@ -295,10 +307,16 @@ def _lat_hist(lats):
     return " ".join(f"{k}:{h[k]}" for k in ("<0", "0", "1", "2", "3+") if h[k])
 
 
+def _within(o) -> bool:
+    return o.failed and o.latency is not None and o.latency <= MAX_LATENCY and not o.before_injection
+
+
 def table_recall(outs) -> list[str]:
-    lines = ["Recall per fault class (detected: any error finding; <=1: first finding at most "
-             f"{MAX_LATENCY} record after onset; on target: it names the fault's tensors / the loss)",
-             f"  {'class':20s} {'runs':>5s} {'detected':>9s} {'<=1 rec':>8s} {'on target':>10s} "
+    lines = ["Recall per fault class (detected: any error finding; <=1: first finding after the injection "
+             f"and at most {MAX_LATENCY} record after onset; early: first finding before the injection, "
+             "a false alarm on the healthy part of a mid-run fault; on target: the first finding after "
+             "onset names the fault's tensors, or the loss for faults the loss shows)",
+             f"  {'class':20s} {'runs':>5s} {'detected':>9s} {'<=1 rec':>8s} {'early':>6s} {'on target':>10s} "
              f"{'median lat':>10s} {'max lat':>8s}  latency histogram   first rules"]
     tot = Counter()
     for cls in FAULT_CLASSES:
@@ -307,12 +325,13 @@ def table_recall(outs) -> list[str]:
             continue
         det = [o for o in os_ if o.failed]
         lat = [o.latency for o in det if o.latency is not None]
-        within = [o for o in det if o.latency is not None and o.latency <= MAX_LATENCY]
+        within = [o for o in det if _within(o)]
+        early = [o for o in det if o.before_injection]
         tgt = [o for o in det if o.on_target]
         rules = Counter(o.first_rule for o in det)
         med = statistics.median(lat) if lat else None
         lines.append(f"  {cls:20s} {len(os_):5d} {len(det):4d} {_pct(len(det), len(os_))} "
-                     f"{_pct(len(within), len(os_)):>8s} {_pct(len(tgt), len(det)):>10s} "
+                     f"{_pct(len(within), len(os_)):>8s} {len(early):6d} {_pct(len(tgt), len(det)):>10s} "
                      f"{'' if med is None else f'{med:g}':>10s} {'' if not lat else max(lat):>8}  "
                      f"{_lat_hist(lat):18s}  " + ", ".join(f"{k} {v}" for k, v in rules.most_common(3)))
         tot["n"] += len(os_)
@@ -355,7 +374,7 @@ def table_families(outs) -> list[str]:
         f = [o for o in outs if o.family == fam and o.label != "healthy"]
         ff = sum(o.failed for o in h)
         det = [o for o in f if o.failed]
-        within = [o for o in det if o.latency is not None and o.latency <= MAX_LATENCY]
+        within = [o for o in det if _within(o)]
         lat = [o.latency for o in det if o.latency is not None]
         missed = Counter(o.label for o in f if not o.failed)
         lines.append(f"  {fam:12s} {len(h):8d} {ff:5d} {_pct(ff, len(h))} {100 * wilson_upper(ff, len(h)):9.2f}% "
@@ -390,11 +409,13 @@ def list_alarms(outs, cases_by_id) -> list[str]:
             for r in fs))
     lines.append("")
     lines.append("Missed faults (no error finding) and late ones (latency > 1): id, variant, onset, truth evidence")
-    for o in sorted((o for o in outs if o.label != "healthy" and (not o.failed or (o.latency or 0) > MAX_LATENCY)),
+    for o in sorted((o for o in outs if o.label != "healthy" and (not o.failed or not _within(o))),
                     key=lambda o: (o.label, o.id)):
         t = cases_by_id[o.id].truth
         ev = t.get("evidence", {}).get("symptom", "")
-        state = "MISSED" if not o.failed else f"late +{o.latency} ({o.first_rule})"
+        state = ("MISSED" if not o.failed else
+                 f"early {o.latency:+d} ({o.first_rule} {o.first_tensor or 'loss'})" if o.before_injection else
+                 f"late +{o.latency} ({o.first_rule})")
         lines.append(f"  {o.id:34s} {o.label:18s} {o.variant:22s} onset {o.onset}  {state:32s} {ev}"
                      + (f"  [{', '.join(o.warning_rules)} warned]" if o.warning_rules else ""))
     return lines
@@ -470,7 +491,7 @@ def sweep(cases, runs, ruleset, spec, cache) -> list[str]:
         rff = sum(rule_id in o.error_rules for o in h)
         ff = sum(o.failed for o in h)
         det = sum(o.failed for o in f)
-        within = sum(o.failed and o.latency is not None and o.latency <= MAX_LATENCY for o in f)
+        within = sum(_within(o) for o in f)
         lines.append(f"  {v:>10g} {rff:8d} {ff:9d} {100 * wilson_upper(ff, len(h)):9.2f}% "
                      f"{_pct(det, len(f)):>8s} {_pct(within, len(f)):>8s}")
     return lines
@@ -503,7 +524,7 @@ def lofo(cases, runs, ruleset, spec, cache) -> list[str]:
         f = [o for o in outs if o.label != "healthy"]
         ff = sum(o.failed for o in h)
         det = sum(o.failed for o in f)
-        w = sum(o.failed and o.latency is not None and o.latency <= MAX_LATENCY for o in f)
+        w = sum(_within(o) for o in f)
         tot_ff, tot_h, tot_det, tot_f, tot_w = tot_ff + ff, tot_h + len(h), tot_det + det, tot_f + len(f), tot_w + w
         lines.append(f"  {fam:12s} {chosen:>8g} {ff:5d}/{len(h):<5d} {100 * wilson_upper(ff, len(h)):9.2f}% "
                      f"{_pct(det, len(f)):>8s} {_pct(w, len(f)):>8s}")

@@ -43,7 +43,9 @@ HEALTHY_PER_FAMILY = 40
 #: Families are visited round-robin, so every listed family gets runs.
 FAULTS: dict[str, tuple[tuple[str, ...], int]] = {
     # learning rate far too high: weights grow, then NaN
-    "lr-high-nan": (("regression", "autoencoder", "multioutput"), 16),
+    # (regression: half of them a linear model stepped just above its stability limit, so the
+    # weights grow geometrically for several records before they overflow)
+    "lr-high-nan": (("regression", "autoencoder", "regression", "multioutput"), 16),
     # learning rate far too high, saturating activations/softmax: diverges but stays finite
     "lr-high": (("mlp", "cnn", "attention", "embedding", "gru", "lstm", "resnet"), 16),
     # one epoch at 30-100x the learning rate, mid-run
@@ -61,9 +63,9 @@ FAULTS: dict[str, tuple[tuple[str, ...], int]] = {
     # dead ReLU units: a negative bias from the start, or an lr spike mid-run
     "dead-relu": (("mlp", "regression", "autoencoder", "multioutput", "cnn"), 16),
     # deep sigmoid/tanh stack, plain SGD
-    "vanishing-sgd": (("mlp", "regression", "multioutput", "cnn"), 14),
+    "vanishing-sgd": (("mlp", "regression", "multioutput", "autoencoder"), 14),
     # the same under Adam / RMSprop / Adagrad / Nadam
-    "vanishing-adaptive": (("mlp", "regression", "multioutput", "cnn"), 16),
+    "vanishing-adaptive": (("mlp", "regression", "multioutput", "autoencoder"), 16),
     # recurrent weights with spectral radius > 1, no clipping
     "exploding-rnn": (RNN_FAMILIES, 14),
     # labels shuffled by a data-pipeline bug: the loss sits at chance
@@ -77,6 +79,10 @@ FAULT_CLASSES = tuple(FAULTS)
 #: Faults whose weights grow before the first non-finite value (lead time is measured on these).
 GROWTH_FAULTS = ("lr-high-nan", "lr-high", "exploding-rnn", "wrong-sign-reg", "wrong-sign-loss",
                  "lr-spike")
+
+#: Bump when models.py or record.py change what a spec trains: cached runs of another version are
+#: recorded again (the version is part of spec.json).
+ZOO_VERSION = 1
 
 #: The fast subset (``record.py --subset fast``): every family and every fault class, ~20 runs.
 FAST_SUBSET_SIZE = 20
@@ -122,6 +128,7 @@ class Spec:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["callbacks"] = list(self.callbacks)
+        d["zoo_version"] = ZOO_VERSION
         return d
 
     @classmethod
@@ -151,12 +158,13 @@ LR_FAMILY = {
     "lstm": {"sgd": 2.0, "sgdm": 2.0, "default": 1.5},
     "gru": {"sgd": 2.0, "sgdm": 2.0, "default": 1.5},
     "simplernn": {"sgd": 1.0, "sgdm": 1.0, "default": 1.0},
-    "embedding": {"sgd": 2.0, "sgdm": 2.0, "default": 2.0},
+    "embedding": {"sgd": 30.0, "sgdm": 30.0, "adagrad": 5.0, "default": 3.0},
+    "cnn": {"sgd": 2.0, "sgdm": 2.0, "default": 2.0},
     "regression": {"sgd": 0.5, "sgdm": 0.5, "default": 1.0},
     "autoencoder": {"sgd": 1.0, "sgdm": 1.0, "default": 1.0},
 }
-N_SAMPLES = {"mlp": 1024, "regression": 1024, "autoencoder": 1024, "multioutput": 1024, "embedding": 1024,
-             "cnn": 512, "resnet": 512, "lstm": 512, "gru": 512, "simplernn": 512, "attention": 512}
+N_SAMPLES = {"mlp": 1024, "regression": 1024, "autoencoder": 1024, "multioutput": 1024, "embedding": 2048,
+             "cnn": 1024, "resnet": 512, "lstm": 512, "gru": 512, "simplernn": 512, "attention": 512}
 INITS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal", "orthogonal",
          "truncated_normal")
 
@@ -172,7 +180,7 @@ def _arch(family: str, r: random.Random) -> dict:
         return {"convs": r.choice([1, 2, 2, 3]), "filters": r.choice([4, 8, 12]),
                 "act": r.choice(["relu", "relu", "elu", "swish"]), "pool": r.choice(["max", "avg"]),
                 "bn": r.random() < 0.3, "size": r.choice([8, 10]), "channels": r.choice([1, 2]),
-                "classes": 4}
+                "classes": 4, "head": r.choice(["gap", "flatten", "flatten"])}
     if family == "resnet":
         return {"blocks": r.choice([1, 2, 2, 3]), "filters": r.choice([6, 8, 12]),
                 "size": r.choice([8, 10]), "classes": 4, "act": r.choice(["relu", "relu", "swish"])}
@@ -268,7 +276,20 @@ def inject(fault: str, family: str, j: int) -> Spec:
     a = s.arch
     onset_mid = lambda: r.choice([2, 3, 3, 4, 5])  # noqa: E731
 
-    if fault == "lr-high-nan":
+    if fault == "lr-high-nan" and family == "regression" and j % 2 == 0:
+        # a linear model at `over` x the stability limit 2 / lambda_max of the data's squared error:
+        # each step multiplies the error along the top direction by 2 over - 1
+        s.variant = "edge"
+        s.optimizer, s.schedule, s.regularizer, s.dropout, s.mixed_precision = "sgd", "constant", "", 0.0, False
+        s.freq = "epoch"
+        a["depth"], a["loss"], a["outputs"] = 0, "mse", 1
+        a["over"] = r.choice([1.05, 1.08, 1.1, 1.15, 1.2])
+        s.batch_size = r.choice([32, 64])
+        s.epochs = 10
+        if r.random() < 0.4:
+            s.onset_epoch = onset_mid()
+            s.variant += "-mid"
+    elif fault == "lr-high-nan":
         s.variant = "sgd" if r.random() < 0.6 else "sgdm"
         s.optimizer = s.variant
         s.schedule, s.regularizer, s.dropout, s.mixed_precision = "constant", "", 0.0, False
@@ -277,7 +298,7 @@ def inject(fault: str, family: str, j: int) -> Spec:
             a["out"] = "linear"
         # Targets scaled up so that the loss (and the gradient) keeps growing with the weights.
         a["target_scale"] = r.choice([3.0, 5.0, 10.0])
-        s.lr = _loguniform(r, 0.05, 1.0) if s.optimizer == "sgd" else _loguniform(r, 0.01, 0.2)
+        s.lr = _loguniform(r, 0.5, 3.0) if s.optimizer == "sgd" else _loguniform(r, 0.1, 0.5)
         if r.random() < 0.4:
             s.onset_epoch = onset_mid()
             s.variant += "-mid"
@@ -448,8 +469,11 @@ def healthy_specs() -> list[Spec]:
 def faulty_specs() -> list[Spec]:
     out = []
     for fault, (families, count) in FAULTS.items():
+        seen: Counter = Counter()
         for j in range(count):
-            out.append(inject(fault, families[j % len(families)], j // len(families)))
+            fam = families[j % len(families)]
+            out.append(inject(fault, fam, seen[fam]))
+            seen[fam] += 1
     return out
 
 

@@ -278,6 +278,7 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
     nf = v.nonfinite()
     r0 = v.r0
     out["where"] = [v.paths[i] for i in v.fault]
+    out["injection_record"] = r0 if r0 < v.R else None
     label, onset, reason = f, None, ""
     kern = v.kernels
 
