@@ -270,8 +270,9 @@ def judge(c: Case, rows: list) -> Outcome:
         where = set(c.where)
         o.on_target = any((r["tensor"] in where) if r["tensor"] is not None else c.label not in TENSOR_FAULTS
                           for r in after if r["record"] == r1)
-    if c.growth_before_nan and c.first_nonfinite_weight is not None:
-        o.lead = c.first_nonfinite_weight - first["record"]
+    fn = c.truth.get("first_nonfinite_record")
+    if c.growth_before_nan and fn is not None:
+        o.lead = fn - first["record"]
     return o
 
 
@@ -347,9 +348,27 @@ def table_recall(outs) -> list[str]:
     return lines
 
 
+def table_variants(outs) -> list[str]:
+    """Recall by class and variant (from-start vs mid-run, optimizer, mechanism)."""
+    lines = ["Recall by variant", f"  {'class':20s} {'variant':26s} {'runs':>5s} {'detected':>9s} {'<=1 rec':>8s}  first rules"]
+    for cls in FAULT_CLASSES:
+        vs = sorted({o.variant for o in outs if o.label == cls})
+        if len(vs) < 2:
+            continue
+        for var in vs:
+            os_ = [o for o in outs if o.label == cls and o.variant == var]
+            det = [o for o in os_ if o.failed]
+            w = [o for o in det if _within(o)]
+            rules = Counter(o.first_rule for o in det)
+            lines.append(f"  {cls:20s} {var:26s} {len(os_):5d} {len(det):3d} {_pct(len(det), len(os_))} "
+                         f"{_pct(len(w), len(os_)):>8s}  " + ", ".join(f"{k} {v}" for k, v in rules.most_common(2)))
+    return lines
+
+
 def table_lead(outs) -> list[str]:
     g = [o for o in outs if o.growth_before_nan]
-    lines = [f"Lead time before the first non-finite weight (faults whose weights grew >= 2x before it; n = {len(g)})",
+    lines = [f"Lead time before the first non-finite record (a NaN/Inf weight or loss; faults whose weights "
+             f"grew >= 2x before it; n = {len(g)})",
              f"  {'class':20s} {'runs':>5s} {'flagged before':>15s} {'>= 2 records':>13s} {'median lead':>12s}  leads"]
     for cls in FAULT_CLASSES:
         os_ = [o for o in g if o.label == cls]
@@ -445,6 +464,7 @@ def render(outs, cases, dropped, ruleset, rules_label) -> str:
     parts += summary_counts(cases, dropped) + [""]
     parts += table_false_failures(outs, ruleset) + [""]
     parts += table_recall(outs) + [""]
+    parts += table_variants(outs) + [""]
     parts += table_lead(outs) + [""]
     parts += table_families(outs) + [""]
     parts += table_optimizers(outs) + [""]

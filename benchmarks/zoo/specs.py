@@ -45,7 +45,7 @@ FAULTS: dict[str, tuple[tuple[str, ...], int]] = {
     # learning rate far too high: weights grow, then NaN
     # (regression: half of them a linear model stepped just above its stability limit, so the
     # weights grow geometrically for several records before they overflow)
-    "lr-high-nan": (("regression", "autoencoder", "regression", "multioutput"), 16),
+    "lr-high-nan": (("regression", "autoencoder", "regression", "multioutput"), 24),
     # learning rate far too high, saturating activations/softmax: diverges but stays finite
     "lr-high": (("mlp", "cnn", "attention", "embedding", "gru", "lstm", "resnet"), 16),
     # one epoch at 30-100x the learning rate, mid-run
@@ -276,14 +276,14 @@ def inject(fault: str, family: str, j: int) -> Spec:
     a = s.arch
     onset_mid = lambda: r.choice([2, 3, 3, 4, 5])  # noqa: E731
 
-    if fault == "lr-high-nan" and family == "regression" and j % 2 == 0:
+    if fault == "lr-high-nan" and family == "regression" and j % 4 != 3:
         # a linear model at `over` x the stability limit 2 / lambda_max of the data's squared error:
         # each step multiplies the error along the top direction by 2 over - 1
         s.variant = "edge"
         s.optimizer, s.schedule, s.regularizer, s.dropout, s.mixed_precision = "sgd", "constant", "", 0.0, False
         s.freq = "epoch"
         a["depth"], a["loss"], a["outputs"] = 0, "mse", 1
-        a["over"] = r.choice([1.05, 1.08, 1.1, 1.15, 1.2])
+        a["over"] = r.choice([1.08, 1.1, 1.15, 1.2, 1.3])
         s.batch_size = r.choice([32, 64])
         s.epochs = 10
         if r.random() < 0.4:

@@ -272,6 +272,19 @@ def _onset(mask, r0, name, ev, out, v):
     return r
 
 
+def _oscillation_onset(v: View, idx, r0):
+    """First record of the first pair of consecutive records whose updates reverse (any of ``idx``)."""
+    if not idx:
+        return None
+    with np.errstate(invalid="ignore"):
+        rev = (v.d_cos[:, idx] <= SYMPTOMS["osc_cos"]).any(axis=1)
+    two = rev & np.concatenate([[False], rev[:-1]])
+    r = _first(two, r0)
+    if r is None:
+        return None
+    return r - 1 if r - 1 >= r0 else r
+
+
 def _faulty(spec: Spec, v: View, out: dict) -> dict:
     f = spec.fault
     ev = out["evidence"]
@@ -304,7 +317,11 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
         visible = v.growth(kern, SYMPTOMS["growth"]) | lossy | nf
         persistent = onset is not None and (visible[-1] or visible[r0:].sum() >= 2)
         has_nan = _first(nf, r0) is not None
-        if onset is None or not persistent:
+        osc = _oscillation_onset(v, kern, r0)
+        if (onset is None or not persistent) and osc is not None:
+            label, onset, reason = "oscillation", osc, "no growth or NaN, but the updates oscillate"
+            ev["symptom"] = f"consecutive updates reverse (cos <= {SYMPTOMS['osc_cos']}) twice in a row"
+        elif onset is None or not persistent:
             label, reason = "healthy", "learning rate too high did not break training (no growth, loss fine)"
         elif f == "lr-high-nan" and not has_nan:
             label, reason = "lr-high", "no NaN/Inf within the run: diverged but stayed finite"
@@ -450,13 +467,8 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
             label, onset, reason = "healthy", None, "the cut-off layer still changed"
     elif f == "oscillation":
         fz = v.fault
-        with np.errstate(invalid="ignore"):
-            rev = (v.d_cos[:, fz] <= SYMPTOMS["osc_cos"]).any(axis=1) if fz else np.zeros(v.R, bool)
-        two = rev & np.concatenate([[False], rev[:-1]])
-        r = _first(two, r0)
-        onset = None
-        if r is not None:
-            onset = r - 1 if r - 1 >= r0 else r   # the first record of the streak
+        onset = _oscillation_onset(v, fz, r0)
+        if onset is not None:
             ev["symptom"] = f"consecutive updates reverse (cos <= {SYMPTOMS['osc_cos']}) twice in a row"
         ev["d_cos"] = [None if not np.isfinite(x) else round(float(x), 3) for x in
                        (np.nanmin(v.d_cos[:, fz], axis=1) if fz else [])]
@@ -465,6 +477,10 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
     else:
         raise ValueError(f)
 
+    pre = _first(nf)
+    if r0 > 1 and pre is not None and pre < r0:
+        label, onset = "dropped", None
+        reason = f"the healthy part before the injection already went non-finite (record {pre})"
     if label != f:
         out["relabelled_from"] = f
     out["label"] = label
@@ -475,12 +491,20 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
         res = _healthy(v, dict(out))
         if res["label"] == "dropped":
             out.update(label="dropped", reason=reason + "; and " + res["reason"])
-    fw = out["first_nonfinite_weight"]
-    if fw is not None and out["onset_record"] is not None:
-        # growth before NaN: some kernel grew >= 2x its pre-fault norm before the first NaN weight
+    fn = out["first_nonfinite_record"]
+    if fn is not None and out["onset_record"] is not None:
+        # growth before NaN: some kernel grew >= 2x its pre-fault norm before the first non-finite
+        # record (weights or loss: a squared error overflows float32 while weights near 1e18 are
+        # still finite, and from then on the run is garbage)
         grow = v.growth(kern, SYMPTOMS["growth"])
-        out["growth_before_nan"] = bool(grow[:fw].any())
+        out["growth_before_nan"] = bool(grow[:fn].any())
+    if info_error(v) and out["label"] == "healthy":
+        out.update(label="dropped", reason=f"training raised {info_error(v)[:120]}")
     return out
+
+
+def info_error(v: View):
+    return v.info.get("error")
 
 
 # --------------------------------------------------------------------------- CLI
