@@ -432,6 +432,9 @@ def list_alarms(outs, cases_by_id) -> list[str]:
                     key=lambda o: (o.label, o.id)):
         t = cases_by_id[o.id].truth
         ev = t.get("evidence", {}).get("symptom", "")
+        if "harmful" in t.get("evidence", {}):
+            e = t["evidence"]
+            ev += f" ({'harmful' if e['harmful'] else 'harmless'}: loss {e.get('loss_over_best_before')}x its best before)"
         state = ("MISSED" if not o.failed else
                  f"early {o.latency:+d} ({o.first_rule} {o.first_tensor or 'loss'})" if o.before_injection else
                  f"late +{o.latency} ({o.first_rule})")
@@ -527,8 +530,8 @@ def lofo(cases, runs, ruleset, spec, cache) -> list[str]:
         per_value[v] = [judge(c, ev[c.id]) for c in cases]
     # candidates in order of sensitivity: the order given (most sensitive first)
     lines = [f"Leave-one-family-out calibration of {rule_id}.{option} over {vals} (most sensitive first)",
-             f"  {'held out':12s} {'chosen':>8s} {'held-out ff':>12s} {'95% upper':>10s} {'recall':>8s} {'<=1 rec':>8s}"]
-    tot_ff = tot_h = tot_det = tot_f = tot_w = 0
+             f"  {'held out':12s} {'chosen':>8s} {'rule ff':>8s} {'pack ff':>12s} {'95% upper':>10s} {'recall':>8s} {'<=1 rec':>8s}"]
+    tot_ff = tot_h = tot_det = tot_f = tot_w = tot_rff = 0
     for fam in FAMILIES:
         chosen = None
         for v in vals:
@@ -543,12 +546,14 @@ def lofo(cases, runs, ruleset, spec, cache) -> list[str]:
         h = [o for o in outs if o.label == "healthy"]
         f = [o for o in outs if o.label != "healthy"]
         ff = sum(o.failed for o in h)
+        rff = sum(rule_id in o.error_rules for o in h)
+        tot_rff += rff
         det = sum(o.failed for o in f)
         w = sum(_within(o) for o in f)
         tot_ff, tot_h, tot_det, tot_f, tot_w = tot_ff + ff, tot_h + len(h), tot_det + det, tot_f + len(f), tot_w + w
-        lines.append(f"  {fam:12s} {chosen:>8g} {ff:5d}/{len(h):<5d} {100 * wilson_upper(ff, len(h)):9.2f}% "
+        lines.append(f"  {fam:12s} {chosen:>8g} {rff:8d} {ff:5d}/{len(h):<5d} {100 * wilson_upper(ff, len(h)):9.2f}% "
                      f"{_pct(det, len(f)):>8s} {_pct(w, len(f)):>8s}")
-    lines.append(f"  {'ALL':12s} {'':>8s} {tot_ff:5d}/{tot_h:<5d} {100 * wilson_upper(tot_ff, tot_h):9.2f}% "
+    lines.append(f"  {'ALL':12s} {'':>8s} {tot_rff:8d} {tot_ff:5d}/{tot_h:<5d} {100 * wilson_upper(tot_ff, tot_h):9.2f}% "
                  f"{_pct(tot_det, tot_f):>8s} {_pct(tot_w, tot_f):>8s}")
     return lines
 

@@ -158,7 +158,7 @@ LR_FAMILY = {
     "lstm": {"sgd": 2.0, "sgdm": 2.0, "default": 1.5},
     "gru": {"sgd": 2.0, "sgdm": 2.0, "default": 1.5},
     "simplernn": {"sgd": 1.0, "sgdm": 1.0, "default": 1.0},
-    "embedding": {"sgd": 30.0, "sgdm": 30.0, "adagrad": 5.0, "default": 3.0},
+    "embedding": {"sgd": 15.0, "sgdm": 15.0, "adagrad": 5.0, "default": 3.0},
     "cnn": {"sgd": 2.0, "sgdm": 2.0, "default": 2.0},
     "regression": {"sgd": 0.5, "sgdm": 0.5, "default": 1.0},
     "autoencoder": {"sgd": 1.0, "sgdm": 1.0, "default": 1.0},

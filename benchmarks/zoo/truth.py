@@ -74,9 +74,11 @@ SYMPTOMS = {
     "healthy_diverged": 2.0,
     # ... or the loss never falls below this fraction of the constant predictor's loss
     "healthy_stuck": 0.95,
-    # ... and improved by less than this fraction of it from the first record (a slow run that
-    # is still learning is healthy, and a useful hard case)
+    # ... and improved by less than this fraction of it over the second half of the run (a slow
+    # run that is still learning is healthy, and a useful hard case)
     "healthy_progress": 0.02,
+    # ... or by less than this fraction of it over the second half (stuck after a first drop)
+    "healthy_flat": 0.002,
 }
 
 
@@ -257,12 +259,25 @@ def _healthy(v: View, out: dict) -> dict:
         out.update(label="dropped", reason=f"healthy config diverged: last loss {fin[-1]:.3g} > "
                    f"{SYMPTOMS['healthy_diverged']}x best {fin.min():.3g}")
     elif (v.const and fin.size and fin.min() >= SYMPTOMS["healthy_stuck"] * v.const
-          and fin[0] - fin.min() < SYMPTOMS["healthy_progress"] * v.const):
+          and (fin[0] - fin.min() < SYMPTOMS["healthy_progress"] * v.const
+               or fin[len(fin) // 2] - fin[-1] < SYMPTOMS["healthy_flat"] * v.const)):
         out.update(label="dropped", reason=f"healthy config did not learn: best loss {fin.min():.3g} "
-                   f">= {SYMPTOMS['healthy_stuck']} x constant predictor {v.const:.3g}")
+                   f">= {SYMPTOMS['healthy_stuck']} x constant predictor {v.const:.3g}, and no progress "
+                   "(overall, or over the second half of the run)")
+    elif dead_layer(v) is not None:
+        name, frac = dead_layer(v)
+        out.update(label="dropped", reason=f"healthy config broke: {frac:.0%} of {name}'s units dead at the end")
     out["evidence"] = {"best_loss": float(fin.min()) if fin.size else None,
                        "last_loss": float(fin[-1]) if fin.size else None}
     return out
+
+
+def dead_layer(v: View):
+    """(layer, fraction) of a probed ReLU layer with >= 90% dead units at the last probe, or None."""
+    for name, series in (v.probe.get("dead_frac") or {}).items():
+        if series and series[-1] is not None and series[-1] >= 0.9:
+            return name, series[-1]
+    return None
 
 
 def _onset(mask, r0, name, ev, out, v):
@@ -335,6 +350,12 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
         if onset is None:
             label, reason = "healthy", "the spike left no mark on the updates or the loss"
         out["where"] = [v.paths[i] for i in kern]
+        # did it hurt?  (a spike can also leave the loss as good as before, or better)
+        best = v.best_before()
+        at = v.loss[r0] if r0 < v.R else np.nan
+        ev["loss_over_best_before"] = None if best is None or not np.isfinite(at) else float(f"{at / best:.3g}")
+        ev["harmful"] = bool(nf[r0:].any() or v.growth(kern, SYMPTOMS["growth"]).any()
+                             or (best is not None and np.nanmax(v.loss[r0:]) >= 1.5 * best))
     elif f == "lr-zero":
         train = [i for i in range(len(v.paths)) if np.nanmax(v.trainable[:, i]) == 1]
         still = ((v.changed[:, train] == 0).all(axis=1) & v.advanced) if train else np.zeros(v.R, bool)
