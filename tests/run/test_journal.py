@@ -215,9 +215,9 @@ def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, 
 def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     """What the JSON states is what the journal holds: flags 0/1, whole counts, null for non-finite."""
     inf = float("inf")
-    odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=inf, l2=inf, mean=-inf, std=1e300,
+    odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=1.9, l2=inf, mean=-inf, std=1e300,
                min=-1.0, max=1.0, absmax=1.0, zero_frac=0.0, d_l2=None, d_absmax=None, changed=0.7,
-               dead_units=3.9, d_cos=None)
+               dead_units=1.9, d_cos=None)
     w = RunWriter(tmp_path / "run", model_name="m")
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
     w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
@@ -225,7 +225,7 @@ def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     snap = json.loads((tmp_path / "run" / "record-000000.json").read_text())
     stated = dict(zip(COLUMNS, snap["tensors"]["m/d/kernel"]))
     assert stated["trainable"] is True and stated["changed"] is True and stated["frozen"] is False
-    assert stated["size"] == 2 and stated["dead_units"] == 3 and stated["inf"] is None and stated["l2"] is None
+    assert stated["size"] == 2 and stated["dead_units"] == 1 and stated["inf"] == 1 and stated["l2"] is None
     run = weightwatch.open_run(tmp_path / "run")
     assert parsed == []
     assert_same(run, without_journal(tmp_path / "run", tmp_path))

@@ -68,10 +68,17 @@ def test_hand_written_run_reads(tmp_path):
     assert run.records[2].label == "epoch 2" and run.records[2].step == 20
 
 
-def test_tensor_missing_from_manifest_and_late_tensor(tmp_path):
+def test_tensor_missing_from_manifest_is_a_problem_and_a_late_tensor_reads(tmp_path):
     d = write_run(tmp_path / "run", records=2)
     rows = dict(snapshot(2)["tensors"], **{"m/late/kernel": row(7.0)})
     (d / "record-000002.json").write_text(json.dumps(snapshot(2, rows=rows)))
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0, 1]
+    assert len(run.problems) == 1 and "'m/late/kernel' is not in the manifest" in str(run.problems[0])
+    # In the manifest from record 2 on, as the writer puts it: read.
+    m = manifest(tensors=("m/d/kernel", "m/d/bias", "m/late/kernel"))
+    m["tensors"][2]["first_record"] = 2
+    (d / "manifest.json").write_text(json.dumps(m))
     run = weightwatch.open_run(d)
     assert run.problems == []
     assert run.tensor_names[-1] == "m/late/kernel"
@@ -177,7 +184,7 @@ assert "NaN" in WITH_NAN and "Infinity" in WITH_INF
     (json.dumps(snapshot(1, rows={"m/d/bias": row(1.0), "m/d/kernel": [[1]] * NCOL})), "tensor 'm/d/kernel'"),
     (json.dumps(snapshot(1, rows={"m/d/kernel": 3})), "tensor 'm/d/kernel'"),
     (json.dumps({k: v for k, v in snapshot(1).items() if k != "epoch"}), "epoch"),
-    (json.dumps(dict(snapshot(1), tensors=[1, 2])), "'tensors' is not an object"),
+    (json.dumps(dict(snapshot(1), tensors=[1, 2])), '"tensors" must be an object'),
 ])
 def test_bad_record_is_a_problem_and_others_still_read(tmp_path, content, message):
     d = write_run(tmp_path / "run", records=3)

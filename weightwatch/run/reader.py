@@ -17,14 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunFormatError, RunNotFoundError
-from . import journal
+from . import journal, validate
 from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
 from .npz import load_npz
-from .schema import (
-    COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, MANIFEST, RECORD_RE, SNAPSHOT_FORMAT, VERSION,
-    layer_of, record_name, tensor_role,
-)
+from .schema import HEALTHY, HEALTHY_POINTER, MANIFEST, RECORD_RE, layer_of, record_name
 
 
 def open_run(path) -> Run:
@@ -64,28 +61,19 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
         raise RunFormatError(f"invalid JSON ({exc})", path=manifest_path) from None
     except OSError as exc:
         raise RunFormatError(f"cannot read ({exc.strerror})", path=manifest_path) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise RunFormatError(f"not a weightwatch manifest (format should be {FORMAT!r})",
-                             path=manifest_path)
-    version = manifest.get("version")
-    if version != VERSION:
-        raise RunFormatError(
-            f"unsupported format version {version!r} (this weightwatch reads version {VERSION}; "
-            "upgrade weightwatch to read newer runs)", path=manifest_path)
-    columns = manifest.get("columns") or list(COLUMNS)
-    run = Run(path, source="weightwatch", manifest=manifest, columns=columns)
-    for t in manifest.get("tensors", []):
-        try:
-            shape = tuple(t["shape"]) if t.get("shape") is not None else None
-            run.add_tensor(TensorInfo(
-                path=t["path"], layer=t.get("layer", layer_of(t["path"])),
-                shape=shape, dtype=t.get("dtype"),
-                role=t.get("kind") or tensor_role(t["path"], len(shape) if shape else None),
-                layer_path=t.get("layer_path"),
-                first_record=int(t.get("first_record", 0))))
-        except (KeyError, TypeError, ValueError):
-            raise RunFormatError(f"malformed tensor entry {t!r} in the tensor table",
-                                 path=manifest_path) from None
+    try:
+        info = validate.check_manifest(manifest)
+    except validate.SchemaError as exc:
+        raise RunFormatError(str(exc), path=manifest_path) from None
+    run = Run(path, source="weightwatch", manifest=manifest, columns=info.columns)
+    for t in info.tensors:
+        shape = tuple(t["shape"]) if t.get("shape") is not None else None
+        run.add_tensor(TensorInfo(
+            path=t["path"], layer=t["layer"] if t.get("layer") is not None else layer_of(t["path"]),
+            shape=shape, dtype=t.get("dtype"), role=t["kind"], layer_path=t.get("layer_path"),
+            first_record=t["first_record"]))
+    sequence = validate.Sequence(run.tensor_names, [t.first_record for t in run.tensors],
+                                 sparse=info.sparse)
 
     files = sorted((int(m.group(1)), name) for name in os.listdir(path)
                    if not name.endswith(TMP_SUFFIX) and (m := RECORD_RE.match(name)))
@@ -97,20 +85,31 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
         try:
             data = fp.read_bytes()
             entry = mirrored.get(index)
+            read = None
             if entry is not None and entry.mirrors(data):
                 in_order = _ids_in_order(run, entry, known_ids)
                 if in_order is not None:
                     # The journal holds this very file's figures: no parsing.
-                    run.append_columns(_record(loads(entry.meta), index, name), entry.ids, entry.values.T,
-                               in_order=in_order)
-                    continue
-            snap = loads(data)
-            record, paths, values = _parse_snapshot(snap, index, name, len(run.columns))
+                    meta = validate.check_meta(loads(entry.meta), index, with_tensors=False)
+                    validate.check_values(entry.values, run.columns, _Paths(run, entry.ids))
+                    read = meta, entry.ids, entry.values.T, in_order
+            if read is None:
+                snap, paths, values = _parse_snapshot(loads(data), index, name, run.columns)
+                unknown = next((p for p in paths if p not in run), None)
+                if unknown is not None:
+                    raise validate.SchemaError(f"tensor {unknown!r} is not in the manifest")
+                ids = [run.tensor_index(p) for p in paths]
+                read = snap, ids, values.T, ids == list(range(len(ids)))
+            meta, ids, columns, in_order = read
+            record = _record(meta, index, name)
+            notes = sequence.admit(index, record.epoch, record.step, record.trigger, record.logs,
+                                   list(ids))
         except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
             msg = str(exc) or type(exc).__name__
             run.problems.append(RunFormatError(f"unreadable record, skipped ({msg})", path=fp))
             continue
-        run.append(record, paths, values)
+        run.problems.extend(RunFormatError(note, path=fp) for note in notes)
+        run.append_columns(record, ids, columns, in_order=in_order)
     if not run.records:
         if run.problems:
             raise run.problems[0]
@@ -119,36 +118,28 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     return run
 
 
-def _parse_snapshot(snap, index: int, name: str, ncols: int):
-    record = _record(snap, index, name)
-    rows = snap["tensors"]
-    if not isinstance(rows, dict):
-        raise ValueError("'tensors' is not an object")
-    paths = list(rows)
-    # Records without a journal entry: numpy reads null as NaN and booleans as 0/1.
-    try:
-        values = (np.array(list(rows.values()), dtype=np.float64) if rows
-                  else np.empty((0, ncols)))
-    except (TypeError, ValueError):
-        values = None
-    if values is None or values.shape != (len(paths), ncols):
-        # Name the offending tensor: numpy's own message does not.
-        bad = next((p for p, row in rows.items() if not isinstance(row, list) or len(row) != ncols
-                    or not all(v is None or isinstance(v, (int, float)) for v in row)), "?")
-        raise ValueError(f"tensor {bad!r}: expected {ncols} numbers")
-    return record, paths, values
+class _Paths:
+    """The paths of a journal entry's tensors, looked up only to name one in a message."""
+
+    def __init__(self, run: Run, ids):
+        self.run, self.ids = run, ids
+
+    def __getitem__(self, k: int) -> str:
+        return self.run.tensors[int(self.ids[k])].path
 
 
-def _record(snap, index: int, name: str) -> Record:
-    """The record a snapshot (or its journal entry's copy of it, without tensors) describes."""
-    if not isinstance(snap, dict) or snap.get("format") != SNAPSHOT_FORMAT:
-        raise ValueError("not a weightwatch snapshot")
-    if snap.get("version") != VERSION:
-        raise ValueError(f"unsupported snapshot version {snap.get('version')!r}")
-    return Record(index=int(snap.get("record", index)), epoch=int(snap["epoch"]),
-                  batch=snap.get("batch"), step=snap.get("step"), trigger=snap.get("kind", "epoch"),
-                  time=snap.get("time"), logs=snap.get("logs") or {}, file=name,
-                  tensors_file=snap.get("tensors_file"))
+def _parse_snapshot(snap, index: int, name: str, columns):
+    """A parsed snapshot, validated: ``(snapshot, paths, values)``."""
+    snap = validate.check_meta(snap, index)
+    paths, values = validate.check_rows(snap["tensors"], columns)
+    return snap, paths, values
+
+
+def _record(snap: dict, index: int, name: str) -> Record:
+    """The record a validated snapshot (or its journal entry's copy of it) describes."""
+    return Record(index=index, epoch=snap["epoch"], batch=snap["batch"], step=snap["step"],
+                  trigger=snap["kind"], time=snap["time"], logs=snap["logs"], file=name,
+                  tensors_file=snap["tensors_file"])
 
 
 def _ids_in_order(run: Run, entry, known: dict) -> bool | None:
