@@ -5,18 +5,36 @@ most of what ``weightwatch check`` costs.  So the writer also appends each
 record's statistics, as raw float64 rows, to one journal file, and the
 reader copies them from there instead.
 
-The JSON records stay the truth; the journal is a cache of them.  Each
-entry carries the size and CRC-32 of the record file it mirrors, and the
-reader uses an entry only when that file still has that size and CRC (it
-reads the file anyway: a CRC costs a small fraction of parsing it).  An
-edited, replaced or damaged record, a record with no entry, an entry whose
+The JSON records stay the truth; the journal is a cache of them, and it can
+never say what they do not.  The trust model:
+
+* **A record file vouches for its own figures.**  It states, in its first
+  bytes, a digest (BLAKE2b-128, see :mod:`.digest`) of its columns, its
+  metadata, its tensor paths and its figures.  The reader uses a journal
+  entry only when the record file still has the size and CRC-32 the entry
+  was written for *and* the entry's metadata, figures and tensor paths (as
+  the manifest names its tensor ids now) hash to the digest that file
+  states.  So whoever can change ``history.bin`` but not the record files -
+  a bit flip, a torn append, or an entry rewritten on purpose with another
+  record's figures and its frame CRC recomputed - changes nothing: the
+  record is parsed from its JSON instead.  The digest is a cryptographic
+  hash because a CRC can be forged on purpose.
+* **The JSON is checked against the same digest when it is parsed**, so a
+  record whose figures, names or logs were changed (by accident or by an
+  editor that did not restamp it) is reported as damaged, never read as
+  data.  Records written before digests existed (the manifest's
+  ``digests_from`` says from which record on every record states one) are
+  never read from the journal.
+* **Out of scope**: whoever can rewrite the record files themselves can make
+  the run say anything, journal or not; a record file whose stated digest
+  does not match its own rows is reported as damaged when parsed, while a
+  journal entry forged to match that stated digest would be taken - which
+  needs both files forged together.
+
+An edited, replaced or damaged record, a record with no entry, an entry whose
 tensor ids no longer name the same tensors in the manifest, a torn entry at
 the end (a crash mid-append) or no journal at all: the record is parsed from
 its JSON instead.  Same result, more time.
-
-The reader trusts an entry as far as a CRC-32 goes: an edit that keeps a
-record file's size and CRC (one chance in four billion, for an accident)
-would go unseen.
 
 The framing is TFRecord's (TensorBoard's event files): append-only, each
 entry length-prefixed and checksummed, so a torn or damaged entry is
@@ -38,7 +56,7 @@ the records from there on::
       ntensors   u32
       ncols      u32
       meta_len   u32
-      meta       meta_len bytes: the snapshot without "tensors", as JSON
+      meta       meta_len bytes: the snapshot without "tensors" (its digest included), as JSON
       ids        i32[ntensors]          the tensors' rows in the manifest's table
       values     f64[ntensors][ncols]   the snapshot's rows, NaN where JSON has null
 """

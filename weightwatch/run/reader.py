@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunFormatError, RunNotFoundError
-from . import journal, validate
+from . import digest, journal, validate
 from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
 from .npz import load_npz
@@ -80,36 +80,68 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     run.reserve(len(files), len(run.tensors))
     mirrored = journal.read(path / journal.JOURNAL)
     known_ids: dict[tuple, bool | None] = {}
+    paths_canon: dict = {}   # the digest's encoding of a record's paths, by ids or paths
+    names_ok: set = set()
+    index_of = {t.path: i for i, t in enumerate(run.tensors)}
+    problems: list[tuple[int, RunFormatError]] = []
+
+    def problem(index, fp, message):
+        problems.append((index, RunFormatError(message, path=fp)))
+
+    # 1. Each record on its own: its fields, its figures' types, its digest.
+    pending = []
     for index, name in files:
         fp = path / name
         try:
             data = fp.read_bytes()
             entry = mirrored.get(index)
             read = None
-            if entry is not None and entry.mirrors(data):
+            stated = digest.stated(data)
+            if stated is not None and entry is not None and entry.mirrors(data):
                 in_order = _ids_in_order(run, entry, known_ids)
                 if in_order is not None:
-                    # The journal holds this very file's figures: no parsing.
                     meta = validate.check_meta(loads(entry.meta), index, with_tensors=False)
-                    validate.check_values(entry.values, run.columns, _Paths(run, entry.ids))
-                    read = meta, entry.ids, entry.values.T, in_order
+                    key = entry.ids.tobytes()
+                    if key not in paths_canon:
+                        paths_canon[key] = digest.canon([run.tensors[i].path for i in entry.ids.tolist()])
+                    # The journal holds this very file's figures, as the file's own digest says:
+                    # no parsing.
+                    if digest.record_digest(run.columns, meta, None, entry.values,
+                                            paths_canon=paths_canon[key]) == stated:
+                        read = meta, entry.ids, entry.values, in_order
             if read is None:
-                snap, paths, values = _parse_snapshot(loads(data), index, name, run.columns)
-                unknown = next((p for p in paths if p not in run), None)
-                if unknown is not None:
-                    raise validate.SchemaError(f"tensor {unknown!r} is not in the manifest")
-                ids = [run.tensor_index(p) for p in paths]
-                read = snap, ids, values.T, ids == list(range(len(ids)))
-            meta, ids, columns, in_order = read
-            record = _record(meta, index, name)
+                snap, paths, values = _parse_snapshot(loads(data), index, name, run.columns, names_ok)
+                ids = [index_of.get(p) for p in paths]
+                if None in ids:
+                    raise validate.SchemaError(f"tensor {paths[ids.index(None)]!r} is not in the manifest")
+                key = tuple(paths)
+                if key not in paths_canon:
+                    paths_canon[key] = digest.canon(paths)
+                _check_digest(snap, index, run.columns, paths_canon[key], values, info.digests_from)
+                read = snap, ids, values, ids == list(range(len(ids)))
+        except (OSError, ValueError) as exc:  # SchemaError is a ValueError; so is invalid JSON
+            problem(index, fp, f"unreadable record, skipped ({str(exc) or type(exc).__name__})")
+            continue
+        meta, ids, values, in_order = read
+        pending.append((index, fp, _record(meta, index, name), ids, values, in_order))
+
+    # 2. Every figure's range, in one pass over all of them.
+    bad = validate.bad_blocks([p[4] for p in pending], run.columns)
+    # 3. The records against each other, in order.
+    for k, (index, fp, record, ids, values, in_order) in enumerate(pending):
+        try:
+            if k in bad:
+                validate.check_values(values, run.columns, _Paths(run, ids))
             notes = sequence.admit(index, record.epoch, record.step, record.trigger, record.logs,
                                    list(ids))
-        except (OSError, ValueError, TypeError, KeyError, OverflowError) as exc:
-            msg = str(exc) or type(exc).__name__
-            run.problems.append(RunFormatError(f"unreadable record, skipped ({msg})", path=fp))
+        except validate.SchemaError as exc:
+            problem(index, fp, f"unreadable record, skipped ({exc})")
             continue
-        run.problems.extend(RunFormatError(note, path=fp) for note in notes)
-        run.append_columns(record, ids, columns, in_order=in_order)
+        for note in notes:
+            problem(index, fp, note)
+        run.append_columns(record, ids, values.T, in_order=in_order)
+    problems.sort(key=lambda p: p[0])
+    run.problems.extend(p for _, p in problems)
     if not run.records:
         if run.problems:
             raise run.problems[0]
@@ -127,11 +159,28 @@ class _Paths:
     def __getitem__(self, k: int) -> str:
         return self.run.tensors[int(self.ids[k])].path
 
+    def __len__(self) -> int:
+        return len(self.ids)
 
-def _parse_snapshot(snap, index: int, name: str, columns):
-    """A parsed snapshot, validated: ``(snapshot, paths, values)``."""
+
+def _check_digest(snap: dict, index: int, columns, paths_canon: bytes, values, digests_from) -> None:
+    """A record's figures, names and logs against the digest it states (see digest.py)."""
+    stated = snap.get(digest.KEY)
+    if stated is None:
+        if digests_from is not None and index >= digests_from:
+            raise validate.SchemaError(f'missing "{digest.KEY}" (every record of this run from '
+                                       f"record {digests_from} on states one)")
+        return
+    meta = {k: v for k, v in snap.items() if k != "tensors"}
+    if digest.record_digest(columns, meta, None, values, paths_canon=paths_canon) != stated:
+        raise validate.SchemaError("damaged: its figures, names or logs do not match the digest it "
+                                   "states (a bit flip or an edit)")
+
+
+def _parse_snapshot(snap, index: int, name: str, columns, names_ok=None):
+    """A parsed snapshot, validated but for the ranges of its figures: ``(snapshot, paths, values)``."""
     snap = validate.check_meta(snap, index)
-    paths, values = validate.check_rows(snap["tensors"], columns)
+    paths, values = validate.check_rows(snap["tensors"], columns, names_ok=names_ok, ranges=False)
     return snap, paths, values
 
 

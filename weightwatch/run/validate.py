@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import did_you_mean
+from .digest import HEX_DIGITS, is_digest
 from .schema import (
     COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, FORMAT, ROLES, SNAPSHOT_FORMAT, TRIGGERS, VERSION,
     record_name,
@@ -109,6 +110,8 @@ class ManifestInfo:
     tensors: list            # the tensor entries, validated
     #: Tensors may leave the records (``trainable_only``).
     sparse: bool = False
+    #: The first record that must state its digest (None: no record must; an older run).
+    digests_from: int | None = None
 
 
 def check_manifest_head(manifest) -> None:
@@ -153,7 +156,8 @@ def check_manifest(manifest) -> ManifestInfo:
     sparse = manifest.get("trainable_only", False)
     if not isinstance(sparse, bool):
         raise SchemaError(f'"trainable_only" must be true or false, got {_short(sparse)}')
-    return ManifestInfo(tuple(columns), table, sparse)
+    digests_from = _whole(manifest.get("digests_from"), '"digests_from"', nullable=True)
+    return ManifestInfo(tuple(columns), table, sparse, digests_from)
 
 
 def _check_tensor_entry(i: int, entry, seen: set) -> None:
@@ -236,6 +240,8 @@ def check_meta(snap, index: int, *, with_tensors: bool = True) -> dict:
         check_name(key, "a log name")
         if value is not None and not (is_number(value) and math.isfinite(value)):
             raise SchemaError(f"log {key!r} must be a number or null, got {_short(value)}")
+    if "digest" in snap and not is_digest(snap["digest"]):
+        raise SchemaError(f'"digest" must be {HEX_DIGITS} hexadecimal digits, got {_short(snap["digest"])}')
     tensors_file = snap["tensors_file"]
     if tensors_file is not None and tensors_file != record_name(index, ".npz"):
         raise SchemaError(f'"tensors_file" must be null or {record_name(index, ".npz")!r} (a file of '
@@ -259,30 +265,42 @@ def row_width_ok(width: int, ncols: int) -> bool:
     return width == ncols
 
 
-def check_rows(rows, columns) -> tuple[list, np.ndarray]:
+def check_rows(rows, columns, *, names_ok: set | None = None, ranges: bool = True) -> tuple[list, np.ndarray]:
     """A snapshot's ``tensors``: ``(paths, values)``, values float64 with NaN for null.
 
     Every figure's JSON type is checked against its column (a flag is true,
     false or null; every other figure a number or null, never a boolean),
-    then every range (:func:`check_values`).
+    then (``ranges``) every range (:func:`check_values`).  ``names_ok`` caches the
+    tensor paths already found valid, between the records of a run.
     """
     if not isinstance(rows, dict):
         raise SchemaError(f'"tensors" must be an object {{path: row}}, got {_short(rows)}')
     ncols = len(columns)
     kinds = _column_kinds(columns)
+    names_ok = set() if names_ok is None else names_ok
+    if not names_ok.issuperset(rows):
+        for path in rows:
+            if path not in names_ok:
+                names_ok.add(check_name(path, "a tensor path"))
+    # A row's types as one tuple: a run's rows have a handful of distinct ones, each judged once.
+    # (A row that is no list gives the types of its characters or keys, or a TypeError.)
+    try:
+        signatures = [tuple(map(type, row)) for row in rows.values()]
+    except TypeError:
+        signatures = None
     verdicts: dict = {}
-    for path, row in rows.items():
-        check_name(path, "a tensor path")
-        if type(row) is not list or not row_width_ok(len(row), ncols):
-            raise SchemaError(f"tensor {path!r}: expected a list of {ncols} figures, got {_short(row)}")
-        signature = tuple(map(type, row))
-        bad = verdicts.get(signature)
-        if bad is None:
-            bad = verdicts[signature] = next(
-                (i for i, (t, k) in enumerate(zip(signature, kinds)) if t not in _ALLOWED[k]), -1)
-        if bad >= 0:
-            raise SchemaError(f"tensor {path!r}: {columns[bad]!r} must be {_TYPE_WORD[kinds[bad]]}, "
-                              f"got {_short(row[bad])}")
+    for signature in (set(signatures) if signatures is not None else (None,)):
+        verdicts[signature] = (
+            None if signature is not None and row_width_ok(len(signature), ncols) and all(
+                t in _ALLOWED[k] for t, k in zip(signature, kinds)) else signature)
+    if any(v is not None for v in verdicts.values()) or signatures is None:
+        for path, row in rows.items():
+            if type(row) is not list or not row_width_ok(len(row), ncols):
+                raise SchemaError(f"tensor {path!r}: expected a list of {ncols} figures, got {_short(row)}")
+            bad = next((i for i, (v, k) in enumerate(zip(row, kinds)) if type(v) not in _ALLOWED[k]), -1)
+            if bad >= 0:
+                raise SchemaError(f"tensor {path!r}: {columns[bad]!r} must be {_TYPE_WORD[kinds[bad]]}, "
+                                  f"got {_short(row[bad])}")
     paths = list(rows)
     try:
         values = (np.array(list(rows.values()), dtype=np.float64) if rows
@@ -290,13 +308,60 @@ def check_rows(rows, columns) -> tuple[list, np.ndarray]:
     except OverflowError:
         path = next(p for p, row in rows.items() if any(is_int(v) and abs(v) > MAX_INT for v in row))
         raise SchemaError(f"tensor {path!r}: a figure too large for a number") from None
-    check_values(values, columns, paths)
+    if ranges:
+        check_values(values, columns, paths)
     return paths, values
+
+
+def _rows_ok(values: np.ndarray, columns) -> np.ndarray:
+    """Per row of ``values`` (tensors x columns, NaN for null): whether every figure is in range."""
+    col = {c: i for i, c in enumerate(tuple(columns)[:values.shape[1]])}
+
+    def at(names):
+        return [col[c] for c in names if c in col]
+
+    with np.errstate(invalid="ignore"):
+        nan = np.isnan(values)
+        ok = ~np.isinf(values).any(axis=1)
+        ok &= ~nan[:, at(REQUIRED_FIGURES)].any(axis=1)
+        f = values[:, at(FLAG_COLUMNS)]
+        ok &= (np.isnan(f) | (f == 0) | (f == 1)).all(axis=1)
+        c = values[:, at(COUNT_COLUMNS)]
+        ok &= (np.isnan(c) | ((c >= 0) & (c == np.trunc(c)) & (c <= MAX_INT))).all(axis=1)
+        ok &= ~(values[:, at(NON_NEGATIVE)] < 0).any(axis=1)
+        for name, (lo, hi) in INTERVALS.items():
+            if name in col:
+                v = values[:, col[name]]
+                ok &= ~((v < lo) | (v > hi))
+        if {"size", "nan", "inf"} <= col.keys():
+            ok &= ~(values[:, col["nan"]] + values[:, col["inf"]] > values[:, col["size"]])
+        if {"size", "dead_units"} <= col.keys():
+            ok &= ~(values[:, col["dead_units"]] > values[:, col["size"]])
+        if {"min", "max"} <= col.keys():
+            ok &= ~(values[:, col["min"]] > values[:, col["max"]])
+    return ok
+
+
+def bad_blocks(blocks: list, columns) -> set:
+    """Which of ``blocks`` (each a record's tensors x columns figures) hold a figure out of range:
+    one vectorised pass over them all, as a run's records are many and small."""
+    bad: set = set()
+    by_width: dict[int, list[int]] = {}
+    for k, b in enumerate(blocks):
+        if b.size:
+            by_width.setdefault(b.shape[1], []).append(k)
+    for width, ks in by_width.items():
+        ok = _rows_ok(np.concatenate([blocks[k] for k in ks]), columns)
+        if not ok.all():
+            ends = np.cumsum([len(blocks[k]) for k in ks])
+            for row in np.flatnonzero(~ok):
+                bad.add(ks[int(np.searchsorted(ends, row, side="right"))])
+    return bad
 
 
 def check_values(values: np.ndarray, columns, paths) -> None:
     """Ranges of a record's figures (tensors x columns, NaN for null), whatever file they came from."""
-    if values.size == 0:
+    if values.size == 0 or _rows_ok(values, columns).all():
         return
     columns = tuple(columns)[:values.shape[1]]
     col = {c: i for i, c in enumerate(columns)}
@@ -349,6 +414,8 @@ def check_values(values: np.ndarray, columns, paths) -> None:
             fail_if = values[:, col["min"]] > values[:, col["max"]]
             if fail_if.any():
                 fail(fail_if, "min", "at most 'max'")
+    raise SchemaError(f"tensor {paths[int(np.flatnonzero(~_rows_ok(values, columns))[0])]!r}: "
+                      "a figure out of its range")
 
 
 def _figure(x: float):
@@ -375,6 +442,7 @@ class Sequence:
     def __init__(self, paths: list, first_records: list, *, sparse: bool = False):
         self._paths = paths
         self._first = list(first_records)
+        self._first_arr = np.array(self._first, dtype=np.int64)
         order = sorted(range(len(paths)), key=lambda i: self._first[i])
         self._by_first = order
         self._first_sorted = [self._first[i] for i in order]
@@ -394,9 +462,9 @@ class Sequence:
                                                                and step > p_step)):
                 raise SchemaError(f'"epoch" went back from {p_epoch} (record {p_index}) to {epoch} '
                                   "without training in between")
-        early = [i for i in ids if self._first[i] > index]
-        if early:
-            i = early[0]
+        firsts = self._first_arr[np.asarray(ids, dtype=np.intp)]
+        if firsts.size and firsts.max() > index:
+            i = int(np.asarray(ids)[np.argmax(firsts > index)])
             raise SchemaError(f"tensor {self._paths[i]!r} appears before its first_record "
                               f"({self._first[i]}) in the manifest")
         problems = []

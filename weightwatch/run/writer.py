@@ -20,6 +20,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import RunDirNotEmptyError, RunFormatError
 from . import journal
+from .digest import KEY, record_digest
 from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
 from .jsonio import atomic_write, dumps, loads, write_json
 from .npz import save_npz
@@ -94,6 +95,8 @@ class RunWriter:
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "model": model_name,
                 "columns": list(COLUMNS),
+                # Every record from this one on states the digest of its figures (digest.py).
+                "digests_from": 0,
                 "versions": {"weightwatch": __version__, "python": platform.python_version(),
                              "numpy": np.__version__},
                 "tensors": self.tensors,
@@ -121,6 +124,9 @@ class RunWriter:
         self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
         indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
         self.next_record = max(indices) + 1 if indices else 0
+        if "digests_from" not in manifest:  # a run written before records stated their digest
+            manifest["digests_from"] = self.next_record
+            self.write_manifest()
         try:
             journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
         except OSError:
@@ -185,6 +191,8 @@ class RunWriter:
             "logs": logs,
             "tensors_file": tensors_file,
         }
+        # First in the file, so a reader finds it without parsing (see digest.py).
+        meta = {KEY: record_digest(self.manifest["columns"], meta, paths, values), **meta}
         path = self.dir / record_name(index)
         written = _SnapshotWriter(meta, paths, values)
         atomic_write(path, written, fsync=not BACKGROUND_SYNC)
