@@ -30,6 +30,12 @@ from .rules import Rule, parse_rule
 
 DOC_KEYS = ("extends", "disable", "override", "rule", "pack")
 CONFIG_NAME = "weightwatch.toml"
+#: How deep ``extends`` may nest, and how many files one configuration may load in all (a
+#: chain or a diamond of extends stays far below either).
+MAX_EXTENDS_DEPTH = 32
+MAX_FILES = 256
+#: Largest rule file read.
+MAX_RULE_FILE_BYTES = 4 * 2 ** 20
 
 
 def packs_dir() -> Path:
@@ -71,17 +77,26 @@ class _Builder:
         self.rules: dict[str, Rule] = {}
         self.sources: list[str] = []
         self._stack: list[Path] = []
+        self._loaded = 0
 
     def apply_file(self, path: Path, *, section: str | None = None, default_extends=()):
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RULE_FILE_BYTES + 1)
+            if len(raw) > MAX_RULE_FILE_BYTES:
+                raise RuleError(f"rule file larger than {MAX_RULE_FILE_BYTES // 2 ** 20} MiB", path=path)
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise RuleError("rule file not found", path=path) from None
+        except IsADirectoryError:
+            raise RuleError("a directory, not a rule file", path=path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError(f"cannot read rule file ({exc})", path=path) from None
         try:
             doc = tomllib.loads(text)
+        except RecursionError:
+            raise RuleError("invalid TOML: arrays or tables nested too deeply", path=path) from None
         except tomllib.TOMLDecodeError as exc:
             m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
             msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
@@ -137,7 +152,13 @@ class _Builder:
         disable = doc.get("disable", [])
         if isinstance(disable, str):
             disable = [disable]
+        if not isinstance(disable, list):
+            raise RuleError(f'"disable" must be a list of rule ids, got {disable!r}', path=source,
+                            line=_line_of(text, r"^\s*disable\b"))
         for rid in disable:
+            if not isinstance(rid, str):
+                raise RuleError(f'"disable" entries are rule ids (strings), got {rid!r}', path=source,
+                                line=_line_of(text, r"^\s*disable\b"))
             if rid not in self.rules:
                 raise RuleError(f'cannot disable unknown rule "{rid}"{did_you_mean(rid, self.rules)}',
                                 path=source, line=_line_of(text, r"^\s*disable\b"))
@@ -146,9 +167,9 @@ class _Builder:
             self.sources.append(label or source)
 
     def _resolve_pack(self, name: str, base: Path | None, source: str) -> Path:
-        packs = builtin_packs()
         if not isinstance(name, str):
             raise RuleError(f'"extends" entries are strings, got {name!r}', path=source)
+        packs = builtin_packs()
         if name in packs:
             path = packs[name]
         else:
@@ -159,10 +180,16 @@ class _Builder:
         path = path.resolve()
         if path in self._stack:
             raise RuleError(f'extends "{name}" makes a cycle', path=source)
+        if len(self._stack) >= MAX_EXTENDS_DEPTH:
+            raise RuleError(f'extends "{name}": extends nested more than {MAX_EXTENDS_DEPTH} deep', path=source)
         return path
 
     def apply_file_guarded(self, path, **kw):
         path = Path(path).resolve()
+        self._loaded += 1
+        if self._loaded > MAX_FILES:
+            raise RuleError(f"more than {MAX_FILES} rule files loaded in all (extends repeated in a "
+                            "chain or a diamond?)", path=self._stack[-1] if self._stack else path)
         self._stack.append(path)
         try:
             self.apply_file(path, **kw)

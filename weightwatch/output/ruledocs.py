@@ -122,11 +122,11 @@ def _allowed(opt) -> str:
     """``; allowed: a, b`` / ``; allowed: >= 1`` / ``; allowed: > 0``: the values an option allows."""
     if opt.choices:
         return f"; allowed: {', '.join(map(str, opt.choices))}"
-    if opt.minimum is not None:
-        return f"; allowed: >= {opt.minimum:g}"
-    if opt.above is not None:
-        return f"; allowed: > {opt.above:g}"
-    return ""
+    low = (f">= {opt.minimum:g}" if opt.minimum is not None else
+           f"> {opt.above:g}" if opt.above is not None else "")
+    if opt.maximum is not None:
+        return f"; allowed: {low + ' and ' if low else ''}<= {opt.maximum:g}"
+    return f"; allowed: {low}" if low else ""
 
 
 def _toml(v) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import RunFormatError, RunNotFoundError
 from . import digest, journal, validate
+from .files import read_bytes
 from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
 from .npz import load_npz
@@ -54,13 +55,43 @@ def open_run(path) -> Run:
     return _open_weightwatch_run(path, manifest_path)
 
 
+#: History arrays always allowed, whatever the run's files weigh; beyond, the arrays may weigh
+#: at most DENSITY times the record files (a run's arrays weigh about what its records do:
+#: far more means a manifest naming tensors its records do not hold).
+MIN_HISTORY_BYTES = 256 * 2 ** 20
+DENSITY = 16
+
+
 def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     try:
-        manifest = loads(manifest_path.read_bytes())
+        manifest = loads(read_bytes(manifest_path))
     except ValueError as exc:
         raise RunFormatError(f"invalid JSON ({exc})", path=manifest_path) from None
     except OSError as exc:
         raise RunFormatError(f"cannot read ({exc.strerror})", path=manifest_path) from None
+    try:
+        validate.check_manifest_head(manifest)
+    except validate.SchemaError as exc:
+        raise RunFormatError(str(exc), path=manifest_path) from None
+    files, on_disk = [], 0
+    with os.scandir(path) as entries:
+        for e in entries:
+            if not e.name.endswith(TMP_SUFFIX) and (m := RECORD_RE.match(e.name)):
+                files.append((int(m.group(1)), e.name))
+                try:
+                    on_disk += e.stat(follow_symlinks=False).st_size
+                except OSError:
+                    pass
+    files.sort()
+    # Before the tensor table is even validated: a table of millions costs seconds.
+    ntensors = len(manifest["tensors"]) if isinstance(manifest.get("tensors"), list) else 0
+    columns = manifest.get("columns")
+    need = 8 * (len(columns) if isinstance(columns, list) else 0) * len(files) * ntensors
+    if need > MIN_HISTORY_BYTES and need > DENSITY * on_disk:
+        raise RunFormatError(
+            f"refusing to read: {ntensors:,} tensors x {len(files):,} records would take "
+            f"{need / 2 ** 30:.1f} GiB of history, but the records hold {on_disk / 2 ** 20:.0f} MiB "
+            "(a manifest naming tensors its records do not hold?)", path=manifest_path)
     try:
         info = validate.check_manifest(manifest)
     except validate.SchemaError as exc:
@@ -75,9 +106,11 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     sequence = validate.Sequence(run.tensor_names, [t.first_record for t in run.tensors],
                                  sparse=info.sparse)
 
-    files = sorted((int(m.group(1)), name) for name in os.listdir(path)
-                   if not name.endswith(TMP_SUFFIX) and (m := RECORD_RE.match(name)))
-    run.reserve(len(files), len(run.tensors))
+    try:
+        run.reserve(len(files), len(run.tensors))
+    except MemoryError:
+        raise RunFormatError(f"not enough memory for the history of {len(run.tensors):,} tensors x "
+                             f"{len(files):,} records ({need / 2 ** 30:.1f} GiB)", path=path) from None
     mirrored = journal.read(path / journal.JOURNAL)
     known_ids: dict[tuple, bool | None] = {}
     paths_canon: dict = {}   # the digest's encoding of a record's paths, by ids or paths
@@ -93,7 +126,7 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
     for index, name in files:
         fp = path / name
         try:
-            data = fp.read_bytes()
+            data = read_bytes(fp)
             entry = mirrored.get(index)
             read = None
             stated = digest.stated(data)
@@ -119,6 +152,9 @@ def _open_weightwatch_run(path: Path, manifest_path: Path) -> Run:
                     paths_canon[key] = digest.canon(paths)
                 _check_digest(snap, index, run.columns, paths_canon[key], values, info.digests_from)
                 read = snap, ids, values, ids == list(range(len(ids)))
+        except RunFormatError as exc:
+            problem(index, fp, f"unreadable record, skipped ({exc.message})")
+            continue
         except (OSError, ValueError) as exc:  # SchemaError is a ValueError; so is invalid JSON
             problem(index, fp, f"unreadable record, skipped ({str(exc) or type(exc).__name__})")
             continue
