@@ -71,6 +71,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import RunFormatError
+from .files import not_regular, open_regular
+
 JOURNAL = "history.bin"
 MAGIC = b"WWH1"
 _FRAME = struct.Struct("<4sII")
@@ -100,8 +103,12 @@ def append(path, *, record: int, file_size: int, file_crc: int, meta: bytes, ids
         crc = zlib.crc32(part, crc)
     parts.insert(0, _FRAME.pack(MAGIC, sum(len(p) for p in parts), crc))
     # Unbuffered: after a failure no buffer is left to be flushed behind the cut.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    # Never follows a link, never blocks on a FIFO, appends to a regular file only.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
     try:
+        if not_regular(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file; the journal is not appended to")
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             for part in parts:
@@ -172,9 +179,9 @@ def read(path) -> dict[int, Entry]:
     Never raises for a damaged journal: readers then parse the JSON records.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             buf = _mapped(f)
-    except OSError:
+    except (OSError, RunFormatError):  # absent, unreadable, or no regular file: no journal
         return {}
     return {e.record: e for e, _ in _scan(buf)}
 
@@ -186,9 +193,11 @@ def repair(path) -> None:
     stops journaling: records are still written and read from JSON).
     """
     try:
-        f = open(path, "rb")
+        f = open_regular(path)
     except FileNotFoundError:
         return
+    except RunFormatError as exc:  # a FIFO, a link...: not appended to
+        raise OSError(exc.message) from None
     with f:
         buf = _mapped(f)
         good = max((end for _, end in _scan(buf)), default=0)

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import RunFormatError, RunNotFoundError
 from . import digest, journal, validate
-from .files import read_bytes
+from .files import read_bytes, run_file
 from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
 from .npz import load_npz
@@ -249,17 +249,21 @@ def read_weights(run_dir, record: int | None = None) -> tuple[int, dict]:
     run_dir = Path(run_dir)
     if record is None:
         pointer = run_dir / HEALTHY_POINTER
-        if not (run_dir / HEALTHY).exists() or not pointer.exists():
+        if not os.path.lexists(run_dir / HEALTHY) or not os.path.lexists(pointer):
             raise RunFormatError("no healthy weights kept in this run (record with check=True, "
                                  "or pass record=N of a run recorded with save_tensors=True)",
                                  path=run_dir)
         try:
-            record = int(loads(pointer.read_bytes())["record"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+            data = loads(read_bytes(pointer))
+        except (OSError, ValueError) as exc:
             raise RunFormatError(f"unreadable healthy-weights pointer ({exc})", path=pointer) from None
+        record = data.get("record") if isinstance(data, dict) else None
+        if not validate.is_int(record) or record < 0:
+            raise RunFormatError(f'unreadable healthy-weights pointer ("record" must be a record index, '
+                                 f"got {record!r})", path=pointer)
         return record, load_npz(run_dir / HEALTHY)
-    path = run_dir / record_name(record, ".npz")
-    if not path.exists():
+    path = run_file(run_dir, record_name(record, ".npz"))
+    if not os.path.lexists(path):
         raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
                              path=run_dir)
     return record, load_npz(path)

@@ -23,10 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunFormatError
+from .files import read_bytes
 from .model import Record, Run
 from .rows import RecordBuilder
 from .schema import EPOCH
 
+#: Largest dump read: the seed note's dump of a 10M-parameter model is 234 MB per epoch.
+MAX_DUMP_BYTES = 4 * 2 ** 30
 SEED_RE = re.compile(r"^(?P<prefix>.*?)(?P<n>\d+)\.json$")
 
 
@@ -75,7 +78,9 @@ def open_seed_run(path: Path) -> Run:
 def _parse_dump(fp: Path) -> dict[str, np.ndarray]:
     try:
         # The stdlib parser, not the strict one: json.dump wrote NaN/Infinity.
-        data = json.loads(fp.read_bytes())
+        data = json.loads(read_bytes(fp, limit=MAX_DUMP_BYTES))
+    except RunFormatError as exc:
+        raise RunFormatError(f"unreadable weight dump, skipped ({exc.message})", path=fp) from None
     except (OSError, ValueError) as exc:
         raise RunFormatError(f"unreadable weight dump, skipped ({_short(exc)})", path=fp) from None
     if not isinstance(data, dict):

@@ -22,6 +22,7 @@ from ..errors import RunDirNotEmptyError, RunFormatError
 from . import journal
 from .digest import KEY, record_digest
 from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
+from .files import read_bytes
 from .jsonio import atomic_write, dumps, loads, write_json
 from .npz import save_npz
 from .schema import (
@@ -107,8 +108,8 @@ class RunWriter:
 
     def _resume(self, manifest_path: Path) -> None:
         try:
-            manifest = loads(manifest_path.read_bytes())
-        except (OSError, ValueError) as exc:
+            manifest = loads(read_bytes(manifest_path))
+        except (OSError, ValueError, RunFormatError) as exc:
             raise RunFormatError(f"cannot continue this run: unreadable manifest ({exc})",
                                  path=manifest_path) from None
         if manifest.get("format") != FORMAT:
