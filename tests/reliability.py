@@ -196,3 +196,39 @@ def fault_small_tmpfs(tmp: Path, size_kb: int = 96, records: int = 60) -> dict |
                 "in_order": contiguous_start}
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# -- two writers ---------------------------------------------------------------------------------
+
+def two_writers(tmp: Path, trials: int = 1) -> dict:
+    """A writer is mid-run (between two records); a second process continues the same run with
+    ``initial_epoch=k``.  The second must fail with RunDirLockedError, never interleave; once the
+    first is killed (-9), the second continues the run.  Counts silent second writers."""
+    import weightwatch
+
+    silent = refused = continued = 0
+    for t in range(trials):
+        d = tmp / f"writers{t}"
+        first = run_writer(d, 50, pace="stdin", wait=False)
+        try:
+            for _ in range(3):
+                first.stdin.write("go\n")
+                first.stdin.flush()
+                assert first.stdout.readline().startswith("record ")
+            second = run_writer(d, 3, first_epoch=10)
+            if second["error"] and "RunDirLockedError" in second["error"]:
+                refused += 1
+            else:
+                silent += 1
+            first.stdin.write("go\n")
+            first.stdin.flush()
+            assert first.stdout.readline().startswith("record ")  # the first goes on untouched
+        finally:
+            first.kill()
+            first.communicate()
+        after = run_writer(d, 3, first_epoch=10)
+        run = weightwatch.open_run(d)
+        if after["error"] is None and not run.problems and [r.epoch for r in run.records][-3:] == [10, 11, 12]:
+            continued += 1
+    return {"trials": trials, "silent_second_writers": silent, "refused": refused,
+            "continued_after_kill": continued}

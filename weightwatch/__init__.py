@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     ChecksFailed,
     ExitCode,
     RuleError,
+    RunDirLockedError,
     RunDirNotEmptyError,
     RunFormatError,
     RunNotFoundError,
@@ -26,7 +27,7 @@ from .errors import (  # noqa: E402
 
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
-    "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError",
+    "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError", "RunDirLockedError",
     "RuleError", "CheckHalted", "ChecksFailed", "Report",
 ]
 

@@ -106,6 +106,7 @@ class RecordingSession:
         ``initial_epoch > 0`` continues the run already on disk.
         """
         if self.writer is not None and self.writer.dir == self.run_dir and not self.write_failed:
+            self.writer.reopen()  # the lock the previous fit's end released (RunDirLockedError)
             return False
         self.builder.reset()
         resume = initial_epoch > 0 and not self.overwrite
@@ -205,6 +206,8 @@ class RecordingSession:
             self.printer.halted(self.run, reason, report,
                                 None if self.writer is None else self.writer.healthy_record)
         if self.raise_error:
+            if self.writer is not None:
+                self.writer.close()  # fit() ends with this exception: no on_train_end to close it
             raise CheckHalted(f"weightwatch halted training: {reason}", report=report)
         return reason
 
@@ -226,6 +229,7 @@ class RecordingSession:
                     warnings.warn(f"weightwatch: {self.run_dir} is incomplete: {summary}. Each was "
                                   "retried at the next record; training went on", RuntimeWarning,
                                   stacklevel=3)
+            writer.close()  # another writer may continue the run now
         if self.live is not None and self.run is not None and self.printer is not None:
             self.printer.summary(self.live.final_report(self.run), time.perf_counter() - self._started,
                                  self.run.path)
@@ -244,6 +248,8 @@ class RecordingSession:
         ``io_errors="raise"`` that stops training; else it is told at the end (a lost journal
         entry only ever costs reading speed, and never stops anything)."""
         if self.io_errors == "raise" and kind != "journal":
+            what = {"healthy": f"healthy.npz (the weights of record {what})",
+                    "tensors": f"the tensors of record {what}", "record": f"the record of {what}"}.get(kind, what)
             raise WeightwatchError(f"weightwatch: cannot write {what} in {self.run_dir}: "
                                    f"{getattr(exc, 'strerror', None) or exc}") from exc
 

@@ -22,6 +22,7 @@ from ..errors import RunDirNotEmptyError, RunFormatError
 from . import journal
 from .digest import KEY, record_digest
 from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
+from .lock import DirLock
 from .files import read_bytes
 from .jsonio import atomic_write, dumps, loads, write_json
 from .npz import save_npz
@@ -160,6 +161,18 @@ class RunWriter:
         existing = self.dir / MANIFEST
         if self.dir.exists() and not self.dir.is_dir():
             raise RunFormatError("run directory is a file, not a directory", path=self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # One writer at a time, from before anything is read or cleared (see lock.py).
+        self._lock = DirLock(self.dir)
+        self._lock.acquire()
+        try:
+            self._open(existing, overwrite=overwrite, resume=resume, info=info)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, existing: Path, *, overwrite: bool, resume: bool, info: dict | None) -> None:
+        model_name = self.model_name
         if existing.exists() and resume:
             self._resume(existing)
         else:
@@ -171,7 +184,6 @@ class RunWriter:
                         path=self.dir,
                     )
                 self._clear()
-            self.dir.mkdir(parents=True, exist_ok=True)
             self.manifest = {
                 "format": FORMAT,
                 "version": VERSION,
@@ -222,7 +234,34 @@ class RunWriter:
                                 or f.name.endswith(".tmp")):
                 f.unlink()
 
+    # -- the lock ---------------------------------------------------------------------------
+    @property
+    def locked(self) -> bool:
+        """Whether this writer holds the run directory's lock."""
+        return self._lock.held
+
+    def close(self) -> None:
+        """Let go of the run: waits for the healthy-weights write, releases the lock."""
+        self.wait_healthy()
+        self._lock.release()
+
+    def reopen(self) -> None:
+        """Take the lock again for another fit (after :meth:`close`): RunDirLockedError if
+        another process took the run meanwhile; records it wrote meanwhile are kept."""
+        if self._lock.held:
+            return
+        self._lock.acquire()
+        indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
+        self.next_record = max([self.next_record - 1, *indices]) + 1
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def write_manifest(self) -> None:
+        self._lock.check()
         write_json(self.dir / MANIFEST, self.manifest)
 
     def add_tensors(self, entries: list[dict]) -> None:
@@ -264,6 +303,7 @@ class RunWriter:
             values = (np.array(list(rows.values()), dtype=np.float64) if rows
                       else np.empty((0, len(COLUMNS))))
         values = canonical(np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS)))
+        self._lock.check()
         index = self.next_record
         # The previous record's background fsync (long done, normally).
         try:
