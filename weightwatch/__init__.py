@@ -18,6 +18,7 @@ from .errors import (  # noqa: E402
     ChecksFailed,
     ExitCode,
     RuleError,
+    RestoreError,
     RunDirLockedError,
     RunDirNotEmptyError,
     RunFormatError,
@@ -28,7 +29,7 @@ from .errors import (  # noqa: E402
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
     "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError", "RunDirLockedError",
-    "RuleError", "CheckHalted", "ChecksFailed", "Report",
+    "RuleError", "RestoreError", "CheckHalted", "ChecksFailed", "Report",
 ]
 
 _LAZY = {

@@ -51,6 +51,17 @@ def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
 
 
 
+def fingerprint(path) -> str:
+    """A digest of an .npz's table of contents (each member's name, size and CRC-32), read
+    from its central directory without reading the arrays: what ``healthy.json`` pins the
+    healthy weights by, since each member's CRC covers its data."""
+    import hashlib
+
+    with open_regular(path) as f, zipfile.ZipFile(f) as zf:
+        toc = sorted((i.filename, i.file_size, i.CRC) for i in zf.infolist())
+    return hashlib.blake2b(repr(toc).encode(), digest_size=16).hexdigest()
+
+
 #: The most a deflated member may expand (DEFLATE's own limit is about 1032:1).
 _MAX_EXPANSION = 1032
 

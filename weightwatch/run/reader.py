@@ -12,16 +12,17 @@ report shows and that makes ``weightwatch check`` exit non-zero.
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import RunFormatError, RunNotFoundError
+from ..errors import RestoreError, RunFormatError, RunNotFoundError
 from . import digest, journal, validate
 from .files import read_bytes, run_file
 from .jsonio import TMP_SUFFIX, loads
 from .model import Record, Run, TensorInfo
-from .npz import load_npz
+from .npz import fingerprint, load_npz
 from .schema import HEALTHY, HEALTHY_POINTER, MANIFEST, RECORD_RE, layer_of, record_name
 
 
@@ -243,10 +244,16 @@ def _ids_in_order(run: Run, entry, known: dict) -> bool | None:
 def read_weights(run_dir, record: int | None = None) -> tuple[int, dict]:
     """``(record, {path: array})``: the kept healthy weights, or record ``N``'s saved tensors.
 
-    What :func:`weightwatch.restore` loads into a model; the matching of
-    paths to a framework's variables is the adapter's job.
+    What :func:`weightwatch.restore` loads into a model (see :func:`plan_restore`); the
+    matching of paths to a framework's variables is the adapter's job.  Raises
+    :class:`~weightwatch.errors.RestoreError` for a ``record`` that is no record index,
+    :class:`RunFormatError` when the weights were not kept, cannot be read, or are not the
+    ones ``healthy.json`` names.
     """
     run_dir = Path(run_dir)
+    if record is not None and (not validate.is_int(record) or record < 0):
+        raise RestoreError(f"record must be a record index (a whole number >= 0) or None, got {record!r}",
+                           path=run_dir)
     if record is None:
         pointer = run_dir / HEALTHY_POINTER
         if not os.path.lexists(run_dir / HEALTHY) or not os.path.lexists(pointer):
@@ -261,9 +268,61 @@ def read_weights(run_dir, record: int | None = None) -> tuple[int, dict]:
         if not validate.is_int(record) or record < 0:
             raise RunFormatError(f'unreadable healthy-weights pointer ("record" must be a record index, '
                                  f"got {record!r})", path=pointer)
+        contents = data.get("contents")
+        if contents is not None:
+            try:
+                pinned = fingerprint(run_dir / HEALTHY)
+            except (OSError, ValueError, zipfile.BadZipFile) as exc:
+                raise RunFormatError(f"cannot read tensors ({exc})", path=run_dir / HEALTHY) from None
+            if pinned != contents:
+                raise RunFormatError(f"healthy.npz does not hold the weights of record {record} that "
+                                     "healthy.json names (a write cut short?): not restored", path=run_dir / HEALTHY)
         return record, load_npz(run_dir / HEALTHY)
     path = run_file(run_dir, record_name(record, ".npz"))
     if not os.path.lexists(path):
         raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
                              path=run_dir)
     return record, load_npz(path)
+
+
+def plan_restore(arrays: dict, variables: dict, *, allow_nonfinite: bool = False, where=None) -> list:
+    """``[(path, array)]`` to assign, once every check passed; else RestoreError, nothing assigned.
+
+    ``variables`` is ``{path: (shape, dtype)}`` of the model's variables, named as recording
+    names them.  All or nothing: every variable is matched by a recorded array of the same
+    name, shape and dtype and every array by a variable, and every value is finite unless
+    ``allow_nonfinite``.
+    """
+    def fail(message):
+        raise RestoreError(message + ": nothing restored", path=where)
+
+    if not arrays:
+        fail("the recorded weights hold no tensors")
+    unknown = [p for p in arrays if p not in variables]
+    if unknown:
+        fail(f"the model has no variable {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1
+                                                           else "") + " recorded in this run: is it the same model?")
+    absent = [p for p in variables if p not in arrays]
+    if absent:
+        fail(f"no recorded weights for the model's variable {absent[0]!r}"
+             + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+             + " (recorded with include/exclude or trainable_only?)")
+    plan = []
+    for path, (shape, dtype) in variables.items():
+        a = arrays[path]
+        if not isinstance(a, np.ndarray):
+            fail(f"tensor {path!r} is not an array")
+        if tuple(a.shape) != tuple(shape):
+            fail(f"tensor {path!r}: recorded shape {tuple(a.shape)} != model shape {tuple(shape)}")
+        try:
+            same = a.dtype == np.dtype(dtype)
+        except TypeError:  # a dtype numpy does not know by name (bfloat16 without ml_dtypes)
+            same = str(a.dtype) == str(dtype)
+        if not same:
+            fail(f"tensor {path!r}: recorded dtype {a.dtype} != model dtype {dtype}")
+        if not allow_nonfinite and a.dtype.kind in "fc" and not np.isfinite(a).all():
+            n = int(a.size - np.isfinite(a).sum())
+            fail(f"tensor {path!r} holds {n} NaN/Inf value{'s' if n != 1 else ''} "
+                 "(allow_nonfinite=True restores them anyway)")
+        plan.append((path, a))
+    return plan

@@ -25,7 +25,7 @@ from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
 from .lock import DirLock
 from .files import read_bytes
 from .jsonio import atomic_write, dumps, loads, write_json
-from .npz import save_npz
+from .npz import fingerprint, save_npz
 from .schema import (
     COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, JSON_TYPES, MANIFEST,
     RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, record_name, where_label,
@@ -446,8 +446,11 @@ class RunWriter:
 
     def _write_pointer(self, index, file):
         path = self.dir / HEALTHY_POINTER
+        # healthy.npz is in place already; the pointer pins its contents, so that a pointer
+        # left behind by a failed write never names the wrong record (reader.read_weights).
+        pointer = {"record": index, "file": file, "contents": fingerprint(self.dir / HEALTHY)}
         # Renamed into place now, fsynced off the training thread like the records.
-        atomic_write(path, dumps({"record": index, "file": file}), fsync=False)
+        atomic_write(path, dumps(pointer), fsync=False)
         sync_later(path)
 
 
