@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    # A run's name need not be UTF-8: its undecodable bytes print as escapes, never an error.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -131,7 +137,13 @@ def main(argv=None) -> int:
         _stderr().print("[red]interrupted[/]")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
+        _silence_stdout()
         return int(ExitCode.OK)
+    except _OutputError as exc:  # stdout on a full device...: the report could not be delivered
+        _silence_stdout()
+        _stderr().print(f"[bold red]error:[/] cannot write the report to standard output ({exc})",
+                        soft_wrap=True, markup=True)
+        return int(ExitCode.USAGE_ERROR)
     except Exception:  # a bug in weightwatch: show it, as pytest shows INTERNALERROR
         import traceback
 
@@ -139,6 +151,31 @@ def main(argv=None) -> int:
         _stderr().print("[bold red]internal error[/] in weightwatch - please report it with the "
                         "traceback above.")
         return int(ExitCode.INTERNAL_ERROR)
+
+
+class _OutputError(Exception):
+    """Standard output cannot be written: its OSError's message."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _emit_to_stdout(fn, *args) -> None:
+    """Run an output function that writes to stdout; its OSError (a full device) becomes one line."""
+    try:
+        fn(*args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputError(exc.strerror or str(exc)) from None
 
 
 def _stdout():
@@ -178,11 +215,11 @@ def cmd_check(args) -> int:
         exit_codes.append(report.exit_code(strict=args.strict))
     out = Emission(reports, strict=args.strict, verbosity=args.verbose - args.quiet,
                    duration=time.perf_counter() - started)
-    get_format(args.format or "terminal").emit(out.to(stream=sys.stdout))
+    _emit_to_stdout(get_format(args.format or "terminal").emit, out.to(stream=sys.stdout))
     if args.format is None:
         for fmt in stream_formats():
             if fmt.alongside is not None and fmt.alongside(os.environ):
-                fmt.emit(out.to(stream=sys.stdout))
+                _emit_to_stdout(fmt.emit, out.to(stream=sys.stdout))
     for fmt in file_formats():
         path = getattr(args, f"output_{fmt.name}")
         if path:
@@ -203,7 +240,7 @@ def cmd_show(args) -> int:
     from .run.reader import open_run
 
     run = open_run(args.run)
-    render_show(run, _stdout())
+    _emit_to_stdout(render_show, run, _stdout())
     return int(ExitCode.USAGE_ERROR if run.problems else ExitCode.OK)
 
 
@@ -212,11 +249,11 @@ def cmd_rules(args) -> int:
 
     console = _stdout()
     if args.checks:
-        list_checks(console)
+        _emit_to_stdout(list_checks, console)
     elif args.rule:
-        explain(args.rule, console, pack=args.pack)
+        _emit_to_stdout(lambda: explain(args.rule, console, pack=args.pack))
     else:
-        list_rules(console, pack=args.pack)
+        _emit_to_stdout(lambda: list_rules(console, pack=args.pack))
     return int(ExitCode.OK)
 
 

@@ -11,6 +11,31 @@ import math
 import numpy as np
 
 
+def valid_unicode(s: str) -> str:
+    """``s`` with every lone surrogate (a path's undecodable byte, ``\\xff`` as the OS gave it
+    to Python) written as a backslash escape, so that UTF-8 output never fails on it."""
+    try:
+        s.encode("utf-8")
+        return s
+    except UnicodeEncodeError:
+        pass
+    try:  # bytes the file system gave undecoded: show them as bytes
+        return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def valid_strings(obj):
+    """``obj`` (a JSON value) with :func:`valid_unicode` applied to every string in it."""
+    if isinstance(obj, str):
+        return valid_unicode(obj)
+    if isinstance(obj, dict):
+        return {valid_strings(k): valid_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [valid_strings(x) for x in obj]
+    return obj
+
+
 def fmt_num(x, digits: int = 3, none: str = "-") -> str:
     """A number in as few characters as it needs: ``3``, ``0.123``, ``1.5e-8``, ``nan``."""
     if x is None:

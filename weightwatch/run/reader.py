@@ -12,6 +12,7 @@ report shows and that makes ``weightwatch check`` exit non-zero.
 from __future__ import annotations
 
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -36,15 +37,21 @@ def open_run(path) -> Run:
     itself is unusable; damaged records are listed in ``run.problems``.
     """
     path = Path(path)
-    if not path.exists():
-        raise RunNotFoundError("no such run directory", path=path)
-    if not path.is_dir():
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise RunNotFoundError("no such run directory", path=path) from None
+    except OSError as exc:  # no permission to list or reach it, ...
+        raise RunFormatError(f"cannot read the run directory ({exc.strerror or exc})", path=path) from None
+    if not stat.S_ISDIR(mode):
         raise RunNotFoundError("not a directory (give the run directory, not a file in it)", path=path)
     manifest_path = path / MANIFEST
-    if not manifest_path.exists():
+    if MANIFEST not in names:
         from .seeddump import looks_like_seed_run, open_seed_run
 
-        if any(RECORD_RE.match(name) for name in os.listdir(path)):
+        if any(RECORD_RE.match(name) for name in names):
             # Not a naive dump with prefix "record-": a weightwatch run that lost its manifest.
             raise RunFormatError("weightwatch records without manifest.json: the run directory "
                                  "is incomplete (copied partially?)", path=manifest_path)

@@ -67,7 +67,10 @@ class SchemaError(ValueError):
 
 
 def _short(value, limit: int = 60) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "(a value nested too deeply to show)"
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
@@ -190,7 +193,8 @@ def _check_tensor_entry(i: int, entry, seen: set) -> None:
                           f"got {_short(shape)}")
     if entry["kind"] not in ROLES:
         raise SchemaError(f'{where}: "kind" must be a tensor role ({", ".join(ROLES)}), '
-                          f'got {_short(entry["kind"])}{did_you_mean(entry["kind"], ROLES)}')
+                          f'got {_short(entry["kind"])}'
+                          f'{did_you_mean(entry["kind"], ROLES) if isinstance(entry["kind"], str) else ""}')
     _whole(entry["first_record"], f'{where}: "first_record"')
 
 
@@ -223,7 +227,7 @@ def check_meta(snap, index: int, *, with_tensors: bool = True) -> dict:
     trigger = snap["kind"]
     if trigger not in TRIGGERS:
         raise SchemaError(f'"kind" must be one of {", ".join(TRIGGERS)}, got {_short(trigger)}'
-                          f"{did_you_mean(str(trigger), TRIGGERS)}")
+                          f"{did_you_mean(trigger, TRIGGERS) if isinstance(trigger, str) else ''}")
     batch = snap["batch"]
     if trigger in ("batch", "guard"):
         _whole(batch, f'"batch" of a {trigger} record', minimum=1)
