@@ -239,8 +239,11 @@ def cmd_show(args) -> int:
     from .output.show import render_show
     from .run.reader import open_run
 
+    from .output.text import no_workflow_commands
+
     run = open_run(args.run)
-    _emit_to_stdout(render_show, run, _stdout())
+    with no_workflow_commands(sys.stdout):
+        _emit_to_stdout(render_show, run, _stdout())
     return int(ExitCode.USAGE_ERROR if run.problems else ExitCode.OK)
 
 

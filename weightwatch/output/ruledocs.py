@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
+from rich.markup import escape as _escape
 from rich.table import Table
 
 from ..checking.checks import CHECKS
 from ..checking.config import RuleSet, builtin_packs, load_rules
 from ..errors import RuleError, did_you_mean
+from .text import visible
+
+
+def escape(text) -> str:
+    """Rule-file text as rich markup that prints it as written, control characters escaped."""
+    return _escape(visible(text))
 
 
 def rst(text: str) -> str:
