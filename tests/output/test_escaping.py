@@ -134,9 +134,9 @@ def test_the_lines_printed_during_training_are_escaped(report):
     from weightwatch.output.live import LivePrinter
 
     stream = io.StringIO()
-    printer = LivePrinter(Console(file=stream, highlight=False, width=200))
+    printer = LivePrinter(Console(file=stream, highlight=False, width=200, color_system=None))
     printer.new_findings([f for r in report.results for f in r.findings])
     printer.summary(report, 0.1, "runs/x\x1b[2J")
     text = stream.getvalue()
-    assert "\x1b" not in text and "\\x1b[31mRED" in text and "runs/x\\x1b[2J" in text
+    assert "\x1b" not in text and "x\\n::error file=README.md" in text and "runs/x\\x1b[2J" in text
     assert not any(line.startswith("::") for line in text.splitlines())
