@@ -25,7 +25,9 @@ examples:
 
 configuration: weightwatch.toml or [tool.weightwatch] in pyproject.toml, found by
 walking up from the current directory (the nearest wins; the walk stops at the
-repository root). Without one, the built-in "default" pack applies.
+repository root or the home directory; files in world-writable directories are
+passed over unless named with --config). Without one, the built-in "default"
+pack applies. The report's "config:" line says which applied.
 
 exit codes (as pytest's): 0 passed, 1 a check failed, 2 interrupted,
 3 internal error, 4 usage/configuration/input error, 5 nothing was checked.
@@ -207,7 +209,8 @@ def cmd_check(args) -> int:
         except RunFormatError as exc:
             # An unreadable run is reported with the others, never silently dropped.
             report = Report(run=str(path), source="?", records=0, tensors=0,
-                            rule_sources=list(ruleset.sources), problems=[str(exc)])
+                            rule_sources=list(ruleset.sources), config=ruleset.config,
+                            problems=[str(exc)])
         else:
             # --maxfail 0 means no limit, as in pytest
             report = evaluate(run, ruleset, keyword=args.keyword, maxfail=args.maxfail or None)

@@ -13,14 +13,18 @@ Every source is the same kind of TOML document::
 
 The project's document is ``weightwatch.toml`` or ``[tool.weightwatch]`` in
 ``pyproject.toml``, found by walking up from the current directory: the
-nearest wins, and the walk stops at the repository root.  Without one, the
+nearest wins, the walk stops at the repository root or the home directory,
+and a candidate in a world-writable directory is passed over (see
+:func:`discover`).  Without one, the
 ``default`` pack applies.  ``--rules FILE`` (or ``WatchCallback(rules=...)``)
 is layered on top.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +62,8 @@ class RuleSet:
 
     rules: list[Rule] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: Which project configuration applied, in words (what every report prints).
+    config: str = ""
 
     def __iter__(self):
         return iter(self.rules)
@@ -93,15 +99,7 @@ class _Builder:
             raise RuleError("a directory, not a rule file", path=path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError(f"cannot read rule file ({exc})", path=path) from None
-        try:
-            doc = tomllib.loads(text)
-        except RecursionError:
-            raise RuleError("invalid TOML: arrays or tables nested too deeply", path=path) from None
-        except tomllib.TOMLDecodeError as exc:
-            m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-            raise RuleError(f"invalid TOML: {msg}", path=path,
-                            line=int(m.group(1)) if m else None) from None
+        doc = parse_toml(text, path)
         if section:
             for key in section.split("."):
                 if not isinstance(doc, dict) or key not in doc:
@@ -197,6 +195,18 @@ class _Builder:
             self._stack.pop()
 
 
+def parse_toml(text: str, path) -> dict:
+    """``text`` parsed as TOML; RuleError naming the file and line when it is not."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise RuleError("invalid TOML: arrays or tables nested too deeply", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise RuleError(f"invalid TOML: {msg}", path=path, line=int(m.group(1)) if m else None) from None
+
+
 def _line_of(text: str, pattern: str) -> int | None:
     if not text:
         return None
@@ -207,27 +217,73 @@ def _line_of(text: str, pattern: str) -> int | None:
     return None
 
 
-def find_project_config(start: Path | None = None) -> tuple[Path, str | None] | None:
-    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch], walking up.
+@dataclass
+class Discovery:
+    """The project configuration found by walking up, and the candidates passed over (why)."""
 
-    Stops after the directory that holds ``.git`` (the repository root).
+    found: tuple[Path, str | None] | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+def _world_writable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        return None
+
+
+def discover(start: Path | None = None) -> Discovery:
+    """Walk up from ``start`` (the current directory) to the nearest configuration.
+
+    The nearest ``weightwatch.toml``, or ``pyproject.toml`` with
+    ``[tool.weightwatch]``, wins.  The walk stops after the repository root
+    (the folder holding ``.git``) and after the home directory, never above.
+    As git's ``safe.directory`` does, a candidate in a world-writable folder
+    (the system's temporary directory) or itself world-writable is passed
+    over, and said so: anyone could have planted it (``--config`` names it
+    to use it anyway).  A ``pyproject.toml`` that is not valid TOML is an
+    error, never a silent fall-back to the defaults.
     """
+    out = Discovery()
     d = Path(start or Path.cwd()).resolve()
+    home = _home()
     for folder in (d, *d.parents):
-        candidate = folder / CONFIG_NAME
-        if candidate.is_file():
-            return candidate, None
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
+        unsafe = _world_writable(folder)
+        for name in (CONFIG_NAME, "pyproject.toml"):
+            candidate = folder / name
+            if not candidate.is_file():
+                continue
+            if unsafe or _world_writable(candidate):
+                where = "in a world-writable directory" if unsafe else "world-writable"
+                out.ignored.append(f"{candidate} ({where}; name it with --config to use it)")
+                continue
+            if name == CONFIG_NAME:
+                out.found = (candidate, None)
+                return out
             try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
-                data = {}
+                with open(candidate, "rb") as f:
+                    text = f.read(MAX_RULE_FILE_BYTES + 1).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RuleError(f"cannot read ({exc})", path=candidate) from None
+            data = parse_toml(text, candidate)
             if isinstance(data.get("tool"), dict) and "weightwatch" in data["tool"]:
-                return pyproject, "tool.weightwatch"
-        if (folder / ".git").exists():
+                out.found = (candidate, "tool.weightwatch")
+                return out
+        if (folder / ".git").exists() or folder == home:
             break
-    return None
+    return out
+
+
+def find_project_config(start: Path | None = None) -> tuple[Path, str | None] | None:
+    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch] (see :func:`discover`)."""
+    return discover(start).found
 
 
 def load_rules(rules=None, *, config: str | Path | None = None, use_project_config: bool = True,
@@ -241,12 +297,20 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
     if isinstance(rules, RuleSet):
         return rules
     b = _Builder()
-    found = None
+    found, ignored = None, []
     if config is not None:
         config = Path(config)
         found = (config, "tool.weightwatch" if config.name == "pyproject.toml" else None)
+        said = f"{config}" + (" [tool.weightwatch]" if found[1] else "") + " (--config)"
     elif use_project_config:
-        found = find_project_config(start)
+        discovery = discover(start)
+        found, ignored = discovery.found, discovery.ignored
+        said = (f"{found[0]}" + (" [tool.weightwatch]" if found[1] else "") if found
+                else "none found, the built-in default pack")
+    else:
+        said = "none (--no-config), the built-in default pack"
+    if ignored:
+        said += "; ignored " + ", ".join(ignored)
     if found:
         b.apply_file_guarded(found[0], section=found[1], default_extends=("default",))
     else:
@@ -257,4 +321,4 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
             b.apply_doc(item, source=f"<rules argument {i}>")
         else:
             b.apply_file_guarded(Path(item))
-    return RuleSet(list(b.rules.values()), b.sources)
+    return RuleSet(list(b.rules.values()), b.sources, config=said)

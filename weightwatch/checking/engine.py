@@ -49,7 +49,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
     started = time.perf_counter()
     match = compile_keyword(keyword) if keyword else None
     report = Report(run=str(run.path), source=run.source, records=len(run.records),
-                    tensors=len(run.tensors), rule_sources=list(ruleset.sources),
+                    tensors=len(run.tensors), rule_sources=list(ruleset.sources), config=ruleset.config,
                     problems=[str(p) for p in run.problems])
     failures = 0
     # Histories gathered for one rule serve every later rule with the same

@@ -264,7 +264,11 @@ def _header(report: Report) -> list[Text]:
                 f" · {report.tensors} tensor{'s' if report.tensors != 1 else ''}")
     rules = Text("rules: ", style="bold")
     rules.append(", ".join(source_label(s) for s in report.rule_sources) or "(none)")
-    return [head, rules]
+    if not report.config:
+        return [head, rules]
+    config = Text("config: ", style="bold")
+    config.append(report.config)
+    return [head, config, rules]
 
 
 def render_report(report: Report, console: Console, *, verbosity: int = 0) -> None:
