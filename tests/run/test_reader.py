@@ -286,3 +286,14 @@ def test_records_without_manifest_are_not_taken_for_a_seed_dump(tmp_path):
     (tmp_path / "record-000000.json").write_text("{}")
     with pytest.raises(RunFormatError, match="without manifest.json"):
         open_run(tmp_path)
+
+
+def test_an_unreadable_verdict_fails_the_check(tmp_path):
+    """The verdict is read before the report's problems are listed: it is one of them."""
+    from weightwatch.checking.config import load_rules
+    from weightwatch.checking.engine import evaluate
+
+    d = write_run(tmp_path / "run", records=2)
+    (d / "verdict.json").write_text("[1, 2]")
+    report = evaluate(weightwatch.open_run(d), load_rules(use_project_config=False))
+    assert any("verdict.json" in p for p in report.problems) and report.exit_code() != 0

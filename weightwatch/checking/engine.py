@@ -48,6 +48,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
              maxfail: int | None = None) -> Report:
     started = time.perf_counter()
     match = compile_keyword(keyword) if keyword else None
+    verdict = run.verdict  # read first: an unreadable verdict is one of the run's problems
     report = Report(run=str(run.path), source=run.source, records=len(run.records),
                     tensors=len(run.tensors), rule_sources=list(ruleset.sources), config=ruleset.config,
                     problems=[str(p) for p in run.problems])
@@ -67,7 +68,6 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         if result.status == FAILED:
             failures += 1
     report.diagnosis = diagnose(report, run)
-    verdict = run.verdict
     if isinstance(verdict, dict) and isinstance(verdict.get("healthy_record"), int):
         report.healthy_record = verdict["healthy_record"]
     report.duration = time.perf_counter() - started
