@@ -18,6 +18,8 @@ from .errors import (  # noqa: E402
     ChecksFailed,
     ExitCode,
     RuleError,
+    RestoreError,
+    RunDirLockedError,
     RunDirNotEmptyError,
     RunFormatError,
     RunNotFoundError,
@@ -26,8 +28,8 @@ from .errors import (  # noqa: E402
 
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
-    "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError",
-    "RuleError", "CheckHalted", "ChecksFailed", "Report",
+    "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError", "RunDirLockedError",
+    "RuleError", "RestoreError", "CheckHalted", "ChecksFailed", "Report",
 ]
 
 _LAZY = {

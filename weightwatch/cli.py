@@ -26,7 +26,9 @@ examples:
 
 configuration: weightwatch.toml or [tool.weightwatch] in pyproject.toml, found by
 walking up from the current directory (the nearest wins; the walk stops at the
-repository root). Without one, the built-in "default" pack applies.
+repository root or the home directory; files in world-writable directories are
+passed over unless named with --config). Without one, the built-in "default"
+pack applies. The report's "config:" line says which applied.
 
 exit codes (as pytest's): 0 passed, 1 a check failed, 2 interrupted,
 3 internal error, 4 usage/configuration/input error, 5 nothing was checked.
@@ -140,6 +142,12 @@ def _rule_options(c) -> None:
 
 
 def main(argv=None) -> int:
+    # A run's name need not be UTF-8: its undecodable bytes print as escapes, never an error.
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -157,7 +165,13 @@ def main(argv=None) -> int:
         _stderr().print("[red]interrupted[/]")
         return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
+        _silence_stdout()
         return int(ExitCode.OK)
+    except _OutputError as exc:  # stdout on a full device...: the report could not be delivered
+        _silence_stdout()
+        _stderr().print(f"[bold red]error:[/] cannot write the report to standard output ({exc})",
+                        soft_wrap=True, markup=True)
+        return int(ExitCode.USAGE_ERROR)
     except Exception:  # a bug in weightwatch: show it, as pytest shows INTERNALERROR
         import traceback
 
@@ -165,6 +179,31 @@ def main(argv=None) -> int:
         _stderr().print("[bold red]internal error[/] in weightwatch - please report it with the "
                         "traceback above.")
         return int(ExitCode.INTERNAL_ERROR)
+
+
+class _OutputError(Exception):
+    """Standard output cannot be written: its OSError's message."""
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's own flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _emit_to_stdout(fn, *args) -> None:
+    """Run an output function that writes to stdout; its OSError (a full device) becomes one line."""
+    try:
+        fn(*args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _OutputError(exc.strerror or str(exc)) from None
 
 
 def _stdout():
@@ -195,7 +234,8 @@ def _evaluate(args, maxfail=None) -> list:
         except RunFormatError as exc:
             # An unreadable run is reported with the others, never silently dropped.
             report = Report(run=str(path), source="?", records=0, tensors=0,
-                            rule_sources=list(ruleset.sources), problems=[str(exc)])
+                            rule_sources=list(ruleset.sources), config=ruleset.config,
+                            problems=[str(exc)])
         else:
             report = evaluate(run, ruleset, keyword=args.keyword, maxfail=maxfail)
         reports.append(report)
@@ -210,11 +250,11 @@ def cmd_check(args) -> int:
     exit_codes = [r.exit_code(strict=args.strict) for r in reports]
     out = Emission(reports, strict=args.strict, verbosity=args.verbose - args.quiet,
                    duration=time.perf_counter() - started)
-    get_format(args.format or "terminal").emit(out.to(stream=sys.stdout))
+    _emit_to_stdout(get_format(args.format or "terminal").emit, out.to(stream=sys.stdout))
     if args.format is None:
         for fmt in stream_formats():
             if fmt.alongside is not None and fmt.alongside(os.environ):
-                fmt.emit(out.to(stream=sys.stdout))
+                _emit_to_stdout(fmt.emit, out.to(stream=sys.stdout))
     for fmt in file_formats():
         path = getattr(args, f"output_{fmt.name}")
         if path:
@@ -246,8 +286,11 @@ def cmd_show(args) -> int:
     from .output.show import render_show
     from .run.reader import open_run
 
+    from .output.text import no_workflow_commands
+
     run = open_run(args.run)
-    render_show(run, _stdout())
+    with no_workflow_commands(sys.stdout):
+        _emit_to_stdout(render_show, run, _stdout())
     return int(ExitCode.USAGE_ERROR if run.problems else ExitCode.OK)
 
 
@@ -256,11 +299,11 @@ def cmd_rules(args) -> int:
 
     console = _stdout()
     if args.checks:
-        list_checks(console)
+        _emit_to_stdout(list_checks, console)
     elif args.rule:
-        explain(args.rule, console, pack=args.pack)
+        _emit_to_stdout(lambda: explain(args.rule, console, pack=args.pack))
     else:
-        list_rules(console, pack=args.pack)
+        _emit_to_stdout(lambda: list_rules(console, pack=args.pack))
     return int(ExitCode.OK)
 
 

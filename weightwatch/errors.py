@@ -59,6 +59,14 @@ class RunDirNotEmptyError(WeightwatchError):
     """A new, unrelated run would be written over an existing one."""
 
 
+class RunDirLockedError(WeightwatchError):
+    """Another writer (another process) is writing this run directory: it holds its lock."""
+
+
+class RestoreError(RunFormatError):
+    """Recorded weights cannot be restored into a model as they are: nothing was restored."""
+
+
 class RuleError(WeightwatchError):
     """A rule file, configuration file or rule option is invalid."""
 

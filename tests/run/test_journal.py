@@ -30,9 +30,9 @@ def parsed(monkeypatch):
     seen = []
     real = reader._parse_snapshot
 
-    def counting(snap, index, name, ncols):
+    def counting(snap, index, *args, **kwargs):
         seen.append(index)
-        return real(snap, index, name, ncols)
+        return real(snap, index, *args, **kwargs)
 
     monkeypatch.setattr(reader, "_parse_snapshot", counting)
     return seen
@@ -96,16 +96,113 @@ def test_every_kind_of_value_survives_the_journal(tmp_path, parsed):
     assert np.isnan(run.metric("dead_units")[:, 1]).all() and run.metric("frozen")[:, 2].tolist() == [1.0] * 4
 
 
+def restamp(snap: dict) -> dict:
+    """``snap`` with the digest of what it now says: an edit made on purpose, as a tool would."""
+    from weightwatch.run.digest import record_digest
+
+    meta = {k: v for k, v in snap.items() if k not in ("tensors", "digest")}
+    values = np.array([[np.nan if x is None else float(x) for x in r] for r in snap["tensors"].values()])
+    return {"digest": record_digest(COLUMNS, meta, list(snap["tensors"]), values), **meta,
+            "tensors": snap["tensors"]}
+
+
 def test_an_edited_record_is_read_from_its_json(tmp_path, parsed):
     write(tmp_path / "run")
     f = tmp_path / "run" / "record-000002.json"
     snap = json.loads(f.read_text())
     snap["tensors"]["m/d/bias"][COLUMNS.index("l2")] = 123.0
-    f.write_text(json.dumps(snap))
+    f.write_text(json.dumps(restamp(snap)))
     run = weightwatch.open_run(tmp_path / "run")
-    assert parsed == [2]
+    assert parsed == [2] and run.problems == []
     assert run.history("m/d/bias", "l2")[2] == 123.0
     assert_same(run, without_journal(tmp_path / "run", tmp_path))
+
+
+def test_an_edit_that_keeps_the_old_digest_is_damage(tmp_path, parsed):
+    """A changed digit, name or log key no longer hashes to the digest the record states."""
+    write(tmp_path / "run")
+    f = tmp_path / "run" / "record-000002.json"
+    for change in (lambda s: s["tensors"]["m/d/bias"].__setitem__(COLUMNS.index("l2"), 123.0),
+                   lambda s: s["tensors"].update({"m/d/kernel": s["tensors"]["m/d/kernel"]}) or
+                   s["logs"].update(loss=0.25),
+                   lambda s: s.update(epoch=7, step=70)):
+        original = f.read_bytes()
+        snap = json.loads(original)
+        change(snap)
+        f.write_text(json.dumps(snap))
+        run = weightwatch.open_run(tmp_path / "run")
+        assert [r.index for r in run.records] == [0, 1, 3]
+        assert "do not match the digest" in str(run.problems[0])
+        f.write_bytes(original)
+
+
+def test_a_journal_entry_rewritten_with_other_figures_is_not_used(tmp_path, parsed):
+    """The journal cannot say what the JSON does not: an entry rewritten with another record's
+    figures, its frame CRC recomputed, the record files untouched, is ignored."""
+    d = tmp_path / "run"
+    write(d)
+    j = d / journal.JOURNAL
+    entries = sorted(journal.read(j).values(), key=lambda e: e.record)
+    forged = d / "forged.bin"
+    for e in entries:
+        source = entries[0] if e.record == 2 else e  # record 2 now claims record 0's figures
+        journal.append(forged, record=e.record, file_size=e.file_size, file_crc=e.file_crc, meta=e.meta,
+                       ids=e.ids, paths=[PATHS[i] for i in e.ids], values=np.array(source.values))
+    forged.replace(j)
+    np.testing.assert_array_equal(journal.read(j)[2].values, entries[0].values)  # the frame is whole
+    run = weightwatch.open_run(d)
+    assert parsed == [2] and run.problems == []
+    assert_same(run, without_journal(d, tmp_path))
+
+
+def test_a_failing_run_stays_failing_whatever_its_journal_says(tmp_path):
+    from weightwatch.checking.config import load_rules
+    from weightwatch.checking.engine import evaluate
+
+    d = tmp_path / "run"
+    w = RunWriter(d, model_name="m")
+    w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
+    good = row(0, 0)
+    bad = list(good)
+    bad[COLUMNS.index("nan")] = 3
+    for r, figures in enumerate([good, good, bad]):
+        w.write_record(epoch=r, batch=None, step=r, trigger="begin" if r == 0 else "epoch",
+                       rows={"m/d/kernel": figures}, logs={}, wall=0.0)
+    rules = load_rules(use_project_config=False)
+    assert evaluate(weightwatch.open_run(d), rules).failed
+    entries = sorted(journal.read(d / journal.JOURNAL).values(), key=lambda e: e.record)
+    (d / journal.JOURNAL).unlink()
+    for e in entries:
+        journal.append(d / journal.JOURNAL, record=e.record, file_size=e.file_size, file_crc=e.file_crc,
+                       meta=e.meta, ids=e.ids, paths=["m/d/kernel"], values=np.array(entries[0].values))
+    report = evaluate(weightwatch.open_run(d), rules)
+    assert report.failed and [f.record for f in report.failed[0].findings] == [2]
+
+
+def test_a_run_written_before_digests_reads_from_its_json_and_continues(tmp_path, parsed):
+    """Older records state no digest: they are read (and checked) from their JSON, never the journal;
+    a writer continuing such a run states digests from its first new record on."""
+    d = tmp_path / "run"
+    write(d)
+    for f in d.glob("record-*.json"):
+        snap = json.loads(f.read_text())
+        del snap["digest"]
+        f.write_text(json.dumps(snap, separators=(",", ":")))
+    m = json.loads((d / "manifest.json").read_text())
+    del m["digests_from"]
+    (d / "manifest.json").write_text(json.dumps(m))
+    run = weightwatch.open_run(d)
+    assert run.problems == [] and parsed == [0, 1, 2, 3]
+    write(d, 2, start=4, resume=True)
+    assert json.loads((d / "manifest.json").read_text())["digests_from"] == 4
+    parsed.clear()
+    run = weightwatch.open_run(d)
+    assert run.problems == [] and parsed == [0, 1, 2, 3] and len(run.records) == 6
+    # ... and from there on, a record without its digest is damaged.
+    snap = json.loads((d / "record-000005.json").read_text())
+    del snap["digest"]
+    (d / "record-000005.json").write_text(json.dumps(snap))
+    assert 'missing "digest"' in str(weightwatch.open_run(d).problems[0])
 
 
 def test_a_damaged_record_is_reported_although_the_journal_has_it(tmp_path, parsed):
@@ -215,9 +312,9 @@ def test_a_snapshot_written_in_pieces_is_one_compact_document(tmp_path, parsed, 
 def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     """What the JSON states is what the journal holds: flags 0/1, whole counts, null for non-finite."""
     inf = float("inf")
-    odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=inf, l2=inf, mean=-inf, std=1e300,
+    odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=1.9, l2=inf, mean=-inf, std=1e300,
                min=-1.0, max=1.0, absmax=1.0, zero_frac=0.0, d_l2=None, d_absmax=None, changed=0.7,
-               dead_units=3.9, d_cos=None, grad_rms=-inf)
+               dead_units=1.9, d_cos=None, grad_rms=-inf)
     w = RunWriter(tmp_path / "run", model_name="m")
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
     w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},
@@ -225,7 +322,7 @@ def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     snap = json.loads((tmp_path / "run" / "record-000000.json").read_text())
     stated = dict(zip(COLUMNS, snap["tensors"]["m/d/kernel"]))
     assert stated["trainable"] is True and stated["changed"] is True and stated["frozen"] is False
-    assert stated["size"] == 2 and stated["dead_units"] == 3 and stated["inf"] is None and stated["l2"] is None
+    assert stated["size"] == 2 and stated["dead_units"] == 1 and stated["inf"] == 1 and stated["l2"] is None
     run = weightwatch.open_run(tmp_path / "run")
     assert parsed == []
     assert_same(run, without_journal(tmp_path / "run", tmp_path))

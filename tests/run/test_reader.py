@@ -68,10 +68,17 @@ def test_hand_written_run_reads(tmp_path):
     assert run.records[2].label == "epoch 2" and run.records[2].step == 20
 
 
-def test_tensor_missing_from_manifest_and_late_tensor(tmp_path):
+def test_tensor_missing_from_manifest_is_a_problem_and_a_late_tensor_reads(tmp_path):
     d = write_run(tmp_path / "run", records=2)
     rows = dict(snapshot(2)["tensors"], **{"m/late/kernel": row(7.0)})
     (d / "record-000002.json").write_text(json.dumps(snapshot(2, rows=rows)))
+    run = weightwatch.open_run(d)
+    assert [r.index for r in run.records] == [0, 1]
+    assert len(run.problems) == 1 and "'m/late/kernel' is not in the manifest" in str(run.problems[0])
+    # In the manifest from record 2 on, as the writer puts it: read.
+    m = manifest(tensors=("m/d/kernel", "m/d/bias", "m/late/kernel"))
+    m["tensors"][2]["first_record"] = 2
+    (d / "manifest.json").write_text(json.dumps(m))
     run = weightwatch.open_run(d)
     assert run.problems == []
     assert run.tensor_names[-1] == "m/late/kernel"
@@ -177,7 +184,7 @@ assert "NaN" in WITH_NAN and "Infinity" in WITH_INF
     (json.dumps(snapshot(1, rows={"m/d/bias": row(1.0), "m/d/kernel": [[1]] * NCOL})), "tensor 'm/d/kernel'"),
     (json.dumps(snapshot(1, rows={"m/d/kernel": 3})), "tensor 'm/d/kernel'"),
     (json.dumps({k: v for k, v in snapshot(1).items() if k != "epoch"}), "epoch"),
-    (json.dumps(dict(snapshot(1), tensors=[1, 2])), "'tensors' is not an object"),
+    (json.dumps(dict(snapshot(1), tensors=[1, 2])), '"tensors" must be an object'),
 ])
 def test_bad_record_is_a_problem_and_others_still_read(tmp_path, content, message):
     d = write_run(tmp_path / "run", records=3)
@@ -337,7 +344,7 @@ def test_continuing_an_old_run_adds_the_new_columns(tmp_path):
     full = dict.fromkeys(COLUMNS)
     full.update(zip(COLUMNS, row(5.0, d_l2=0.5, changed=True)), grad_rms=0.25)
     w.write_record(epoch=2, batch=None, step=20, trigger="epoch", logs={"loss": 0.2}, wall=0.0,
-                   rows={"m/d/kernel": [full[c] for c in COLUMNS]})
+                   rows={"m/d/kernel": [full[c] for c in COLUMNS], "m/d/bias": [full[c] for c in COLUMNS]})
     run = weightwatch.open_run(d)
     assert run.problems == [] and run.columns == COLUMNS
     assert run.history("m/d/kernel", "l2").tolist() == [1.0, 2.0, 5.0]
@@ -361,3 +368,14 @@ def test_cannot_continue_a_run_of_other_columns(tmp_path):
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(RunFormatError, match="columns"):
         RunWriter(d, model_name="m", resume=True)
+
+
+def test_an_unreadable_verdict_fails_the_check(tmp_path):
+    """The verdict is read before the report's problems are listed: it is one of them."""
+    from weightwatch.checking.config import load_rules
+    from weightwatch.checking.engine import evaluate
+
+    d = write_run(tmp_path / "run", records=2)
+    (d / "verdict.json").write_text("[1, 2]")
+    report = evaluate(weightwatch.open_run(d), load_rules(use_project_config=False))
+    assert any("verdict.json" in p for p in report.problems) and report.exit_code() != 0

@@ -56,6 +56,7 @@ class Option:
     choices: tuple | None = None     # the only values allowed
     minimum: float | None = None     # smallest value allowed
     above: float | None = None       # values must be greater than this
+    maximum: float | None = None     # largest value allowed
 
 
 @dataclass
@@ -267,7 +268,8 @@ def norm_growth(h: Histories, max_ratio, min_rms):
        message="{tensor} norm grew {value:.3g}x in a record, and faster each record for {records} records",
        metric="growth", options={
                 "min_growth": Option((int, float), 1.2, "growth per record that counts as fast", above=1),
-                "records": Option(int, 2, "consecutive records of fast, non-slowing growth", minimum=1),
+                "records": Option(int, 2, "consecutive records of fast, non-slowing growth", minimum=1,
+                                  maximum=1000),
                 "min_rms": Option((int, float), 0.01, "norm floor per element, as for norm-growth",
                                   above=0),
             }, judges=UPDATE)
@@ -287,7 +289,8 @@ def norm_runaway(h: Histories, min_growth, records, min_rms):
         fast = np.greater_equal(g, min_growth)               # NaN compares False
         not_slowing = np.greater_equal(g, _shifted(g, 1, np.nan))  # g[t] >= g[t-1]
     bad = fast.copy()
-    for k in range(1, max(1, records)):
+    # A streak longer than the run is never complete: no need to look further back than its start.
+    for k in range(1, min(max(1, records), len(g) + 1)):
         bad &= _shifted(fast, k, False) & _shifted(not_slowing, k - 1, False)
     return Outcome(g, bad, float(min_growth), extra={"records": records})
 
@@ -531,8 +534,9 @@ def grad_growth(h: Histories, max_ratio, min_fraction):
 @check("nonfinite-log", scope=LOG, message="{key} became non-finite (NaN or Inf) at {where}",
        metric="log", keywords=("nan", "inf"), options={
                 "keys": Option(list, ["loss"], "log entries that must stay finite"),
-            }, validate=lambda o: None if o["keys"] and all(isinstance(k, str) for k in o["keys"]) else
-               '"keys" must be a non-empty list of log names')
+            }, validate=lambda o: None if o["keys"] and len(o["keys"]) <= 1000 and all(
+                isinstance(k, str) for k in o["keys"]) else '"keys" must be a non-empty list of log names '
+               "(at most 1000)")
 def nonfinite_log(h: Histories, keys):
     """Fails when the loss (or another logged metric) becomes NaN or Inf.
 
@@ -576,7 +580,8 @@ def loss_divergence(h: Histories, key, max_ratio):
        message="{key} improved by {value:.2%} over the last {window} epochs (needs {limit:.2%})",
        metric="improvement", judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
-                "window": Option(int, 5, "epochs over which the loss must improve", minimum=1),
+                "window": Option(int, 5, "epochs over which the loss must improve", minimum=1,
+                                 maximum=1_000_000),
                 "min_improvement": Option((int, float), 0.001,
                                           "smallest relative improvement of the best loss over the window",
                                           minimum=0),

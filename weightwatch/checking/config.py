@@ -13,7 +13,9 @@ Every source is the same kind of TOML document::
 
 The project's document is ``weightwatch.toml`` or ``[tool.weightwatch]`` in
 ``pyproject.toml``, found by walking up from the current directory: the
-nearest wins, and the walk stops at the repository root.  Without one, the
+nearest wins, the walk stops at the repository root or the home directory,
+and a candidate in a world-writable directory is passed over (see
+:func:`discover`).  Without one, the
 ``default`` pack applies.  ``--rules FILE`` (or ``WatchCallback(rules=...)``)
 is layered on top.  The project's document may also declare ``runs`` (the run
 directories the pytest plugin collects; see :mod:`.project`), which no other
@@ -22,16 +24,24 @@ document may.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RuleError, did_you_mean
-from .project import CONFIG_NAME, find_project_config, validate_runs  # noqa: F401 (re-exported)
+from .project import (  # noqa: F401 (re-exported)
+    CONFIG_NAME, MAX_RULE_FILE_BYTES, Discovery, discover, find_project_config, parse_toml, validate_runs,
+)
 from .rules import Rule, parse_rule
 
 DOC_KEYS = ("extends", "disable", "override", "rule", "pack", "runs")
+#: How deep ``extends`` may nest, and how many files one configuration may load in all (a
+#: chain or a diamond of extends stays far below either).
+MAX_EXTENDS_DEPTH = 32
+MAX_FILES = 256
 
 
 def packs_dir() -> Path:
@@ -54,6 +64,8 @@ class RuleSet:
 
     rules: list[Rule] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    #: Which project configuration applied, in words (what every report prints).
+    config: str = ""
 
     def __iter__(self):
         return iter(self.rules)
@@ -73,23 +85,24 @@ class _Builder:
         self.rules: dict[str, Rule] = {}
         self.sources: list[str] = []
         self._stack: list[Path] = []
+        self._loaded = 0
 
     def apply_file(self, path: Path, *, section: str | None = None, default_extends=(),
                    project: bool = False):
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            with open(path, "rb") as f:
+                raw = f.read(MAX_RULE_FILE_BYTES + 1)
+            if len(raw) > MAX_RULE_FILE_BYTES:
+                raise RuleError(f"rule file larger than {MAX_RULE_FILE_BYTES // 2 ** 20} MiB", path=path)
+            text = raw.decode("utf-8")
         except FileNotFoundError:
             raise RuleError("rule file not found", path=path) from None
+        except IsADirectoryError:
+            raise RuleError("a directory, not a rule file", path=path) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise RuleError(f"cannot read rule file ({exc})", path=path) from None
-        try:
-            doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-            raise RuleError(f"invalid TOML: {msg}", path=path,
-                            line=int(m.group(1)) if m else None) from None
+        doc = parse_toml(text, path)
         if section:
             for key in section.split("."):
                 if not isinstance(doc, dict) or key not in doc:
@@ -147,7 +160,13 @@ class _Builder:
         disable = doc.get("disable", [])
         if isinstance(disable, str):
             disable = [disable]
+        if not isinstance(disable, list):
+            raise RuleError(f'"disable" must be a list of rule ids, got {disable!r}', path=source,
+                            line=_line_of(text, r"^\s*disable\b"))
         for rid in disable:
+            if not isinstance(rid, str):
+                raise RuleError(f'"disable" entries are rule ids (strings), got {rid!r}', path=source,
+                                line=_line_of(text, r"^\s*disable\b"))
             if rid not in self.rules:
                 raise RuleError(f'cannot disable unknown rule "{rid}"{did_you_mean(rid, self.rules)}',
                                 path=source, line=_line_of(text, r"^\s*disable\b"))
@@ -156,9 +175,9 @@ class _Builder:
             self.sources.append(label or source)
 
     def _resolve_pack(self, name: str, base: Path | None, source: str) -> Path:
-        packs = builtin_packs()
         if not isinstance(name, str):
             raise RuleError(f'"extends" entries are strings, got {name!r}', path=source)
+        packs = builtin_packs()
         if name in packs:
             path = packs[name]
         else:
@@ -169,10 +188,16 @@ class _Builder:
         path = path.resolve()
         if path in self._stack:
             raise RuleError(f'extends "{name}" makes a cycle', path=source)
+        if len(self._stack) >= MAX_EXTENDS_DEPTH:
+            raise RuleError(f'extends "{name}": extends nested more than {MAX_EXTENDS_DEPTH} deep', path=source)
         return path
 
     def apply_file_guarded(self, path, **kw):
         path = Path(path).resolve()
+        self._loaded += 1
+        if self._loaded > MAX_FILES:
+            raise RuleError(f"more than {MAX_FILES} rule files loaded in all (extends repeated in a "
+                            "chain or a diamond?)", path=self._stack[-1] if self._stack else path)
         self._stack.append(path)
         try:
             self.apply_file(path, **kw)
@@ -201,12 +226,20 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
     if isinstance(rules, RuleSet):
         return rules
     b = _Builder()
-    found = None
+    found, ignored = None, []
     if config is not None:
         config = Path(config)
         found = (config, "tool.weightwatch" if config.name == "pyproject.toml" else None)
+        said = f"{config}" + (" [tool.weightwatch]" if found[1] else "") + " (--config)"
     elif use_project_config:
-        found = find_project_config(start)
+        discovery = discover(start)
+        found, ignored = discovery.found, discovery.ignored
+        said = (f"{found[0]}" + (" [tool.weightwatch]" if found[1] else "") if found
+                else "none found, the built-in default pack")
+    else:
+        said = "none (--no-config), the built-in default pack"
+    if ignored:
+        said += "; ignored " + ", ".join(ignored)
     if found:
         b.apply_file_guarded(found[0], section=found[1], default_extends=("default",), project=True)
     else:
@@ -217,4 +250,4 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
             b.apply_doc(item, source=f"<rules argument {i}>")
         else:
             b.apply_file_guarded(Path(item))
-    return RuleSet(list(b.rules.values()), b.sources)
+    return RuleSet(list(b.rules.values()), b.sources, config=said)

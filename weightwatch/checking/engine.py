@@ -50,9 +50,9 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
              maxfail: int | None = None) -> Report:
     started = time.perf_counter()
     match = compile_keyword(keyword) if keyword else None
-    verdict = run.verdict  # first: an unreadable verdict is one of the run's problems
+    verdict = run.verdict  # read first: an unreadable verdict is one of the run's problems
     report = Report(run=str(run.path), source=run.source, records=len(run.records),
-                    tensors=len(run.tensors), rule_sources=list(ruleset.sources),
+                    tensors=len(run.tensors), rule_sources=list(ruleset.sources), config=ruleset.config,
                     problems=[str(p) for p in run.problems],
                     nothing_recorded=not run.tensors and not run.log_keys)
     failures = 0
@@ -71,7 +71,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         if result.status == FAILED:
             failures += 1
     report.diagnosis = diagnose(report, run)
-    if verdict is not None and isinstance(verdict.get("healthy_record"), int):
+    if isinstance(verdict, dict) and isinstance(verdict.get("healthy_record"), int):
         report.healthy_record = verdict["healthy_record"]
     report.duration = time.perf_counter() - started
     return report

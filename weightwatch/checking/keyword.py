@@ -26,12 +26,25 @@ def _names(rule) -> tuple:
     return (rule.id, rule.check, rule.severity, *(getattr(check, "keywords", ()) or ()))
 
 
+#: How deeply parentheses and ``not`` may nest, and how long an expression may be.
+MAX_DEPTH = 64
+MAX_LENGTH = 10_000
+
+
 def compile_keyword(expr: str):
-    """Return ``match(rule) -> bool`` for a -k expression; KeywordError if malformed."""
+    """Return ``match(rule) -> bool`` for a -k expression; KeywordError if malformed.
+
+    Bounded: nesting deeper than :data:`MAX_DEPTH` or an expression longer than
+    :data:`MAX_LENGTH` is refused in one line, and ``a or b or c ...`` is one
+    flat node, so matching never recurses further than the nesting.
+    """
+    if len(expr) > MAX_LENGTH:
+        raise KeywordError(f"-k: expression longer than {MAX_LENGTH:,} characters")
     tokens = _TOKEN.findall(expr)
     if not tokens:
         raise KeywordError(f"-k: empty expression {expr!r}")
     pos = 0
+    shown = expr if len(expr) <= 80 else expr[:77] + "..."
 
     def peek():
         return tokens[pos] if pos < len(tokens) else None
@@ -42,38 +55,40 @@ def compile_keyword(expr: str):
         pos += 1
         return tok
 
-    def binary(word, operand, combine):
-        """``operand (word operand)*``, folded left with ``combine``."""
-        def parse():
-            node = operand()
-            while peek() == word:
-                take()
-                left, right = node, operand()
-                node = lambda r, a=left, b=right: combine(a(r), b(r))  # noqa: E731
-            return node
-        return parse
+    def parse_expr(depth):
+        terms = [parse_term(depth)]
+        while peek() == "or":
+            take()
+            terms.append(parse_term(depth))
+        return terms[0] if len(terms) == 1 else (lambda r, ts=tuple(terms): any(t(r) for t in ts))
 
-    parse_term = binary("and", lambda: parse_factor(), lambda a, b: a and b)
-    parse_expr = binary("or", parse_term, lambda a, b: a or b)
+    def parse_term(depth):
+        factors = [parse_factor(depth)]
+        while peek() == "and":
+            take()
+            factors.append(parse_factor(depth))
+        return factors[0] if len(factors) == 1 else (lambda r, fs=tuple(factors): all(f(r) for f in fs))
 
-    def parse_factor():
+    def parse_factor(depth):
+        if depth > MAX_DEPTH:
+            raise KeywordError(f"-k: parentheses or 'not' nested more than {MAX_DEPTH} deep in {shown!r}")
         tok = take()
         if tok is None:
-            raise KeywordError(f"-k: expression ends too early: {expr!r}")
+            raise KeywordError(f"-k: expression ends too early: {shown!r}")
         if tok == "not":
-            inner = parse_factor()
+            inner = parse_factor(depth + 1)
             return lambda r: not inner(r)
         if tok == "(":
-            inner = parse_expr()
+            inner = parse_expr(depth + 1)
             if take() != ")":
-                raise KeywordError(f"-k: missing ')' in {expr!r}")
+                raise KeywordError(f"-k: missing ')' in {shown!r}")
             return inner
         if tok in (")", "and", "or"):
-            raise KeywordError(f"-k: unexpected {tok!r} in {expr!r}")
+            raise KeywordError(f"-k: unexpected {tok!r} in {shown!r}")
         word = tok.lower()
         return lambda r: any(word in name.lower() for name in _names(r))
 
-    node = parse_expr()
+    node = parse_expr(0)
     if pos != len(tokens):
-        raise KeywordError(f"-k: unexpected {tokens[pos]!r} in {expr!r}")
+        raise KeywordError(f"-k: unexpected {tokens[pos]!r} in {shown!r}")
     return node

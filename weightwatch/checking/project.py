@@ -15,38 +15,100 @@ relative to the folder of the file that declares them::
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RuleError
 
 CONFIG_NAME = "weightwatch.toml"
 SECTION = "tool.weightwatch"
+#: Largest configuration or rule file read.
+MAX_RULE_FILE_BYTES = 4 * 2 ** 20
+
+
+def parse_toml(text: str, path) -> dict:
+    """``text`` parsed as TOML; RuleError naming the file and line when it is not."""
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise RuleError("invalid TOML: arrays or tables nested too deeply", path=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise RuleError(f"invalid TOML: {msg}", path=path, line=int(m.group(1)) if m else None) from None
+
+
+@dataclass
+class Discovery:
+    """The project configuration found by walking up, and the candidates passed over (why)."""
+
+    found: tuple[Path, str | None] | None = None
+    ignored: list[str] = field(default_factory=list)
+
+
+def _world_writable(path: Path) -> bool:
+    try:
+        return bool(os.stat(path).st_mode & stat.S_IWOTH)
+    except OSError:
+        return False
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError, OSError):
+        return None
+
+
+def discover(start: Path | None = None) -> Discovery:
+    """Walk up from ``start`` (the current directory) to the nearest configuration.
+
+    The nearest ``weightwatch.toml``, or ``pyproject.toml`` with
+    ``[tool.weightwatch]``, wins.  The walk stops after the repository root
+    (the folder holding ``.git``) and after the home directory, never above.
+    As git's ``safe.directory`` does, a candidate in a world-writable folder
+    (the system's temporary directory) or itself world-writable is passed
+    over, and said so: anyone could have planted it (``--config`` names it
+    to use it anyway).  A ``pyproject.toml`` that is not valid TOML is an
+    error, never a silent fall-back to the defaults.
+    """
+    out = Discovery()
+    d = Path(start or Path.cwd()).resolve()
+    home = _home()
+    for folder in (d, *d.parents):
+        unsafe = _world_writable(folder)
+        for name in (CONFIG_NAME, "pyproject.toml"):
+            candidate = folder / name
+            if not candidate.is_file():
+                continue
+            if unsafe or _world_writable(candidate):
+                where = "in a world-writable directory" if unsafe else "world-writable"
+                out.ignored.append(f"{candidate} ({where}; name it with --config to use it)")
+                continue
+            if name == CONFIG_NAME:
+                out.found = (candidate, None)
+                return out
+            try:
+                with open(candidate, "rb") as f:
+                    text = f.read(MAX_RULE_FILE_BYTES + 1).decode("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RuleError(f"cannot read ({exc})", path=candidate) from None
+            data = parse_toml(text, candidate)
+            if isinstance(data.get("tool"), dict) and "weightwatch" in data["tool"]:
+                out.found = (candidate, "tool.weightwatch")
+                return out
+        if (folder / ".git").exists() or folder == home:
+            break
+    return out
 
 
 def find_project_config(start: Path | None = None) -> tuple[Path, str | None] | None:
-    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch], walking up.
-
-    Stops after the directory that holds ``.git`` (the repository root).
-    """
-    d = Path(start or Path.cwd()).resolve()
-    for folder in (d, *d.parents):
-        candidate = folder / CONFIG_NAME
-        if candidate.is_file():
-            return candidate, None
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file():
-            try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
-                data = {}
-            if isinstance(data.get("tool"), dict) and "weightwatch" in data["tool"]:
-                return pyproject, SECTION
-        if (folder / ".git").exists():
-            break
-    return None
+    """The nearest weightwatch.toml or pyproject.toml with [tool.weightwatch] (see :func:`discover`)."""
+    return discover(start).found
 
 
 def validate_runs(value, *, path, line: int | None = None) -> list[str]:

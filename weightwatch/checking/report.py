@@ -106,6 +106,7 @@ class Report:
     diagnosis: list = field(default_factory=list)       # diagnosis.Cause, earliest first
     healthy_record: int | None = None     # a halted run's last healthy record (healthy.npz)
     nothing_recorded: bool = False        # the run holds no tensor and no log: nothing to check
+    config: str = ""                      # which project configuration applied, in words
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}
@@ -135,7 +136,7 @@ class Report:
     def to_dict(self) -> dict:
         return {
             "run": self.run, "source": self.source, "records": self.records,
-            "tensors": self.tensors, "rule_sources": self.rule_sources,
+            "tensors": self.tensors, "config": self.config, "rule_sources": self.rule_sources,
             "summary": dict(self.counts(), deselected=self.deselected), "problems": self.problems,
             "duration": round(self.duration, 4),
             "diagnosis": [c.to_dict() for c in self.diagnosis],

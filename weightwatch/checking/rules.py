@@ -43,6 +43,11 @@ FIELDS = {
     "rationale": "why the rule exists and why its thresholds are what they are",
 }
 SEVERITIES = ("error", "warning")
+#: Largest ``patience``, ``after`` and ``until``: more records than any run holds.
+MAX_RECORDS = 10 ** 9
+#: Largest width and precision a message template may ask for (``{value:>12.3g}``).
+MAX_FORMAT_WIDTH = 200
+MAX_FORMAT_PRECISION = 50
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,8 @@ def _option_problem(opt, value) -> str | None:
         return f"must be >= {opt.minimum:g}, got {value!r}"
     if opt.above is not None and value <= opt.above:
         return f"must be > {opt.above:g}, got {value!r}"
+    if opt.maximum is not None and value > opt.maximum:
+        return f"must be <= {opt.maximum:g}, got {value!r}"
     return None
 
 
@@ -154,7 +161,7 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
         raise RuleError(f"rule has no valid id (got {rid!r}); ids are letters, digits, '-', '_' and '.'",
                         **where)
     check = data.get("check")
-    if check not in CHECKS:
+    if not isinstance(check, str) or check not in CHECKS:
         if check is None:
             raise RuleError(f'rule "{rid}": missing "check" (one of: {", ".join(CHECKS)})', **where)
         raise RuleError(f'rule "{rid}": unknown check "{check}"{did_you_mean(str(check), CHECKS)}; '
@@ -194,8 +201,9 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
 
     def integer(key, default, minimum):
         v = data.get(key, default)
-        if not _check_type(v, int) or v < minimum:
-            raise RuleError(f'rule "{rid}": "{key}" must be an integer >= {minimum}, got {v!r}', **where)
+        if not _check_type(v, int) or not minimum <= v <= MAX_RECORDS:
+            raise RuleError(f'rule "{rid}": "{key}" must be an integer >= {minimum} and <= {MAX_RECORDS:,}, '
+                            f"got {v!r}", **where)
         return v
 
     def text(key):
@@ -248,6 +256,22 @@ MESSAGE_FIELDS = ("tensor", "layer", "epoch", "record", "where", "value", "limit
 
 
 _FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+#: Python's format-spec mini-language, so that width and precision can be bounded.
+_SPEC = re.compile(r"(?:.?[<>=^])?[-+ ]?z?#?0?(?P<width>\d+)?[,_]?(?:\.(?P<precision>\d+))?"
+                   r"[bcdeEfFgGnosxX%]?", re.DOTALL)
+
+
+def spec_problem(spec: str) -> str | None:
+    """Why a ``{name:spec}`` format spec is refused (malformed, or too wide or precise), or None."""
+    m = _SPEC.fullmatch(spec)
+    if m is None:
+        return f"invalid format spec {spec!r}"
+    width, precision = m.group("width"), m.group("precision")
+    if width is not None and (len(width) > 4 or int(width) > MAX_FORMAT_WIDTH):
+        return f"format width {width} in {spec!r} is too large (at most {MAX_FORMAT_WIDTH})"
+    if precision is not None and (len(precision) > 4 or int(precision) > MAX_FORMAT_PRECISION):
+        return f"format precision {precision} in {spec!r} is too large (at most {MAX_FORMAT_PRECISION})"
+    return None
 
 
 def render_template(template: str, fields: dict, *, check_only: bool = False):
@@ -265,6 +289,8 @@ def render_template(template: str, fields: dict, *, check_only: bool = False):
         value = fields[name]
         if isinstance(value, (float, np.floating)) and not math.isfinite(value):
             return str(float(value))
+        if spec and spec_problem(spec):  # refused when the rule loaded; never formatted
+            return str(value)
         try:
             return format(value, spec or "")
         except (ValueError, TypeError):
@@ -272,5 +298,9 @@ def render_template(template: str, fields: dict, *, check_only: bool = False):
     if template.count("{") != template.count("}"):
         raise ValueError("unbalanced braces")
     if check_only:
+        for m in _FIELD.finditer(template):
+            problem = m.group(2) and spec_problem(m.group(2))
+            if problem:
+                raise ValueError(problem)
         return [m.group(1) for m in _FIELD.finditer(template)]
     return _FIELD.sub(sub, template)

@@ -25,10 +25,13 @@ from ..checking.report import FAILED, WARNING, Finding, Report
 from ..run.schema import record_name
 from . import Emission, OutputFormat
 from .terminal import summary_text
+from .text import visible
 
 
 def escape_data(s) -> str:
-    return str(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """As ``@actions/core`` escapes a message; any other control character (ESC...) is shown
+    as an escape rather than written raw into the log."""
+    return visible(str(s).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(s) -> str:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from ..run.jsonio import dumps
 from . import Emission, OutputFormat
+from .text import valid_strings
 
 
 def emit(out: Emission) -> None:
-    data = [r.to_dict() for r in out.reports]
+    # A run directory's name need not be UTF-8 (its undecodable bytes are escaped).
+    data = valid_strings([r.to_dict() for r in out.reports])
     out.stream.write(dumps(data[0] if len(data) == 1 else data).decode() + "\n")
 
 

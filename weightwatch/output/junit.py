@@ -27,11 +27,14 @@ testcases whose ``<system-out>`` says what was seen, or failures with
 
 from __future__ import annotations
 
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 
 from ..checking.report import FAILED, SKIPPED, WARNING, Finding, Report, RuleResult
+from ..errors import WeightwatchError
+from ..run.files import not_regular
 from ..run.jsonio import atomic_write
 from . import Emission, OutputFormat
 from .text import fmt_num
@@ -137,10 +140,29 @@ def junit_xml(reports: list[Report], *, strict: bool = False) -> bytes:
 
 
 def write_junit(reports: list[Report], path, *, strict: bool = False) -> None:
-    """Write the JUnit XML report to ``path`` (whole or not at all; parent folders created)."""
+    """Write the JUnit XML report to ``path``: whole or not at all, parent folders created.
+
+    Written to a temporary file beside it and renamed over it, and only over a regular file
+    (or nothing): a directory, a symbolic link, a device or a FIFO at ``path`` is refused,
+    never replaced or written through.  Raises WeightwatchError in one line.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, junit_xml(reports, strict=strict))
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise WeightwatchError(f"--junitxml: cannot reach the report's path ({exc.strerror})", path=path) from None
+    if st is not None:
+        what = not_regular(st.st_mode)
+        if what is not None:
+            raise WeightwatchError(f"--junitxml: {what} is at this path; refusing to replace it "
+                                   "(give the path of a file)", path=path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, junit_xml(reports, strict=strict))
+    except OSError as exc:
+        raise WeightwatchError(f"--junitxml: cannot write the report ({exc.strerror or exc})", path=path) from None
 
 
 def emit(out: Emission) -> None:

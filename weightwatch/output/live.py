@@ -11,6 +11,7 @@ from rich.text import Text
 
 from ..run.schema import HEALTHY, VERDICT
 from .terminal import render_diagnosis, restore_line, summary_text
+from .text import visible, visible_copy
 
 
 class LivePrinter:
@@ -24,12 +25,12 @@ class LivePrinter:
         self.console.print()  # Keras' progress bar may still own the current line
         by_rule: dict[str, list] = {}
         for f in findings:
-            by_rule.setdefault(f.rule, []).append(f)
+            by_rule.setdefault(visible(f.rule), []).append(f)
         for rule, group in by_rule.items():
             f = group[0]
             line = Text("weightwatch: ")
             line.append(*(("FAILED", "bold red") if f.severity == "error" else ("WARNING", "yellow")))
-            line.append(f" {rule} - {f.message}")
+            line.append(f" {rule} - {visible(f.message)}")
             if len(group) > 1:
                 more = len(group) - 1
                 line.append(f" (and {more} more tensor{'s' if more != 1 else ''})", style="dim")
@@ -40,22 +41,22 @@ class LivePrinter:
         where the verdict and the healthy weights are, and the line that restores them."""
         line = Text(f"Epoch {run.records[-1].epoch}: ", style="bold")
         line.append("weightwatch stopped training", style="bold red")
-        line.append(f": {reason}")
+        line.append(f": {visible(reason)}")
         self.console.print(line)
         if report is not None and report.diagnosis:
-            render_diagnosis(report, self.console, indent="  ")
+            render_diagnosis(visible_copy(report), self.console, indent="  ")
         where = Text("  verdict: ", style="bold")
-        where.append(str(run.path / VERDICT))
+        where.append(visible(run.path / VERDICT))
         if healthy_record is not None and 0 <= healthy_record < len(run.records):
             where.append(" · healthy weights: ", style="bold")
-            where.append(f"{run.path / HEALTHY} ({run.records[healthy_record].label})")
+            where.append(f"{visible(run.path / HEALTHY)} ({run.records[healthy_record].label})")
         self.console.print(where, soft_wrap=True)  # paths to copy: never wrapped
         if healthy_record is not None and (report is None or report.healthy_record is None):
             restore = Text("  ")
-            restore.append_text(restore_line(str(run.path), healthy_record))
+            restore.append_text(restore_line(visible(run.path), healthy_record))
             self.console.print(restore, soft_wrap=True)
 
     def summary(self, report, duration: float, run_path) -> None:
         """``weightwatch: 1 failed, 9 passed in 0.12s - runs/exp1`` at the end of training."""
-        self.console.print(Text(f"weightwatch: {summary_text([report], duration)} - {run_path}"))
+        self.console.print(Text(f"weightwatch: {summary_text([report], duration)} - {visible(run_path)}"))
 

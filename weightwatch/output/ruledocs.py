@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
+from rich.markup import escape as _escape
 from rich.table import Table
 
 from ..checking.checks import CHECKS, JUDGES
 from ..checking.config import RuleSet, builtin_packs, load_rules
 from ..errors import RuleError, did_you_mean
+from .text import visible
+
+
+def escape(text) -> str:
+    """Rule-file text as rich markup that prints it as written, control characters escaped."""
+    return _escape(visible(text))
 
 
 def rst(text: str) -> str:
@@ -129,11 +135,11 @@ def _allowed(opt) -> str:
     """``; allowed: a, b`` / ``; allowed: >= 1`` / ``; allowed: > 0``: the values an option allows."""
     if opt.choices:
         return f"; allowed: {', '.join(map(str, opt.choices))}"
-    if opt.minimum is not None:
-        return f"; allowed: >= {opt.minimum:g}"
-    if opt.above is not None:
-        return f"; allowed: > {opt.above:g}"
-    return ""
+    low = (f">= {opt.minimum:g}" if opt.minimum is not None else
+           f"> {opt.above:g}" if opt.above is not None else "")
+    if opt.maximum is not None:
+        return f"; allowed: {low + ' and ' if low else ''}<= {opt.maximum:g}"
+    return f"; allowed: {low}" if low else ""
 
 
 def _toml(v) -> str:

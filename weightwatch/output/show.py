@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .text import fmt_num, sparkline
+from .text import fmt_num, sparkline, visible
 
 #: Default number of characters in the L2 sparkline column.
 SPARK_WIDTH = 32
@@ -109,7 +109,7 @@ def _rows(run, *, spark_width: int, dtype: bool) -> list[list]:
             l2_cell = Text("nan", style="bold red")  # no finite element left
         else:
             l2_cell = Text("–", style="dim")        # not recorded at the last record
-        rows.append([Text(t.path), Text(_shape(t.shape)), *([Text(t.dtype or "?")] if dtype else []),
+        rows.append([Text(visible(t.path)), Text(_shape(t.shape)), *([Text(visible(t.dtype or "?"))] if dtype else []),
                      _flags(trainable[last, i], frozen[last, i]), l2_cell,
                      _update_ratio(d_l2[last, i], l2[last - 1, i] if last > 0 else math.nan),
                      _count(nan[last, i]), _count(inf[last, i]),
@@ -127,7 +127,7 @@ def _update_ratio(d: float, prev_l2: float) -> Text:
 
 def _header(run) -> Text:
     head = Text()
-    head.append(str(run.path), style="bold")
+    head.append(visible(run.path), style="bold")
     parts = [("source", run.source), ("records", str(len(run.records)))]
     if run.records:
         epochs = run.epochs
@@ -139,7 +139,7 @@ def _header(run) -> Text:
         parts.append(("model", str(model)))
     for key, value in parts:
         head.append(f"  {key} ", style="dim")
-        head.append(value)
+        head.append(visible(value))
     return head
 
 
@@ -161,7 +161,7 @@ def render_show(run, console: Console | None = None, *, spark_width: int = SPARK
     console = console or Console()
     console.print(_header(run), soft_wrap=True)
     if run.tensors:
-        longest = max(len(t.path) for t in run.tensors)
+        longest = max(len(visible(t.path)) for t in run.tensors)
         spark = min(spark_width, max(len(run.records), 1))
         for dtype, trend_on in ((True, True), (False, True), (False, False)):
             # The figures' own widths, measured; two spaces between columns.
@@ -179,4 +179,4 @@ def render_show(run, console: Console | None = None, *, spark_width: int = SPARK
     if run.problems:
         console.print(Text(f"{len(run.problems)} unreadable file(s), skipped:", style="yellow"))
         for p in run.problems:
-            console.print(Text(f"  {p}", style="yellow"), soft_wrap=True)
+            console.print(Text(f"  {visible(p)}", style="yellow"), soft_wrap=True)

@@ -18,7 +18,10 @@
     ========================= 1 failed, 9 passed in 0.02s ==========================
 
 Everything is printed as :class:`rich.text.Text`, never as markup, so a
-tensor called ``dense[0]/kernel`` prints as written.  Colour follows rich's
+tensor called ``dense[0]/kernel`` prints as written; control characters in
+names (ESC sequences, newlines) are shown escaped, and under GitHub Actions
+the report is fenced with ``::stop-commands::`` so no line of it is read as
+a workflow command.  Colour follows rich's
 own detection (``NO_COLOR``, ``FORCE_COLOR``, whether stdout is a terminal)
 and lines follow the console's width.
 """
@@ -34,7 +37,7 @@ from rich.text import Text
 
 from ..checking.report import FAILED, PASSED, SKIPPED, STATUS_ORDER, WARNING, Finding, Report, RuleResult
 from . import Emission, OutputFormat
-from .text import fmt_num, format_duration, sparkline
+from .text import fmt_num, format_duration, no_workflow_commands, sparkline, visible_copy
 
 #: Colour of each status word (and of the summary line).
 STYLE = {FAILED: "red", WARNING: "yellow", PASSED: "green", SKIPPED: "dim"}
@@ -265,7 +268,11 @@ def _header(report: Report) -> list[Text]:
                 f" · {report.tensors} tensor{'s' if report.tensors != 1 else ''}")
     rules = Text("rules: ", style="bold")
     rules.append(", ".join(source_label(s) for s in report.rule_sources) or "(none)")
-    return [head, rules]
+    if not report.config:
+        return [head, rules]
+    config = Text("config: ", style="bold")
+    config.append(report.config)
+    return [head, config, rules]
 
 
 def render_report(report: Report, console: Console, *, verbosity: int = 0) -> None:
@@ -437,9 +444,15 @@ def render_summary(reports: list[Report], console: Console, *, duration: float,
 
 def emit(out: Emission) -> None:
     console = Console(file=out.stream, highlight=False)
-    for report in out.reports:
-        render_report(report, console, verbosity=out.verbosity)
-    render_summary(out.reports, console, duration=out.duration, strict=out.strict)
+    # Names come from the run: a tensor called "x\n::error ..." or holding ESC sequences is
+    # shown, escaped, never acted on by the terminal or a CI runner.
+    reports = [visible_copy(r) for r in out.reports]
+    # Under GitHub Actions the runner reads any line that starts with "::" as a workflow
+    # command; none in the report is one (the annotations come after it, on purpose).
+    with no_workflow_commands(out.stream):
+        for report in reports:
+            render_report(report, console, verbosity=out.verbosity)
+        render_summary(reports, console, duration=out.duration, strict=out.strict)
 
 
 FORMAT = OutputFormat(name="terminal", help="pytest's layout, in colour on a terminal (the default)",

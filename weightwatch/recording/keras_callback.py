@@ -67,7 +67,10 @@ class WatchCallback(keras.callbacks.Callback):
             Defaults to `True` when ``check`` is on.
         io_errors: ``"warn"``: a failure to write the run (full disk,
             unwritable directory) is a warning and training goes on;
-            ``"raise"``: it stops training.  Defaults to `"warn"`.
+            ``"raise"``: it stops training.  A record, its tensors, its
+            journal entry and the healthy weights fail apart: each is
+            retried at the next record, and one warning at the end of
+            training says exactly what is missing.  Defaults to `"warn"`.
         verbose: 0 is silent; 1 prints findings as they appear and a summary
             at the end of training.  Defaults to `1`.
 

@@ -82,6 +82,7 @@ class RecordingSession:
         self.run: Run | None = None
         self.live = None
         self.printer = printer if verbose else None
+        #: The run directory could not be opened: nothing is recorded.
         self.write_failed = False
         self.halted: str | None = None
         self._started = time.perf_counter()
@@ -104,6 +105,7 @@ class RecordingSession:
         ``initial_epoch > 0`` continues the run already on disk.
         """
         if self.writer is not None and self.writer.dir == self.run_dir and not self.write_failed:
+            self.writer.reopen()  # the lock the previous fit's end released (RunDirLockedError)
             return False
         self.builder.reset()
         resume = initial_epoch > 0 and not self.overwrite
@@ -111,8 +113,9 @@ class RecordingSession:
             self.writer = RunWriter(self.run_dir, overwrite=self.overwrite, resume=resume,
                                     model_name=model_name, info=info)
         except OSError as exc:
-            self._write_error(exc)
+            self._open_error(exc)
             return False
+        self.writer.missing.listener = self._write_error
         self.run = None
         if self.live is None:
             return True
@@ -178,13 +181,9 @@ class RecordingSession:
         """
         if not self.recording:
             return None
-        try:
-            # The previous healthy-weights write must be done before the
-            # builder replaces the arrays it is writing.
-            self.writer.wait_healthy()
-        except OSError as exc:
-            self._write_error(exc)
-            return None
+        # The previous healthy-weights write must be done before the builder replaces the
+        # arrays it is writing (a failure of it is the writer's to report, and to retry).
+        self.writer.wait_healthy()
         builder = self.builder
         builder.start(len(variables))
         for v in variables:
@@ -199,8 +198,9 @@ class RecordingSession:
             index = self.writer.write_record(
                 epoch=epoch, batch=batch, step=step, trigger=trigger, paths=rows.paths,
                 values=rows.values, logs=logs, wall=time.time(), arrays=arrays)
-        except OSError as exc:
-            self._write_error(exc)
+        except OSError:
+            # Not written (the writer keeps what is missing, for the warning at the end); the
+            # next record tries again.  Its update figures then span two records' training.
             return None
         if self.live is None:
             return None  # nothing reads the histories in memory: they are not kept
@@ -217,13 +217,13 @@ class RecordingSession:
         if outcome.healthy and self.keep_healthy:
             try:
                 self.writer.keep_healthy(index, self.builder.prev)
-            except OSError as exc:
-                self._write_error(exc)
+            except OSError as exc:  # the hard link's pointer: the writer's thread reports its own
+                self.writer.missing.add("healthy", index, exc)
         if outcome.halt and self.halted is None:
             try:
                 self.writer.write_verdict(self.live.verdict(self.run, outcome, self.writer.healthy_record))
-            except OSError as exc:
-                self._write_error(exc)
+            except OSError:
+                pass  # in the writer's missing, for the warning
             return self.halt(outcome.reason, outcome.report)
         return None
 
@@ -235,28 +235,52 @@ class RecordingSession:
             self.printer.halted(self.run, reason, report,
                                 None if self.writer is None else self.writer.healthy_record)
         if self.raise_error:
+            if self.writer is not None:
+                self.writer.close()  # fit() ends with this exception: no on_train_end to close it
             raise CheckHalted(f"weightwatch halted training: {reason}", report=report)
         return reason
 
     def end(self) -> None:
         """Training ended: the last files reach the disk, and the summary is printed."""
         if self.writer is not None and not self.write_failed:
+            writer = self.writer
+            writer.wait_healthy()
             try:
-                self.writer.wait_healthy()
-                wait_for_sync(self.writer.dir)  # the last record's background fsync
+                wait_for_sync(writer.dir)  # the last record's background fsync
             except OSError as exc:
-                self._write_error(exc)
+                writer.missing.add("sync", record_name(writer.next_record - 1), exc)
+            if writer.missing and self.io_errors == "warn":
+                healthy = ((writer.healthy_record, writer.healthy_wanted)
+                           if writer.healthy_wanted is not None else None)
+                summary = writer.missing.summary(healthy)
+                writer.missing.clear()  # told once; a second fit tells its own
+                if summary:
+                    warnings.warn(f"weightwatch: {self.run_dir} is incomplete: {summary}. Each was "
+                                  "retried at the next record; training went on", RuntimeWarning,
+                                  stacklevel=3)
+            writer.close()  # another writer may continue the run now
         if self.live is not None and self.run is not None and self.printer is not None:
             self.printer.summary(self.live.final_report(self.run), time.perf_counter() - self._started,
                                  self.run.path)
 
-    def _write_error(self, exc: OSError) -> None:
+    def _open_error(self, exc: OSError) -> None:
+        """The run directory cannot be opened at all: nothing can be recorded."""
         msg = f"weightwatch: cannot write to {self.run_dir}: {exc.strerror or exc}"
         if self.io_errors == "raise":
             raise WeightwatchError(msg) from exc
         if not self.write_failed:
-            warnings.warn(msg + "; recording stops, training goes on", RuntimeWarning, stacklevel=3)
+            warnings.warn(msg + "; recording stops, training goes on", RuntimeWarning, stacklevel=4)
         self.write_failed = True
+
+    def _write_error(self, kind: str, what, exc: BaseException) -> None:
+        """One file of the run could not be written (the writer's listener): with
+        ``io_errors="raise"`` that stops training; else it is told at the end (a lost journal
+        entry only ever costs reading speed, and never stops anything)."""
+        if self.io_errors == "raise" and kind != "journal":
+            what = {"healthy": f"healthy.npz (the weights of record {what})",
+                    "tensors": f"the tensors of record {what}", "record": f"the record of {what}"}.get(kind, what)
+            raise WeightwatchError(f"weightwatch: cannot write {what} in {self.run_dir}: "
+                                   f"{getattr(exc, 'strerror', None) or exc}") from exc
 
 
 def clean_logs(logs: dict | None, to_float: Callable[[object], float] = float) -> dict:

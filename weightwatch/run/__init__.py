@@ -6,7 +6,10 @@ The bottom layer: it imports nothing of weightwatch but :mod:`weightwatch.errors
 - :mod:`.model`: :class:`~.model.Run`, :class:`~.model.Record`, :class:`~.model.TensorInfo`;
 - :mod:`.stats` and :mod:`.rows`: the figures of a tensor against its previous copy;
 - :mod:`.writer`, :mod:`.journal`, :mod:`.npz`, :mod:`.jsonio`, :mod:`.fsync`: writing it whole;
-- :mod:`.reader` and :mod:`.seeddump`: reading it back, or reading naive weight dumps.
+- :mod:`.reader` and :mod:`.seeddump`: reading it back, or reading naive weight dumps;
+- :mod:`.validate`: the strict schema every file is checked against, and the checks between files;
+- :mod:`.files` and :mod:`.digest`: opening a run's files safely; what binds the journal to the JSON;
+- :mod:`.lock`: one writer per run directory.
 
 Nothing is imported here, so that ``weightwatch.run.schema`` costs no numpy.
 """

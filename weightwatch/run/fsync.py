@@ -85,7 +85,8 @@ class _Syncer:
 
 def _fsync_file(path) -> OSError | None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # Whatever now sits at the path, the thread must not block on it (a FIFO) or follow it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return None  # replaced or removed since: nothing left to flush
     except OSError as exc:

@@ -5,18 +5,36 @@ most of what ``weightwatch check`` costs.  So the writer also appends each
 record's statistics, as raw float64 rows, to one journal file, and the
 reader copies them from there instead.
 
-The JSON records stay the truth; the journal is a cache of them.  Each
-entry carries the size and CRC-32 of the record file it mirrors, and the
-reader uses an entry only when that file still has that size and CRC (it
-reads the file anyway: a CRC costs a small fraction of parsing it).  An
-edited, replaced or damaged record, a record with no entry, an entry whose
+The JSON records stay the truth; the journal is a cache of them, and it can
+never say what they do not.  The trust model:
+
+* **A record file vouches for its own figures.**  It states, in its first
+  bytes, a digest (BLAKE2b-128, see :mod:`.digest`) of its columns, its
+  metadata, its tensor paths and its figures.  The reader uses a journal
+  entry only when the record file still has the size and CRC-32 the entry
+  was written for *and* the entry's metadata, figures and tensor paths (as
+  the manifest names its tensor ids now) hash to the digest that file
+  states.  So whoever can change ``history.bin`` but not the record files -
+  a bit flip, a torn append, or an entry rewritten on purpose with another
+  record's figures and its frame CRC recomputed - changes nothing: the
+  record is parsed from its JSON instead.  The digest is a cryptographic
+  hash because a CRC can be forged on purpose.
+* **The JSON is checked against the same digest when it is parsed**, so a
+  record whose figures, names or logs were changed (by accident or by an
+  editor that did not restamp it) is reported as damaged, never read as
+  data.  Records written before digests existed (the manifest's
+  ``digests_from`` says from which record on every record states one) are
+  never read from the journal.
+* **Out of scope**: whoever can rewrite the record files themselves can make
+  the run say anything, journal or not; a record file whose stated digest
+  does not match its own rows is reported as damaged when parsed, while a
+  journal entry forged to match that stated digest would be taken - which
+  needs both files forged together.
+
+An edited, replaced or damaged record, a record with no entry, an entry whose
 tensor ids no longer name the same tensors in the manifest, a torn entry at
 the end (a crash mid-append) or no journal at all: the record is parsed from
 its JSON instead.  Same result, more time.
-
-The reader trusts an entry as far as a CRC-32 goes: an edit that keeps a
-record file's size and CRC (one chance in four billion, for an accident)
-would go unseen.
 
 The framing is TFRecord's (TensorBoard's event files): append-only, each
 entry length-prefixed and checksummed, so a torn or damaged entry is
@@ -38,7 +56,7 @@ the records from there on::
       ntensors   u32
       ncols      u32
       meta_len   u32
-      meta       meta_len bytes: the snapshot without "tensors", as JSON
+      meta       meta_len bytes: the snapshot without "tensors" (its digest included), as JSON
       ids        i32[ntensors]          the tensors' rows in the manifest's table
       values     f64[ntensors][ncols]   the snapshot's rows, NaN where JSON has null
 """
@@ -52,6 +70,9 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import RunFormatError
+from .files import not_regular, open_regular
 
 JOURNAL = "history.bin"
 MAGIC = b"WWH1"
@@ -82,8 +103,12 @@ def append(path, *, record: int, file_size: int, file_crc: int, meta: bytes, ids
         crc = zlib.crc32(part, crc)
     parts.insert(0, _FRAME.pack(MAGIC, sum(len(p) for p in parts), crc))
     # Unbuffered: after a failure no buffer is left to be flushed behind the cut.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+    # Never follows a link, never blocks on a FIFO, appends to a regular file only.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_BINARY", 0)
+                 | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0), 0o666)
     try:
+        if not_regular(os.fstat(fd).st_mode):
+            raise OSError(f"{path}: not a regular file; the journal is not appended to")
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             for part in parts:
@@ -154,9 +179,9 @@ def read(path) -> dict[int, Entry]:
     Never raises for a damaged journal: readers then parse the JSON records.
     """
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             buf = _mapped(f)
-    except OSError:
+    except (OSError, RunFormatError):  # absent, unreadable, or no regular file: no journal
         return {}
     return {e.record: e for e, _ in _scan(buf)}
 
@@ -168,9 +193,11 @@ def repair(path) -> None:
     stops journaling: records are still written and read from JSON).
     """
     try:
-        f = open(path, "rb")
+        f = open_regular(path)
     except FileNotFoundError:
         return
+    except RunFormatError as exc:  # a FIFO, a link...: not appended to
+        raise OSError(exc.message) from None
     with f:
         buf = _mapped(f)
         good = max((end for _, end in _scan(buf)), default=0)

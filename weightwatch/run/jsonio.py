@@ -52,10 +52,14 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse strict JSON: ``NaN``/``Infinity`` tokens are rejected."""
-    if _orjson is not None:
-        return _orjson.loads(data)
-    return json.loads(data, parse_constant=_reject_constant)
+    """Parse strict JSON: ``NaN``/``Infinity`` tokens are rejected; a ValueError for anything
+    that is not JSON, arrays or objects nested too deeply for the parser included."""
+    try:
+        if _orjson is not None:
+            return _orjson.loads(data)
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ValueError("arrays or objects nested too deeply") from None
 
 
 def _reject_constant(token: str):

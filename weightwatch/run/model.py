@@ -7,12 +7,14 @@ training, by the recording session record by record.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import RunFormatError
+from .files import read_bytes, run_file
 from .jsonio import loads
 from .npz import load_npz
 from .schema import COLUMNS, EPOCH, VERDICT, kernel_units, layer_of, where_label
@@ -238,18 +240,25 @@ class Run:
 
         Read once; an unreadable verdict is one entry in :attr:`problems`.
         """
-        if not self._verdict_read:
-            self._verdict_read = True
-            p = self.path / VERDICT
-            if self.source == "weightwatch" and p.exists():
-                try:
-                    verdict = loads(p.read_bytes())
-                    if not isinstance(verdict, dict):
-                        raise ValueError("not an object")
-                    self._verdict = verdict
-                except (OSError, ValueError) as exc:
-                    self.problems.append(RunFormatError(f"unreadable verdict ({exc})", path=p))
-        return self._verdict
+        if self._verdict_read:
+            return self._verdict
+        self._verdict_read = True
+        p = self.path / VERDICT
+        if self.source != "weightwatch" or not os.path.lexists(p):
+            return None
+        try:
+            verdict = loads(read_bytes(p))
+        except RunFormatError as exc:
+            self.problems.append(RunFormatError(f"unreadable verdict ({exc.message})", path=p))
+            return None
+        except (OSError, ValueError) as exc:
+            self.problems.append(RunFormatError(f"unreadable verdict ({exc})", path=p))
+            return None
+        if not isinstance(verdict, dict):
+            self.problems.append(RunFormatError("unreadable verdict (not an object)", path=p))
+            return None
+        self._verdict = verdict
+        return verdict
 
     def tensors_at(self, record: int | None = None) -> dict[str, np.ndarray]:
         """The saved tensors of a record (``save_tensors=True`` runs)."""
@@ -259,7 +268,7 @@ class Run:
         if rec is None or not rec.tensors_file:
             raise RunFormatError(f"record {record} has no saved tensors (record with save_tensors=True)",
                                  path=self.path)
-        return load_npz(self.path / rec.tensors_file)
+        return load_npz(run_file(self.path, rec.tensors_file))
 
     def __repr__(self) -> str:
         return (f"<Run {str(self.path)!r} source={self.source} records={len(self.records)} "

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunFormatError
+from .files import open_regular
 from .fsync import BACKGROUND_SYNC, sync_later
 from .jsonio import atomic_write
 
@@ -50,10 +51,59 @@ def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
 
 
 
+def fingerprint(path) -> str:
+    """A digest of an .npz's table of contents (each member's name, size and CRC-32), read
+    from its central directory without reading the arrays: what ``healthy.json`` pins the
+    healthy weights by, since each member's CRC covers its data."""
+    import hashlib
+
+    with open_regular(path) as f, zipfile.ZipFile(f) as zf:
+        toc = sorted((i.filename, i.file_size, i.CRC) for i in zf.infolist())
+    return hashlib.blake2b(repr(toc).encode(), digest_size=16).hexdigest()
+
+
+#: The most a deflated member may expand (DEFLATE's own limit is about 1032:1).
+_MAX_EXPANSION = 1032
+
+
 def load_npz(path) -> dict[str, np.ndarray]:
-    """Load a sidecar written by :func:`save_npz`; never unpickles."""
+    """Load a sidecar written by :func:`save_npz`: ``{name: array}``.
+
+    Never unpickles, opens only a regular file (see :mod:`.files`), and reads
+    a member only after its header: an object array, a member that is no
+    ``.npy``, or a header that declares more data than the member holds (an
+    allocation of any size from a few bytes) is refused.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise RunFormatError(f"cannot read tensors ({exc})", path=path) from None
+        with open_regular(path) as f, zipfile.ZipFile(f) as zf:
+            out = {}
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"member {info.filename!r} is not a .npy array")
+                with zf.open(info) as member:
+                    shape, dtype = _header(member)
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size or (info.compress_type != zipfile.ZIP_STORED and
+                                               info.file_size > _MAX_EXPANSION * info.compress_size + 4096):
+                    raise ValueError(f"member {info.filename!r} declares more data than it holds")
+                with zf.open(info) as member:
+                    out[info.filename[:-4]] = np.lib.format.read_array(member, allow_pickle=False)
+            return out
+    except RunFormatError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError, MemoryError) as exc:
+        raise RunFormatError(f"cannot read tensors ({exc or type(exc).__name__})", path=path) from None
+
+
+def _header(member) -> tuple[tuple, np.dtype]:
+    fmt = np.lib.format
+    version = fmt.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(member)
+    else:
+        raise ValueError(f".npy format version {version} is not one weightwatch writes")
+    if dtype.hasobject:
+        raise ValueError("an object array (weightwatch never unpickles)")
+    return shape, dtype

@@ -23,16 +23,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RunFormatError
+from .files import read_bytes
 from .model import Record, Run
 from .rows import RecordBuilder
 from .schema import EPOCH
 
+#: Largest dump read: the seed note's dump of a 10M-parameter model is 234 MB per epoch.
+MAX_DUMP_BYTES = 4 * 2 ** 30
 SEED_RE = re.compile(r"^(?P<prefix>.*?)(?P<n>\d+)\.json$")
 
 
 def _seed_files(path: Path) -> dict[str, list[tuple[int, str]]]:
     groups: dict[str, list[tuple[int, str]]] = {}
-    for name in os.listdir(path):
+    try:
+        names = os.listdir(path)
+    except OSError as exc:
+        raise RunFormatError(f"cannot read the run directory ({exc.strerror or exc})", path=path) from None
+    for name in names:
         if name.startswith("."):
             continue
         m = SEED_RE.match(name)
@@ -75,7 +82,11 @@ def open_seed_run(path: Path) -> Run:
 def _parse_dump(fp: Path) -> dict[str, np.ndarray]:
     try:
         # The stdlib parser, not the strict one: json.dump wrote NaN/Infinity.
-        data = json.loads(fp.read_bytes())
+        data = json.loads(read_bytes(fp, limit=MAX_DUMP_BYTES))
+    except RecursionError:
+        raise RunFormatError("unreadable weight dump, skipped (lists nested too deeply)", path=fp) from None
+    except RunFormatError as exc:
+        raise RunFormatError(f"unreadable weight dump, skipped ({exc.message})", path=fp) from None
     except (OSError, ValueError) as exc:
         raise RunFormatError(f"unreadable weight dump, skipped ({_short(exc)})", path=fp) from None
     if not isinstance(data, dict):
@@ -88,9 +99,10 @@ def _parse_dump(fp: Path) -> dict[str, np.ndarray]:
             tpath = f"{layer}/{i}"
             try:
                 a = np.array(w)
-            except ValueError:
-                raise RunFormatError(f"tensor {tpath!r}: ragged nested lists (rows of different lengths)",
-                                     path=fp) from None
+            except (ValueError, RecursionError) as exc:
+                why = ("nested deeper than the 64 dimensions an array may have" if "maximum" in str(exc)
+                       else "ragged nested lists (rows of different lengths)")
+                raise RunFormatError(f"tensor {tpath!r}: {why}", path=fp) from None
             if a.dtype.kind not in "biuf":
                 raise RunFormatError(f"tensor {tpath!r}: holds non-numbers", path=fp)
             arrays[tpath] = a.astype(np.float64, copy=False)

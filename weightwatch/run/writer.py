@@ -20,12 +20,15 @@ import numpy as np
 from .._version import __version__
 from ..errors import RunDirNotEmptyError, RunFormatError
 from . import journal
+from .digest import KEY, record_digest
 from .fsync import BACKGROUND_SYNC, sync_later, wait_for_sync
+from .lock import DirLock
+from .files import read_bytes
 from .jsonio import atomic_write, dumps, loads, write_json
-from .npz import save_npz
+from .npz import fingerprint, save_npz
 from .schema import (
     COLUMNS, COUNT_COLUMNS, FLAG_COLUMNS, FORMAT, HEALTHY, HEALTHY_POINTER, JSON_TYPES, MANIFEST,
-    RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, record_name,
+    RECORD_RE, SNAPSHOT_FORMAT, VERDICT, VERSION, record_name, where_label,
 )
 
 _FLAGS = [COLUMNS.index(c) for c in FLAG_COLUMNS]
@@ -54,6 +57,82 @@ def json_row(row: list[float]) -> list:
             for t, x in zip(JSON_TYPES, row)]
 
 
+class Missing:
+    """What a writer could not write: kept apart by kind, so one failure never stops the others,
+    and told in one line at the end (:meth:`summary`).
+
+    Kinds: ``record`` (a snapshot not written), ``tensors`` (a record kept without its
+    ``.npz``), ``journal`` (a record without its ``history.bin`` entry: read from its JSON
+    instead), ``sync`` (a record whose fsync failed), ``healthy`` (``healthy.npz`` behind the
+    last record that passed), ``verdict``.
+    """
+
+    def __init__(self):
+        self.failed: dict[str, list] = {}     # kind -> [what]
+        self.reasons: dict[str, str] = {}     # kind -> the last error
+        #: Called with (kind, what, error) at each failure (the session's io_errors="raise").
+        self.listener = None
+
+    def add(self, kind: str, what, exc: BaseException) -> None:
+        self.failed.setdefault(kind, []).append(what)
+        self.reasons[kind] = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        if self.listener is not None:
+            self.listener(kind, what, exc)
+
+    def __bool__(self) -> bool:
+        return bool(self.failed)
+
+    def clear(self) -> None:
+        self.failed.clear()
+        self.reasons.clear()
+
+    def summary(self, healthy: tuple | None = None) -> str:
+        """What is missing, in one line (``healthy``: (record kept, last record that passed))."""
+        def items(kind):
+            return _ranges(list(dict.fromkeys(self.failed[kind])))
+
+        parts = []
+        if "record" in self.failed:
+            n = len(self.failed["record"])
+            parts.append(f"{n} record{'s' if n != 1 else ''} not written ({items('record')}: "
+                         f"{self.reasons['record']})")
+        if "tensors" in self.failed:
+            parts.append(f"the tensors of record{'s' if len(self.failed['tensors']) > 1 else ''} "
+                         f"{items('tensors')} not saved ({self.reasons['tensors']}; the records are kept)")
+        if "sync" in self.failed:
+            parts.append(f"{items('sync')} may not have reached the disk (fsync: {self.reasons['sync']})")
+        if healthy is not None and healthy[0] != healthy[1]:
+            kept = "no weights" if healthy[0] is None else f"record {healthy[0]}"
+            parts.append(f"healthy.npz holds {kept}, not record {healthy[1]}, the last that passed "
+                         f"({self.reasons.get('healthy', 'not written')})")
+        if "verdict" in self.failed:
+            parts.append(f"verdict.json not written ({self.reasons['verdict']})")
+        if "journal" in self.failed:
+            parts.append(f"history.bin lacks record{'s' if len(self.failed['journal']) > 1 else ''} "
+                         f"{items('journal')} (read from their JSON instead: {self.reasons['journal']})")
+        return "; ".join(parts)
+
+
+def _ranges(items: list) -> str:
+    """``3-5, 8`` for whole numbers, ``epoch 3-5, epoch 8`` for record labels; at most 8 parts."""
+    import re
+
+    keyed = []
+    for x in items:
+        m = re.fullmatch(r"(epoch )?(\d+)", str(x))
+        keyed.append((m.group(1) or "", int(m.group(2))) if m else (str(x), None))
+    parts: list[str] = []
+    k = 0
+    while k < len(keyed):
+        prefix, n = keyed[k]
+        j = k
+        while n is not None and j + 1 < len(keyed) and keyed[j + 1] == (prefix, keyed[j][1] + 1):
+            j += 1
+        parts.append(prefix + (f"{n}-{keyed[j][1]}" if j > k else str(n)) if n is not None else prefix)
+        k = j + 1
+    return ", ".join(parts[:8]) + (f" and {len(parts) - 8} more" if len(parts) > 8 else "")
+
+
 class RunWriter:
     """Writes one run directory: the manifest, then a snapshot per record.
 
@@ -73,9 +152,27 @@ class RunWriter:
         self.healthy_record: int | None = None
         self._healthy_thread: threading.Thread | None = None
         self._healthy_error: OSError | None = None
+        #: The last record whose weights were to be kept as healthy.
+        self.healthy_wanted: int | None = None
+        #: What could not be written, by kind (each kind is retried at the next record).
+        self.missing = Missing()
+        self._manifest_dirty = False
+        self._journal_torn = False
         existing = self.dir / MANIFEST
         if self.dir.exists() and not self.dir.is_dir():
             raise RunFormatError("run directory is a file, not a directory", path=self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        # One writer at a time, from before anything is read or cleared (see lock.py).
+        self._lock = DirLock(self.dir)
+        self._lock.acquire()
+        try:
+            self._open(existing, overwrite=overwrite, resume=resume, info=info)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open(self, existing: Path, *, overwrite: bool, resume: bool, info: dict | None) -> None:
+        model_name = self.model_name
         if existing.exists() and resume:
             self._resume(existing)
         else:
@@ -87,13 +184,14 @@ class RunWriter:
                         path=self.dir,
                     )
                 self._clear()
-            self.dir.mkdir(parents=True, exist_ok=True)
             self.manifest = {
                 "format": FORMAT,
                 "version": VERSION,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "model": model_name,
                 "columns": list(COLUMNS),
+                # Every record from this one on states the digest of its figures (digest.py).
+                "digests_from": 0,
                 "versions": {"weightwatch": __version__, "python": platform.python_version(),
                              "numpy": np.__version__},
                 "tensors": self.tensors,
@@ -104,8 +202,8 @@ class RunWriter:
 
     def _resume(self, manifest_path: Path) -> None:
         try:
-            manifest = loads(manifest_path.read_bytes())
-        except (OSError, ValueError) as exc:
+            manifest = loads(read_bytes(manifest_path))
+        except (OSError, ValueError, RunFormatError) as exc:
             raise RunFormatError(f"cannot continue this run: unreadable manifest ({exc})",
                                  path=manifest_path) from None
         if manifest.get("format") != FORMAT:
@@ -130,6 +228,9 @@ class RunWriter:
         self._index = {t["path"]: i for i, t in enumerate(self.tensors)}
         indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
         self.next_record = max(indices) + 1 if indices else 0
+        if "digests_from" not in manifest:  # a run written before records stated their digest
+            manifest["digests_from"] = self.next_record
+            self.write_manifest()
         try:
             journal.repair(self.dir / journal.JOURNAL)  # a torn last entry, if the run crashed
         except OSError:
@@ -142,11 +243,43 @@ class RunWriter:
                                 or f.name.endswith(".tmp")):
                 f.unlink()
 
+    # -- the lock ---------------------------------------------------------------------------
+    @property
+    def locked(self) -> bool:
+        """Whether this writer holds the run directory's lock."""
+        return self._lock.held
+
+    def close(self) -> None:
+        """Let go of the run: waits for the healthy-weights write, releases the lock."""
+        self.wait_healthy()
+        self._lock.release()
+
+    def reopen(self) -> None:
+        """Take the lock again for another fit (after :meth:`close`): RunDirLockedError if
+        another process took the run meanwhile; records it wrote meanwhile are kept."""
+        if self._lock.held:
+            return
+        self._lock.acquire()
+        indices = [int(m.group(1)) for f in os.listdir(self.dir) if (m := RECORD_RE.match(f))]
+        self.next_record = max([self.next_record - 1, *indices]) + 1
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def write_manifest(self) -> None:
+        self._lock.check()
         write_json(self.dir / MANIFEST, self.manifest)
 
     def add_tensors(self, entries: list[dict]) -> None:
-        """Add tensors (path, layer, shape, dtype, kind = their role) not yet in the table."""
+        """Add tensors (path, layer, shape, dtype, kind = their role) not yet in the table.
+
+        A manifest that cannot be rewritten now is rewritten before the next
+        record (which :meth:`write_record` refuses to write until it is: a
+        record never names a tensor the manifest on disk lacks).
+        """
         added = False
         for e in entries:
             if e["path"] not in self._index:
@@ -155,7 +288,12 @@ class RunWriter:
                 self.tensors.append(e)
                 added = True
         if added:
-            self.write_manifest()
+            self._manifest_dirty = True
+            try:
+                self.write_manifest()
+                self._manifest_dirty = False
+            except OSError:
+                pass  # retried, and reported, by the record that needs it
 
     def write_record(self, *, epoch: int, batch: int | None, step: int | None, trigger: str,
                      logs: dict, wall: float, rows: dict[str, list] | None = None,
@@ -174,14 +312,27 @@ class RunWriter:
             values = (np.array(list(rows.values()), dtype=np.float64) if rows
                       else np.empty((0, len(COLUMNS))))
         values = canonical(np.asarray(values, dtype=np.float64).reshape(len(paths), len(COLUMNS)))
-        # The previous record's background fsync (long done, normally); an
-        # error it met is raised here, where the caller handles write errors.
-        wait_for_sync(self.dir)
+        self._lock.check()
         index = self.next_record
+        # The previous record's background fsync (long done, normally).
+        try:
+            wait_for_sync(self.dir)
+        except OSError as exc:
+            self.missing.add("sync", record_name(index - 1), exc)
+        try:
+            if self._manifest_dirty:
+                self.write_manifest()
+                self._manifest_dirty = False
+        except OSError as exc:
+            self.missing.add("record", where_label(epoch, batch), exc)
+            raise
         tensors_file = None
         if arrays is not None:
-            tensors_file = record_name(index, ".npz")
-            save_npz(self.dir / tensors_file, arrays)
+            try:
+                save_npz(self.dir / record_name(index, ".npz"), arrays)
+                tensors_file = record_name(index, ".npz")
+            except OSError as exc:  # the record is kept, without its tensors
+                self.missing.add("tensors", index, exc)
         meta = {
             "format": SNAPSHOT_FORMAT,
             "version": VERSION,
@@ -194,9 +345,15 @@ class RunWriter:
             "logs": logs,
             "tensors_file": tensors_file,
         }
+        # First in the file, so a reader finds it without parsing (see digest.py).
+        meta = {KEY: record_digest(self.manifest["columns"], meta, paths, values), **meta}
         path = self.dir / record_name(index)
         written = _SnapshotWriter(meta, paths, values)
-        atomic_write(path, written, fsync=not BACKGROUND_SYNC)
+        try:
+            atomic_write(path, written, fsync=not BACKGROUND_SYNC)
+        except OSError as exc:
+            self.missing.add("record", where_label(epoch, batch), exc)
+            raise
         self.next_record = index + 1
         if BACKGROUND_SYNC:
             sync_later(path)
@@ -215,11 +372,15 @@ class RunWriter:
             return  # (a tensor missing from the manifest) this record is read from its JSON
         path = self.dir / journal.JOURNAL
         try:
+            if self._journal_torn:  # a failed append whose cut failed too: cut it now
+                journal.repair(path)
+                self._journal_torn = False
             journal.append(path, record=index, file_size=written.size, file_crc=written.crc,
                            meta=dumps(meta), ids=ids, paths=paths, values=values)
-        except OSError:
-            # The record itself is on disk; only the reading shortcut is lost.
-            # The next record's own write meets the full disk, if that is it.
+        except OSError as exc:
+            # The record itself is on disk; only the reading shortcut is lost, for this record.
+            self._journal_torn = True
+            self.missing.add("journal", index, exc)
             return
         if BACKGROUND_SYNC:
             sync_later(path)
@@ -227,7 +388,11 @@ class RunWriter:
     def write_verdict(self, verdict: dict) -> None:
         """``verdict.json``, after the healthy weights it names are on disk."""
         self.wait_healthy()
-        write_json(self.dir / VERDICT, verdict)
+        try:
+            write_json(self.dir / VERDICT, verdict)
+        except OSError as exc:
+            self.missing.add("verdict", VERDICT, exc)
+            raise
 
     # -- the last healthy weights (healthy.npz) ----------------------------------------------
     def keep_healthy(self, index: int, arrays: dict) -> None:
@@ -241,6 +406,7 @@ class RunWriter:
         (``save_tensors=True``) the file is hard-linked instead.
         """
         self.wait_healthy()
+        self.healthy_wanted = index
         sidecar = self.dir / record_name(index, ".npz")
         if sidecar.exists() and self._link(sidecar, self.dir / HEALTHY):
             self._write_pointer(index, sidecar.name)
@@ -259,8 +425,12 @@ class RunWriter:
         self._healthy_thread = threading.Thread(target=write, name="weightwatch-healthy", daemon=True)
         self._healthy_thread.start()
 
-    def wait_healthy(self) -> None:
-        """Wait for the healthy-weights write in flight; raise the OSError it met, if any."""
+    def wait_healthy(self) -> OSError | None:
+        """Wait for the healthy-weights write in flight; return the OSError it met, if any.
+
+        A failed write leaves the previous healthy weights in place (and in
+        :attr:`missing`); the next record that passes tries again.
+        """
         thread = self._healthy_thread
         if thread is not None:
             thread.join()
@@ -268,7 +438,8 @@ class RunWriter:
         error = self._healthy_error
         if error is not None:
             self._healthy_error = None
-            raise error
+            self.missing.add("healthy", self.healthy_wanted, error)
+        return error
 
     @staticmethod
     def _link(source, target) -> bool:
@@ -284,8 +455,11 @@ class RunWriter:
 
     def _write_pointer(self, index, file):
         path = self.dir / HEALTHY_POINTER
+        # healthy.npz is in place already; the pointer pins its contents, so that a pointer
+        # left behind by a failed write never names the wrong record (reader.read_weights).
+        pointer = {"record": index, "file": file, "contents": fingerprint(self.dir / HEALTHY)}
         # Renamed into place now, fsynced off the training thread like the records.
-        atomic_write(path, dumps({"record": index, "file": file}), fsync=False)
+        atomic_write(path, dumps(pointer), fsync=False)
         sync_later(path)
 
 
