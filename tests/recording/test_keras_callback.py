@@ -527,7 +527,10 @@ def test_sigkill_keras_training_leaves_a_readable_run(keras_child, ref_row, chec
     assert len(run.records) >= target
     assert run.records[0].trigger == "begin" and {r.trigger for r in run.records[1:]} == {"batch"}
 
-    # The killed run can be continued; the new records follow the surviving ones.
+    # The killed run can be continued; the new records follow the surviving ones.  The child
+    # built its model in a fresh process: reset Keras' name counters, so that this process's
+    # unnamed layers get the same names (and so the same tensor paths) as the child's.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(64, 32)).astype("float32")
     model = keras.Sequential([keras.Input((32,)), layers.Dense(96, activation="relu"),
