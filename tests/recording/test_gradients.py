@@ -258,7 +258,7 @@ def test_vanishing_gradients_under_adam_caught_where_weight_deltas_miss_it(tmp_p
     first = {f.tensor: f for f in vanishing.findings}
     assert {"m/h1/kernel", "m/h2/kernel", "m/h3/kernel"} <= set(first)
     assert first["m/h1/kernel"].record == 1 and first["m/h1/kernel"].value > 1e5
-    assert by_id["loss-at-chance"].status == "failed"
+    assert by_id["loss-at-chance"].status == "warning"   # a warning: slow starters sit at chance too
     assert by_id["exploding-gradients"].status == "passed"
 
 
@@ -279,7 +279,7 @@ def test_shuffled_labels_sit_at_chance(tmp_path):
               keras.optimizers.Adam(1e-3), x, y, epochs=6)
     report, by_id = _report(run)
     at_chance = by_id["loss-at-chance"]
-    assert at_chance.status == "failed", [round(v, 4) for v in run.log("loss")[1:] / math.log(4)]
+    assert at_chance.status == "warning", [round(v, 4) for v in run.log("loss")[1:] / math.log(4)]
     f = at_chance.findings[0]
     assert f.record <= 5 and f.value <= 0.02 and "chance level" in f.message
     assert by_id["vanishing-gradients"].status == "passed"
