@@ -759,6 +759,8 @@ def forge_journal(d: Path, rng: random.Random) -> None:
         m = json.loads((d / "manifest.json").read_text())
         paths = [t["path"] for t in m["tensors"]]
         [paths[i] for e in entries for i in e.ids]
+        if not all(isinstance(p, str) for p in paths):
+            return
     except (OSError, ValueError, KeyError, TypeError, IndexError, RecursionError):
         return  # an earlier mutation broke the manifest: nothing to forge against
     victim, source = rng.sample(entries, 2)
@@ -875,7 +877,13 @@ def fuzz(n: int, seed: int = 0, *, timeout: float = 30.0, tmp: Path | None = Non
             if kind in ("run", "seed"):
                 d = work_dir / "run"
                 shutil.copytree(bases[kind], d, symlinks=True)
-                what = "; ".join(mutate_dir(d, rng, kind) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+                done = []
+                for _ in range(rng.choice([1, 1, 1, 2, 3])):
+                    try:
+                        done.append(mutate_dir(d, rng, kind))
+                    except (OSError, ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+                        done.append(f"(a mutation of an already broken file gave up: {type(exc).__name__})")
+                what = "; ".join(done)
                 task = {"kind": kind, "dir": str(d), "format": formats[i % 3],
                         "junit": str(work_dir / "junit.xml") if i % 5 == 0 else None}
             elif kind == "rules":
