@@ -92,6 +92,14 @@ def run_writer(run_dir, records: int = 7, *, fsize: int = 0, first_epoch: int = 
     return result
 
 
+def reported_missing(warnings: list[str]) -> int:
+    """How many records the end-of-training warning says were not written."""
+    import re
+
+    found = [re.search(r"(\d+) records? not written", w) for w in warnings]
+    return sum(int(m.group(1)) for m in found if m)
+
+
 def records_on_disk(run_dir) -> list[int]:
     import re
 
@@ -113,6 +121,7 @@ def fault_file_size_limit(tmp: Path, limit: int = 20_000, records: int = 7) -> d
     run = weightwatch.open_run(d)
     return {"case": f"RLIMIT_FSIZE {limit // 1000} kB", "attempted": result["attempted"],
             "kept": len(records_on_disk(d)), "problems": len(run.problems), "warnings": result["warnings"],
+            "reported_missing": reported_missing(result["warnings"]),
             "error": result["error"]}
 
 
@@ -167,7 +176,8 @@ def fault_read_only_for_a_while(tmp: Path, records: int = 8, read_only: tuple = 
         return {"case": "read-only directory mid-run", "attempted": result["attempted"],
                 "kept": len(records_on_disk(d)),
                 "expected": result["attempted"] - (read_only[1] - read_only[0]),
-                "problems": len(run.problems), "warnings": result["warnings"], "error": result["error"]}
+                "problems": len(run.problems), "warnings": result["warnings"],
+                "reported_missing": reported_missing(result["warnings"]), "error": result["error"]}
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -192,7 +202,8 @@ def fault_small_tmpfs(tmp: Path, size_kb: int = 96, records: int = 60) -> dict |
         run = weightwatch.open_run(d)
         contiguous_start = kept == list(range(len(kept)))
         return {"case": f"tmpfs of {size_kb} kB", "attempted": result["attempted"], "kept": len(kept),
-                "problems": len(run.problems), "warnings": result["warnings"], "error": result["error"],
+                "problems": len(run.problems), "warnings": result["warnings"],
+                "reported_missing": reported_missing(result["warnings"]), "error": result["error"],
                 "in_order": contiguous_start}
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

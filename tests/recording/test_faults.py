@@ -46,6 +46,7 @@ def test_a_full_small_disk_keeps_every_record_that_fitted(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     assert out["error"] is None and out["problems"] == 0 and out["in_order"]
     assert 3 <= out["kept"] < out["attempted"]
+    assert out["kept"] + out["reported_missing"] == out["attempted"]  # each missing one is named
     [warning] = out["warnings"]
     assert f"{out['attempted'] - out['kept']} records not written" in warning
 
