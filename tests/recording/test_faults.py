@@ -46,12 +46,13 @@ def test_a_full_small_disk_keeps_every_record_that_fitted(tmp_path):
         pytest.skip("cannot mount a tmpfs here")
     assert out["error"] is None and out["problems"] == 0 and out["in_order"]
     assert 3 <= out["kept"] < out["attempted"]
+    assert out["kept"] + out["reported_missing"] == out["attempted"]  # each missing one is named
     [warning] = out["warnings"]
     assert f"{out['attempted'] - out['kept']} records not written" in warning
 
 
 def _session(run_dir, **kw):
-    s = RecordingSession(run_dir, check=True, keep_healthy=True, verbose=0, halt_on=None, **kw)
+    s = RecordingSession(run_dir, **{"check": True, "keep_healthy": True, "verbose": 0, "halt_on": None, **kw})
     s.start_fit()
     s.open(model_name="m", info={}, initial_epoch=0)
     return s
@@ -99,7 +100,7 @@ def test_each_kind_of_file_is_retried_at_the_next_record(tmp_path, monkeypatch):
 def test_io_errors_raise_stops_at_the_first_failure(tmp_path, monkeypatch):
     from weightwatch.run import writer as writer_module
 
-    s = _session(tmp_path / "run", io_errors="raise")
+    s = _session(tmp_path / "run", io_errors="raise", keep_healthy=False)
     _record(s, 0)
     s.writer.wait_healthy()  # the background copy of record 0 is done before the disk "fills"
 
@@ -109,3 +110,22 @@ def test_io_errors_raise_stops_at_the_first_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(writer_module, "atomic_write", broken)
     with pytest.raises(WeightwatchError, match="cannot write the record of epoch 1 in .*: No space left on device"):
         _record(s, 1)
+
+
+def test_a_trainable_only_run_whose_tensor_stops_being_trainable_reads_clean(tmp_path):
+    """trainable_only leaves a tensor out once it is frozen: the manifest says so, no problem."""
+    from runbuilder import record_arrays
+
+    records = [{"m/a/kernel": np.full((2, 2), float(k), "float32"), "m/b/kernel": np.full((2, 2), float(k), "float32")}
+               for k in range(3)]
+    d = record_arrays(tmp_path / "run", records, trainable_only=True)
+    assert json.loads((d / "manifest.json").read_text())["trainable_only"] is True
+    s = RecordingSession(d, check=False, verbose=0, trainable_only=True)
+    s.start_fit()
+    s.open(model_name="m", info={}, initial_epoch=3)
+    a = np.full((2, 2), 9.0, "float32")
+    s.record([Variable(a, "m/a/kernel", True, False), Variable(a, "m/b/kernel", False, True)], lambda x: x,
+             epoch=3, batch=None, step=3, trigger="begin", logs={})
+    s.end()
+    run = weightwatch.open_run(d)
+    assert run.problems == [] and len(run.records) == 4

@@ -116,6 +116,13 @@ class RecordingSession:
             self._open_error(exc)
             return False
         self.writer.missing.listener = self._write_error
+        if self.trainable_only and self.writer.manifest.get("trainable_only") is not True:
+            # A tensor leaves the records when it stops being trainable: the reader must know.
+            self.writer.manifest["trainable_only"] = True
+            try:
+                self.writer.write_manifest()
+            except OSError:
+                self.writer.mark_manifest_dirty()
         self.run = None
         if self.live is None:
             return True

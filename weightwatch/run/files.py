@@ -91,7 +91,7 @@ def read_bytes(path, *, limit: int = MAX_JSON_BYTES) -> bytes:
         if size > limit:
             raise RunFormatError(f"file of {_size(size)}, larger than the {_size(limit)} a run file "
                                  "may be", path=path)
-        data = f.read(limit + 1)
+        data = f.read(size + 1)  # (a file that grew since: read one byte more, and check)
     if len(data) > limit:
         raise RunFormatError(f"file larger than the {_size(limit)} a run file may be", path=path)
     return data

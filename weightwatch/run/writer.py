@@ -269,6 +269,10 @@ class RunWriter:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def mark_manifest_dirty(self) -> None:
+        """The manifest in memory changed but could not be written: written before the next record."""
+        self._manifest_dirty = True
+
     def write_manifest(self) -> None:
         self._lock.check()
         write_json(self.dir / MANIFEST, self.manifest)
