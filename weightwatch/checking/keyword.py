@@ -55,19 +55,18 @@ def compile_keyword(expr: str):
         pos += 1
         return tok
 
-    def parse_expr(depth):
-        terms = [parse_term(depth)]
-        while peek() == "or":
-            take()
-            terms.append(parse_term(depth))
-        return terms[0] if len(terms) == 1 else (lambda r, ts=tuple(terms): any(t(r) for t in ts))
+    def joined(word, operand, combine):
+        """``operand (word operand)*``; several operands are combined with ``combine`` (any/all)."""
+        def parse(depth):
+            items = [operand(depth)]
+            while peek() == word:
+                take()
+                items.append(operand(depth))
+            return items[0] if len(items) == 1 else (lambda r, xs=tuple(items): combine(x(r) for x in xs))
+        return parse
 
-    def parse_term(depth):
-        factors = [parse_factor(depth)]
-        while peek() == "and":
-            take()
-            factors.append(parse_factor(depth))
-        return factors[0] if len(factors) == 1 else (lambda r, fs=tuple(factors): all(f(r) for f in fs))
+    parse_term = joined("and", lambda depth: parse_factor(depth), all)
+    parse_expr = joined("or", parse_term, any)
 
     def parse_factor(depth):
         if depth > MAX_DEPTH:

@@ -252,19 +252,11 @@ def _builtin_name(loss) -> str | None:
             loss = keras.losses.get(loss)
         except (ValueError, TypeError):
             return None
-    fn = getattr(loss, "fn", loss)
+    fn = getattr(loss, "fn", loss)  # a Loss class wraps its function (LossFunctionWrapper)
     name = getattr(fn, "__name__", None)
     return name if name is not None and getattr(keras.losses, name, None) is fn else None
 
 
 def _crossentropy_kind(loss) -> str | None:
-    if isinstance(loss, str):
-        try:
-            loss = keras.losses.get(loss)
-        except (ValueError, TypeError):
-            return None
-    fn = getattr(loss, "fn", loss)  # a Loss class wraps its function (LossFunctionWrapper)
-    name = getattr(fn, "__name__", None)
-    if name in _CROSSENTROPY and getattr(keras.losses, name, None) is fn:
-        return name
-    return None
+    name = _builtin_name(loss)
+    return name if name in _CROSSENTROPY else None
