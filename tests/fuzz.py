@@ -90,15 +90,34 @@ def _strict_json(path: Path, *, allow_nan: bool = False):
             return {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}[tok]
         raise Invalid("NaN token")
 
-    # Deep nesting is still JSON (orjson reads thousands of levels): parse it as such.
+    # The reader's policy (orjson >= 3.9, and the stdlib fallback): JSON nested more than 1024
+    # levels deep is not accepted.  Parse deeper input as JSON, then judge its depth.
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
-        return json.loads(text, parse_constant=constant)
+        value = json.loads(text, parse_constant=constant)
+        if _depth(value) > MAX_JSON_DEPTH:
+            raise Invalid("nested too deep")
+        return value
     except (ValueError, RecursionError):
         raise Invalid("not JSON") from None
     finally:
         sys.setrecursionlimit(limit)
+
+
+#: orjson's limit (3.9 and later), which weightwatch's [fast] extra requires.
+MAX_JSON_DEPTH = 1024
+
+
+def _depth(value) -> int:
+    """How deep ``value`` nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _int(v, lo=0):
