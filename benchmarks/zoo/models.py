@@ -679,9 +679,12 @@ def _stop_gradient_model(spec, model, target):
                                          name=model.inputs[0].name)] + stack, name="model"), inner[:k + 1]
 
 
-def build(spec: Spec) -> Built:
-    """Everything one run needs.  Call after ``keras.backend.clear_session()`` and seeding."""
-    rng = np.random.default_rng(spec.seed)
+def build(spec: Spec, data_seed: int | None = None) -> Built:
+    """Everything one run needs.  Call after ``keras.backend.clear_session()`` and seeding.
+
+    ``data_seed`` seeds the generated data apart from the model (default: ``spec.seed`` for
+    both): the baseline benchmark trains several seeds of one configuration on the same data."""
+    rng = np.random.default_rng(spec.seed if data_seed is None else data_seed)
     ctx = Ctx(spec)
     ctx.target = fault_target(spec) if spec.fault else ""
     if spec.mixed_precision:
