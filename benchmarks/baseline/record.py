@@ -47,11 +47,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 ZOO = HERE.parent / "zoo"
-for p in (str(HERE), str(ROOT)):
+# ROOT first (this checkout's weightwatch); this directory and the zoo's appended, never in
+# front: under pytest the zoo's own ``record``/``score`` must stay the ones ``import record`` finds.
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+for p in (str(HERE), str(ZOO)):
     if p not in sys.path:
-        sys.path.insert(0, p)
-if str(ZOO) not in sys.path:
-    sys.path.append(str(ZOO))
+        sys.path.append(p)
 
 import bench_specs  # noqa: E402
 
