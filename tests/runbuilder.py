@@ -226,3 +226,10 @@ def first(result):
     """The first finding of a RuleResult; fails the test, saying why, when there is none."""
     assert result.findings, f"{result.id} found nothing ({result.status}, {result.note})"
     return result.findings[0]
+
+
+def default_rule_count() -> int:
+    """Rules of the default pack a check without a baseline runs (baseline rules wait for one)."""
+    from weightwatch.checking.config import load_rules
+
+    return sum(not r.check_def.baseline for r in load_rules(use_project_config=False))

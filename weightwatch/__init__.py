@@ -14,6 +14,7 @@ are internal.
 from ._version import __version__  # noqa: E402,F401
 
 from .errors import (  # noqa: E402
+    BaselineError,
     CheckHalted,
     ChecksFailed,
     ExitCode,
@@ -29,7 +30,8 @@ from .errors import (  # noqa: E402
 __all__ = [
     "WatchCallback", "open_run", "Run", "check", "restore", "load_rules", "ExitCode",
     "WeightwatchError", "RunFormatError", "RunNotFoundError", "RunDirNotEmptyError", "RunDirLockedError",
-    "RuleError", "RestoreError", "CheckHalted", "ChecksFailed", "Report",
+    "RuleError", "RestoreError", "BaselineError", "CheckHalted", "ChecksFailed", "Report",
+    "learn_baseline", "load_baseline", "Baseline",
 ]
 
 _LAZY = {
@@ -42,6 +44,9 @@ _LAZY = {
     "check": ("checking.engine", "check"),
     "Report": ("checking.report", "Report"),
     "load_rules": ("checking.config", "load_rules"),
+    "learn_baseline": ("checking.baseline", "learn_baseline"),
+    "load_baseline": ("checking.baseline_file", "load_baseline"),
+    "Baseline": ("checking.baseline", "Baseline"),
 }
 
 

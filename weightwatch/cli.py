@@ -23,6 +23,9 @@ examples:
   weightwatch check runs/exp1 --rules ci.toml --junitxml reports/weights.xml
   weightwatch check runs/exp1 --format json > report.json
   weightwatch check runs/exp1 --html report.html   also a self-contained HTML report
+  weightwatch check runs/pr --baseline runs/main-s0 --baseline runs/main-s1
+                                              also gate against reference runs of main
+  weightwatch check runs/pr --baseline main.baseline.json   ... or their learnt bands
 
 configuration: weightwatch.toml or [tool.weightwatch] in pyproject.toml, found by
 walking up from the current directory (the nearest wins; the walk stops at the
@@ -42,6 +45,26 @@ examples:
 
 The verdict in the report is the one `weightwatch check` gives with the same rules;
 `report` itself exits 0 once the file is written.
+"""
+
+EPILOG_BASELINE = """\
+examples:
+  weightwatch baseline learn runs/main-s0 runs/main-s1 runs/main-s2 -o main.baseline.json
+  weightwatch check runs/pr --baseline main.baseline.json
+
+The bands are learnt from the references' seed-to-seed spread (median +- a robust
+spread, in log10 units); with one reference, a fixed tolerance applies. The file is
+strict JSON ("format": "weightwatch-baseline"), much smaller than the runs.
+"""
+
+EPILOG_DIFF = """\
+examples:
+  weightwatch diff runs/pr runs/main-s0         what departs most, A against B
+  weightwatch diff runs/pr runs/main-s0 --top 40
+
+Tensors are matched by path without the model prefix and Keras' instance counters
+(sequential_3/dense_7/kernel is sequential/dense/kernel); records by epoch (by step
+for batch records). Exit 0 whatever the departures: `check --baseline` gates.
 """
 
 EPILOG_RULES = """\
@@ -107,6 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the report (default: weightwatch-report.html)")
     h.add_argument("--strict", action="store_true", help="warnings count as failures in the verdict")
 
+    b = sub.add_parser("baseline", help="learn a baseline file from reference runs",
+                       description="Baseline files: the bands of reference runs, for check --baseline.",
+                       epilog=EPILOG_BASELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = b.add_subparsers(dest="baseline_command", metavar="ACTION", parser_class=_Parser)
+    bl = bsub.add_parser("learn", help="learn the bands of reference runs into one file",
+                         description="Learn the bands of reference runs (seeds of main) into one baseline "
+                                     "file, so CI need not keep the runs.",
+                         epilog=EPILOG_BASELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bl.add_argument("refs", nargs="+", metavar="REF_RUN", help="reference run directories (two or more "
+                    "give a band from their spread)")
+    bl.add_argument("-o", "--output", required=True, metavar="FILE",
+                    help="where to write the baseline file (e.g. main.baseline.json)")
+
+    df = sub.add_parser("diff", help="the figures of run A that depart most from run B's, side by side",
+                        description="Compare two runs tensor by tensor and log by log; print the "
+                                    "largest departures with both histories as sparklines.",
+                        epilog=EPILOG_DIFF, formatter_class=argparse.RawDescriptionHelpFormatter)
+    df.add_argument("a", metavar="RUN_A")
+    df.add_argument("b", metavar="RUN_B")
+    df.add_argument("--top", type=int, default=15, metavar="N", help="rows to show (default 15)")
+
     s = sub.add_parser("show", help="table of a run's tensors: shapes, flags, norms, updates",
                        description="Show one row per tensor of a run, with a sparkline of its norm.")
     s.add_argument("run", metavar="RUN_DIR")
@@ -139,6 +183,11 @@ def _rule_options(c) -> None:
                    help="ignore project configuration: the default pack plus --rules only")
     c.add_argument("-k", dest="keyword", metavar="EXPR",
                    help='only rules matching the expression, e.g. "nan or frozen", "not plateau"')
+    c.add_argument("--baseline", action="append", default=[], metavar="REF",
+                   help="also compare with reference runs (repeatable: seeds of main) or a baseline "
+                        "file; default: the project configuration's baseline, if any")
+    c.add_argument("--no-baseline", action="store_true",
+                   help="ignore the project configuration's baseline")
 
 
 def main(argv=None) -> int:
@@ -226,7 +275,11 @@ def _evaluate(args, maxfail=None) -> list:
     from .errors import RunFormatError
     from .run.reader import open_run
 
+    from .checking.baseline_file import load_baseline
+
     ruleset = load_rules(args.rules or None, config=args.config, use_project_config=not args.no_config)
+    refs = args.baseline or ([] if args.no_baseline else ruleset.baseline)
+    baseline = load_baseline(refs) if refs else None
     reports = []
     for path in args.runs:
         try:
@@ -237,7 +290,7 @@ def _evaluate(args, maxfail=None) -> list:
                             rule_sources=list(ruleset.sources), config=ruleset.config,
                             problems=[str(exc)])
         else:
-            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=maxfail)
+            report = evaluate(run, ruleset, keyword=args.keyword, maxfail=maxfail, baseline=baseline)
         reports.append(report)
     return reports
 
@@ -282,6 +335,35 @@ def cmd_report(args) -> int:
     return int(ExitCode.OK)
 
 
+def cmd_baseline(args) -> int:
+    from .checking.baseline import learn_baseline
+    from .checking.baseline_file import write_baseline
+
+    if args.baseline_command != "learn":
+        build_parser().parse_args(["baseline", "--help"])
+        return int(ExitCode.USAGE_ERROR)
+    base = learn_baseline(args.refs)
+    path = write_baseline(base, args.output)
+    console = _stdout()
+    console.print(f"wrote {path} ({path.stat().st_size / 1024:.0f} kB): {base.describe()}, "
+                  f"{len(base.records)} records x {len(base.tensors)} tensors, "
+                  f"{len(base.logs)} log{'s' * (len(base.logs) != 1)}", soft_wrap=True)
+    for note in base.notes:
+        console.print(f"note: {note}", soft_wrap=True)
+    return int(ExitCode.OK)
+
+
+def cmd_diff(args) -> int:
+    from .output.diff import render_diff
+    from .output.text import no_workflow_commands
+    from .run.reader import open_run
+
+    a, b = open_run(args.a), open_run(args.b)
+    with no_workflow_commands(sys.stdout):
+        _emit_to_stdout(lambda: render_diff(a, b, _stdout(), top=max(args.top, 1)))
+    return int(ExitCode.USAGE_ERROR if a.problems or b.problems else ExitCode.OK)
+
+
 def cmd_show(args) -> int:
     from .output.show import render_show
     from .run.reader import open_run
@@ -313,7 +395,8 @@ def cmd_demo(args) -> int:
     return int(run_demo(args.dir, _stdout()))
 
 
-_COMMANDS = {"check": cmd_check, "report": cmd_report, "show": cmd_show, "rules": cmd_rules, "demo": cmd_demo}
+_COMMANDS = {"check": cmd_check, "report": cmd_report, "baseline": cmd_baseline, "diff": cmd_diff,
+             "show": cmd_show, "rules": cmd_rules, "demo": cmd_demo}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

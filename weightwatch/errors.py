@@ -71,6 +71,10 @@ class RuleError(WeightwatchError):
     """A rule file, configuration file or rule option is invalid."""
 
 
+class BaselineError(WeightwatchError):
+    """Reference runs or a baseline file cannot serve as a baseline (unreadable, no common part)."""
+
+
 class ChecksFailed(WeightwatchError, AssertionError):
     """Raised by ``Report.raise_for_failures()``: the run failed its checks.
 

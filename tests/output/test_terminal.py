@@ -9,7 +9,7 @@ import re
 import pytest
 from rich.console import Console
 
-from runbuilder import MLP, write_healthy_run, write_nan_run, write_run
+from runbuilder import default_rule_count, MLP, write_healthy_run, write_nan_run, write_run
 from weightwatch.checking.config import load_rules
 from weightwatch.checking.engine import evaluate
 from weightwatch.run.reader import open_run
@@ -17,7 +17,7 @@ from weightwatch.checking.report import Report
 from weightwatch.output.terminal import fmt_num, format_duration, history_text, render_report, render_summary, summary_text
 
 #: rules in the default pack: the counts below follow it as rules are added
-N = len(load_rules(use_project_config=False))
+N = default_rule_count()
 
 WIDTH = 120
 

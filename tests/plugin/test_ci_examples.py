@@ -19,12 +19,13 @@ import pytest
 
 from conftest import subprocess_env
 from plugin_runs import ROOT
+from runbuilder import default_rule_count
 from weightwatch.checking.config import load_rules
 
 yaml = pytest.importorskip("yaml")
 pytest.importorskip("keras")
 
-N = len(load_rules(use_project_config=False))
+N = default_rule_count()
 INSTALL = re.compile(r"^python -m pip install \"weightwatch\[tensorflow\]\"")
 
 

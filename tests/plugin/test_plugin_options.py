@@ -8,11 +8,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from plugin_runs import PLUGIN, add_run, broken_keras, healthy_keras, outcomes, pt  # noqa: F401
+from runbuilder import default_rule_count
 from weightwatch.checking.config import load_rules
 
 pytest_plugins = ["pytester"]
 
-N = len(load_rules(use_project_config=False))
+N = default_rule_count()
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-TENSOR, LOG = "tensor", "log"
+#: A check's subjects: one column per tensor; one per log key; or named by the check itself
+#: (a baseline check judges tensors and logs of the reference that the run may lack).
+TENSOR, LOG, SUBJECTS = "tensor", "log", "subjects"
 
 #: What a check judges, which decides the records where it applies (see :func:`record_mask`):
 #: the state of the weights at the record (every record); the update since the previous record
@@ -76,6 +78,8 @@ class Check:
     keywords: tuple = ()
     #: Figures of the outcome (``Outcome.extra``) a message may name besides the options.
     fields: tuple = ()
+    #: Compares the run with a baseline (``--baseline``): evaluated only when one is given.
+    baseline: bool = False
 
     def log_keys(self, options: dict) -> list[str]:
         """The training logs a log check watches (``keys`` or ``key``); [] for tensor checks."""
@@ -92,7 +96,9 @@ class Outcome:
     value: np.ndarray                # (records, subjects) float
     bad: np.ndarray                  # (records, subjects) bool
     limit: object                    # float, or an array like `value`
-    subjects: list | None = None     # log keys, for LOG checks
+    subjects: list | None = None     # log keys, for LOG checks; names, for SUBJECTS checks
+    #: For SUBJECTS checks: the subjects are tensors (else logs).
+    subject_tensors: bool = False
     #: Further figures for the message: scalars, or arrays like ``value`` (taken at the finding).
     extra: dict = field(default_factory=dict)
 
@@ -105,8 +111,10 @@ class Histories:
     histories.
     """
 
-    def __init__(self, run, index: np.ndarray, cache: dict | None = None):
+    def __init__(self, run, index: np.ndarray, cache: dict | None = None, baseline=None):
         self.run = run
+        #: The run laid over the baseline (:class:`~.baseline.Alignment`), for baseline checks.
+        self.baseline = baseline
         self.index = index
         self.tensors = [run.tensors[i] for i in index]
         # Every tensor, in order (the usual case): histories are the run's own
@@ -153,13 +161,13 @@ CHECKS: dict[str, Check] = {}
 
 
 def check(id, *, scope=TENSOR, message, metric, options=None, needs=(), validate=None,
-          judges=STATE, keywords=(), fields=()):
+          judges=STATE, keywords=(), fields=(), baseline=False):
     """Register the decorated function as the check ``id``."""
     def register(fn):
         CHECKS[id] = Check(id=id, scope=scope, fn=fn, options=options or {}, message=message,
                            metric=metric, doc=(fn.__doc__ or "").strip(), needs=needs,
                            validate=validate, judges=judges, keywords=tuple(keywords),
-                           fields=tuple(fields))
+                           fields=tuple(fields), baseline=baseline)
         return fn
     return register
 

@@ -24,10 +24,7 @@ document may.
 
 from __future__ import annotations
 
-import os
 import re
-import stat
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +34,7 @@ from .project import (  # noqa: F401 (re-exported)
 )
 from .rules import Rule, parse_rule
 
-DOC_KEYS = ("extends", "disable", "override", "rule", "pack", "runs")
+DOC_KEYS = ("extends", "disable", "override", "rule", "pack", "runs", "baseline")
 #: How deep ``extends`` may nest, and how many files one configuration may load in all (a
 #: chain or a diamond of extends stays far below either).
 MAX_EXTENDS_DEPTH = 32
@@ -66,6 +63,8 @@ class RuleSet:
     sources: list[str] = field(default_factory=list)
     #: Which project configuration applied, in words (what every report prints).
     config: str = ""
+    #: The project's reference runs or baseline file (``baseline = [...]``), resolved from its folder.
+    baseline: list[str] = field(default_factory=list)
 
     def __iter__(self):
         return iter(self.rules)
@@ -84,6 +83,7 @@ class _Builder:
     def __init__(self):
         self.rules: dict[str, Rule] = {}
         self.sources: list[str] = []
+        self.baseline: list[str] = []
         self._stack: list[Path] = []
         self._loaded = 0
 
@@ -129,6 +129,19 @@ class _Builder:
                                 '[tool.weightwatch] in pyproject.toml), not in a rule file',
                                 path=source, line=line)
             validate_runs(doc["runs"], path=source, line=line)
+        if "baseline" in doc:
+            line = _line_of(text, r"^\s*baseline\s*=")
+            if not project:
+                raise RuleError('"baseline" belongs in the project configuration (weightwatch.toml or '
+                                '[tool.weightwatch] in pyproject.toml), not in a rule file',
+                                path=source, line=line)
+            value = doc["baseline"]
+            value = [value] if isinstance(value, str) else value
+            if (not isinstance(value, list) or not value
+                    or not all(isinstance(v, str) and v.strip() for v in value)):
+                raise RuleError('"baseline" must be a list of reference run directories, or one baseline '
+                                f"file, got {doc['baseline']!r}", path=source, line=line)
+            self.baseline = [str(base / v) if base is not None else v for v in value]
         extends = doc.get("extends", list(default_extends))
         if isinstance(extends, str):
             extends = [extends]
@@ -250,4 +263,4 @@ def load_rules(rules=None, *, config: str | Path | None = None, use_project_conf
             b.apply_doc(item, source=f"<rules argument {i}>")
         else:
             b.apply_file_guarded(Path(item))
-    return RuleSet(list(b.rules.values()), b.sources, config=said)
+    return RuleSet(list(b.rules.values()), b.sources, config=said, baseline=b.baseline)

@@ -50,6 +50,15 @@ CAUSES = {
         "the loss stopped improving",
         "If the run is finished, stop it (EarlyStopping); otherwise raise the learning rate or "
         "check that the labels match the inputs."),
+    "baseline": (
+        "training departs from the reference runs",
+        "The change under test trains differently from the baseline; the first tensor to depart is "
+        "where to look (a changed initialiser, learning rate, activation, normalisation or freeze). "
+        "`weightwatch diff RUN REF` shows the departures side by side; if the change is intended, "
+        "record new reference runs."),
+    "architecture": (
+        "the architecture differs from the reference runs",
+        "A layer was removed, renamed or resized; if that is intended, record new reference runs."),
     "other": ("other findings", ""),
 }
 
@@ -61,6 +70,8 @@ CAUSE_OF_CHECK = {
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
     "loss-at-chance": "not-learning",
+    "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
+    "baseline-log": "baseline", "baseline-tensors": "architecture",
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..run.model import Run
 from ..run.reader import open_run
-from .checks import JUDGES, Histories, NotApplicable, record_mask
+from .checks import JUDGES, SUBJECTS, Histories, NotApplicable, record_mask
 from .diagnosis import diagnose
 from .config import RuleSet, load_rules
 from .keyword import compile_keyword
@@ -28,26 +28,35 @@ from .rules import Rule
 
 
 def check(run_or_path, rules=None, *, keyword: str | None = None, maxfail: int | None = None,
-          config=None) -> Report:
+          config=None, baseline=None) -> Report:
     """Check a run against rules and return the report.
 
     ``run_or_path`` is a :class:`Run` or a run directory.  ``rules`` is
     layered on top of the project configuration (see
     :func:`.config.load_rules`); pass a :class:`RuleSet` to use
-    exactly those rules.
+    exactly those rules.  ``baseline`` (reference run directories, a
+    baseline file, or a :class:`~.baseline.Baseline`) adds the baseline
+    checks; without it the project configuration's ``baseline`` applies, if
+    it has one (``baseline=False``: none).
 
     Example::
 
-        report = weightwatch.check("runs/exp1")
+        report = weightwatch.check("runs/exp1", baseline=["runs/main-s0", "runs/main-s1"])
         assert not report.failed, [f.message for r in report.failed for f in r.findings]
     """
+    from .baseline_file import load_baseline
+
     run = run_or_path if isinstance(run_or_path, Run) else open_run(run_or_path)
     ruleset = load_rules(rules, config=config)
-    return evaluate(run, ruleset, keyword=keyword, maxfail=maxfail)
+    if baseline is None:
+        baseline = ruleset.baseline or None
+    return evaluate(run, ruleset, keyword=keyword, maxfail=maxfail,
+                    baseline=load_baseline(baseline) if baseline else None)
 
 
 def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
-             maxfail: int | None = None) -> Report:
+             maxfail: int | None = None, baseline=None) -> Report:
+    """``baseline``: a :class:`~.baseline.Baseline`; without one, baseline rules are not run."""
     started = time.perf_counter()
     match = compile_keyword(keyword) if keyword else None
     verdict = run.verdict  # read first: an unreadable verdict is one of the run's problems
@@ -55,18 +64,23 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
                     tensors=len(run.tensors), rule_sources=list(ruleset.sources), config=ruleset.config,
                     problems=[str(p) for p in run.problems],
                     nothing_recorded=not run.tensors and not run.log_keys)
+    alignment = baseline.align(run) if baseline is not None else None
+    if alignment is not None:
+        report.baseline = alignment.summary()
     failures = 0
     # Histories gathered for one rule serve every later rule with the same
     # selection, for this evaluation only (the run may grow before the next).
     cache: dict = {}
     for rule in ruleset:
+        if rule.check_def.baseline and alignment is None:
+            continue  # a baseline rule without a baseline: not collected, like pytest's unused plugins
         if match is not None and not match(rule):
             report.deselected += 1
             continue
         if maxfail is not None and failures >= maxfail:
             report.stopped_early = True
             break
-        result = evaluate_rule(run, rule, cache)
+        result = evaluate_rule(run, rule, cache, alignment)
         report.results.append(result)
         if result.status == FAILED:
             failures += 1
@@ -113,11 +127,29 @@ def _closest_names(run: Run, rule: Rule, model: str | None) -> str:
     return f"; closest names: {', '.join(close)}" if close else ""
 
 
-def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult:
+def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None) -> RuleResult:
     check_def = rule.check_def
     model = run.model_name
     nrec = len(run.records)
-    if rule.is_log_check:
+    if check_def.scope == SUBJECTS:
+        h = Histories(run, np.array([], dtype=np.intp), cache, baseline)
+        try:
+            outcome = check_def.fn(h, **rule.options)
+        except NotApplicable as why:
+            return RuleResult(rule, SKIPPED, note=str(why))
+        names = outcome.subjects
+        keep = [j for j, n in enumerate(names) if "*" in rule.select or rule.matches(n)]
+        if len(keep) < len(names):  # select / exclude apply to the names it judges
+            outcome.value, outcome.bad = outcome.value[:, keep], outcome.bad[:, keep]
+            if isinstance(outcome.limit, np.ndarray) and outcome.limit.ndim == 2:
+                outcome.limit = outcome.limit[:, keep]
+            outcome.extra = {k: (v[:, keep] if isinstance(v, np.ndarray) and v.ndim == 2 else v)
+                             for k, v in outcome.extra.items()}
+            names = [names[j] for j in keep]
+        applicable = np.ones_like(outcome.bad)
+        layers = [None] * len(names)
+        tensors = names if outcome.subject_tensors else [None] * len(names)
+    elif rule.is_log_check:
         h = Histories(run, np.array([], dtype=np.intp), cache)
         keys = rule.log_keys
         if not any(run.log_present(k).any() for k in keys):
@@ -138,7 +170,7 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
                                   note=f"select {list(rule.select)} matched no tensor of this run"
                                        + _closest_names(run, rule, model))
             return RuleResult(rule, SKIPPED, note="no tensor of the selected role")
-        h = Histories(run, idx, cache)
+        h = Histories(run, idx, cache, baseline)
         applicable = np.ones((nrec, idx.size), dtype=bool)
         for name, wanted in (("trainable", rule.trainable), ("frozen", rule.frozen)):
             m = _flag_mask(h, name, wanted)
@@ -185,15 +217,18 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None) -> RuleResult
         metric = outcome.extra.get("metric", check_def.metric)
         if metric == "log":  # a log check's history is the log itself
             metric = names[j]
-        extra = {k: (_num(v[r, j]) if isinstance(v, np.ndarray) else v)
+        extra = {k: (_at(v, r, j) if isinstance(v, np.ndarray) else v)
                  for k, v in outcome.extra.items() if k != "metric"}
+        band = ([extra["lo"], extra["hi"]] if check_def.baseline and "lo" in extra and "hi" in extra
+                else None)
         fields = dict(tensor=tensors[j], layer=layers[j], epoch=rec.epoch, record=rec.index,
                       value=value, limit=limit, metric=metric, key=names[j], where=rec.label, **extra)
         findings.append(Finding(
             rule=rule.id, severity=rule.severity, tensor=tensors[j], layer=layers[j],
             record=rec.index, epoch=rec.epoch, batch=rec.batch, value=value, limit=limit,
             message=rule.format_message(**fields), metric=metric, key=None if tensors[j] else names[j],
-            history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j]), file=rec.file))
+            history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j]), file=rec.file,
+            band=band))
     if not findings:
         return RuleResult(rule, PASSED, tensors=len(names))
     return RuleResult(rule, FAILED if rule.severity == "error" else WARNING, findings,
@@ -211,6 +246,12 @@ def _first_streak(bad: np.ndarray, patience: int) -> np.ndarray:
     for k in range(1, patience):
         streak &= bad[patience - 1 - k: bad.shape[0] - k]
     return np.where(streak.any(axis=0), streak.argmax(axis=0) + patience - 1, -1)
+
+
+def _at(v: np.ndarray, r: int, j: int):
+    """A figure of ``Outcome.extra`` at the finding: per record and subject, or per record."""
+    x = v[r, j] if v.ndim == 2 else v[r]
+    return x if v.dtype == object else _num(x)
 
 
 def _num(x):

@@ -37,6 +37,7 @@ class Finding:
     count: int = 1       # records that violated the rule
     file: str | None = None  # the record's file in the run directory
     key: str | None = None   # the log a log check judged (``loss``); None for tensors
+    band: list | None = None # [lo, hi] of a baseline check: the reference band at the record
 
     @property
     def subject(self) -> str:
@@ -59,6 +60,7 @@ class Finding:
             "epoch": self.epoch, "batch": self.batch, "value": _json_float(self.value),
             "limit": _json_float(self.limit), "message": self.message, "metric": self.metric,
             "count": self.count, "file": self.file, "key": self.key,
+            **({"band": [_json_float(x) for x in self.band]} if self.band is not None else {}),
         }
 
 
@@ -107,6 +109,8 @@ class Report:
     healthy_record: int | None = None     # a halted run's last healthy record (healthy.npz)
     nothing_recorded: bool = False        # the run holds no tensor and no log: nothing to check
     config: str = ""                      # which project configuration applied, in words
+    #: The comparison with a baseline, when one was given (see baseline.Alignment.summary).
+    baseline: dict | None = None
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}
@@ -141,6 +145,7 @@ class Report:
             "duration": round(self.duration, 4),
             "diagnosis": [c.to_dict() for c in self.diagnosis],
             "healthy_record": self.healthy_record,
+            "baseline": self.baseline,
             "results": [r.to_dict() for r in self.results],
         }
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import RuleError, did_you_mean
 from ..run.schema import ROLES
+from . import baseline_checks  # noqa: F401 (registers the baseline checks in CHECKS)
 from .checks import CHECKS, LOG
 
 #: Rule fields and their meaning; the README's rule reference mirrors this table.

@@ -35,7 +35,7 @@ from ..errors import ExitCode, WeightwatchError
 from ..run.jsonio import atomic_write
 from . import Emission, OutputFormat
 from .svg import colorbar, data_uri, heatmap_image, line_chart
-from .text import fmt_num, format_duration
+from .text import fmt_num, format_duration, limit_text
 
 #: The policy every report carries: nothing may be loaded from anywhere.
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -199,7 +199,7 @@ def _rules(report: Report, run, strict: bool) -> str:
                                attrs=f'data-tensor="{escape(f.subject)}" data-first="{f.record}"') \
                 if history.size else '<p class="muted">(no history recorded for this finding)</p>'
             value = "non-finite" if f.value is None else fmt_num(f.value, 6)
-            limit = "" if f.limit is None else f" against limit {escape(fmt_num(f.limit, 6))}"
+            limit = escape(limit_text(f, 6))
             out.append(f'<div class="finding">{chart}<p class="msg"><b>{escape(f.where)}</b>: {escape(f.message)}'
                        f'<br><span class="muted">{escape(f.metric or "value")} {escape(value)}{limit}; '
                        f'violated in {f.count} of {report.records} records</span></p></div>')

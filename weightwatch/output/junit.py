@@ -37,7 +37,7 @@ from ..errors import WeightwatchError
 from ..run.files import not_regular
 from ..run.jsonio import atomic_write
 from . import Emission, OutputFormat
-from .text import fmt_num
+from .text import fmt_num, limit_text
 
 #: Characters XML 1.0 cannot hold at all (ElementTree would write them and break the file).
 _ILLEGAL_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -62,8 +62,9 @@ def finding_details(f: Finding, rule, total_records: int) -> str:
                  else f"log: {f.subject}")
     lines.append(f"first at: {f.at} (record {f.record})")
     value = "non-finite" if f.value is None else fmt_num(f.value, 6)
-    lines.append(f"{f.metric or 'value'}: {value}"
-                 + (f" against limit {fmt_num(f.limit, 6)}" if f.limit is not None else ""))
+    lines.append(f"{f.metric or 'value'}: {value}" + limit_text(f, 6))
+    if f.band is not None:
+        lines.append(f"band: {fmt_num(f.band[0], 6)} to {fmt_num(f.band[1], 6)} (the reference runs')")
     lines.append(f"violated in: {f.count} of {total_records} records")
     if f.history:
         lines.append("history: " + " ".join(fmt_num(v) for v in f.history))

@@ -37,7 +37,7 @@ from rich.text import Text
 
 from ..checking.report import FAILED, PASSED, SKIPPED, STATUS_ORDER, WARNING, Finding, Report, RuleResult
 from . import Emission, OutputFormat
-from .text import fmt_num, format_duration, no_workflow_commands, sparkline, visible_copy
+from .text import fmt_num, format_duration, limit_text, no_workflow_commands, sparkline, visible_copy
 
 #: Colour of each status word (and of the summary line).
 STYLE = {FAILED: "red", WARNING: "yellow", PASSED: "green", SKIPPED: "dim"}
@@ -172,8 +172,7 @@ def _what(f: Finding, total_records: int) -> Text:
     value = "non-finite" if f.value is None else fmt_num(f.value, 4)
     t.append(f" · {f.metric or 'value'} ")
     t.append(value, style="bold red" if f.severity == "error" else "bold yellow")
-    if f.limit is not None:
-        t.append(f" against limit {fmt_num(f.limit, 4)}")
+    t.append(limit_text(f, 4))
     n = f.count
     t.append(f" · {n} of {total_records} record{'s' if total_records != 1 else ''} violate"
              + ("s" if n == 1 else ""))
@@ -268,11 +267,31 @@ def _header(report: Report) -> list[Text]:
                 f" · {report.tensors} tensor{'s' if report.tensors != 1 else ''}")
     rules = Text("rules: ", style="bold")
     rules.append(", ".join(source_label(s) for s in report.rule_sources) or "(none)")
-    if not report.config:
-        return [head, rules]
-    config = Text("config: ", style="bold")
-    config.append(report.config)
-    return [head, config, rules]
+    lines = [head]
+    if report.config:
+        config = Text("config: ", style="bold")
+        config.append(report.config)
+        lines.append(config)
+    lines.append(rules)
+    return lines + baseline_lines(report.baseline)
+
+
+def baseline_lines(b: dict | None) -> list[Text]:
+    """``baseline: <what> · compared epoch 0 to epoch 9``, then what did not match, a line each:
+    unmatched tensors are listed, never dropped silently."""
+    if not b:
+        return []
+    t = Text("baseline: ", style="bold")
+    t.append(f"{b['baseline']} · compared {b['compared']}")
+    lines = [t]
+    for label, items in (("only in this run", b.get("only_here")), ("missing here", b.get("missing")),
+                         ("logs missing here", b.get("missing_logs"))):
+        if items:
+            shown = ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+            lines.append(Text(f"  {label}: {shown}", style="yellow"))
+    for note in b.get("notes") or ():
+        lines.append(Text(f"  note: {note}", style="dim"))
+    return lines
 
 
 def render_report(report: Report, console: Console, *, verbosity: int = 0) -> None:

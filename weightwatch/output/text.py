@@ -165,3 +165,11 @@ def sparkline(values, width: int | None = None) -> str:
         else:
             out.append(BARS[min(top, max(0, int((x - lo) / span * top + 0.5)))])
     return "".join(out)
+
+
+def limit_text(f, digits: int = 4) -> str:
+    """`` against limit 3`` or, for a baseline check, `` outside the band 0.012 to 0.034``."""
+    band = getattr(f, "band", None)
+    if band is not None and None not in band:
+        return f" outside the band {fmt_num(band[0], digits)} to {fmt_num(band[1], digits)}"
+    return "" if f.limit is None else f" against limit {fmt_num(f.limit, digits)}"

@@ -1,0 +1,477 @@
+"""Reference bands: how a known-good run trains, learnt from the seed-to-seed spread of a few.
+
+A candidate run (a pull request's training) is compared with reference runs
+(the same configuration trained on ``main``, a few seeds): tensor by tensor
+and record by record, its norm, update ratio and gradient, and every logged
+metric, should sit inside the band the references span.  A learning rate
+changed threefold, a layer frozen by mistake or an initialiser off by 10x
+breaks no absolute rule but leaves that band.
+
+The band is learnt in log10 space (these figures are scales: a factor of 3
+is the same departure at 1e-4 as at 10), as a **median** and a **robust
+spread**: ``sigma = 1.4826 * MAD`` over the references at each point (the
+median absolute deviation, scaled to a normal's standard deviation), raised
+to the tensor's (or log's) median ``sigma`` over all records, because two or
+three references can agree at one record by chance.  A check then accepts
+``median +- max(spread * sigma, log10(tolerance))``: the band widens where
+the references disagree (right after a learning-rate restart, say) and is
+never narrower than ``tolerance`` either way.  With a single reference there
+is no spread, and the band is ``single_tolerance`` either way of it.
+
+Matching between runs:
+
+* **Tensors by path**, without the model's own prefix and surviving Keras'
+  per-process instance counters (``sequential_3/dense_7/kernel`` is
+  ``sequential/dense/kernel`` of another process): paths are grouped by their
+  name with counters removed (``dense_7`` -> ``dense``) and, within a group of
+  the same size on both sides, paired in model order; a shape that differs
+  is no match.  What does not match is listed, never dropped silently.
+* **Records by epoch** (and by step, for batch records), the n-th occurrence
+  with the n-th; runs of different lengths are compared over their common
+  part, and the alignment says so.
+
+Everything here is numpy over whole histories: learning is a median over
+references per metric, aligning is two index arrays and a gather.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import BaselineError
+from ..run.model import Run
+from ..run.schema import BATCH, GUARD, where_label
+
+#: The tensor figures a baseline holds, and how each is read from a run.
+TENSOR_METRICS = ("l2", "update_ratio", "grad_rms")
+#: Values below this are taken as this before the log (an update ratio of exactly 0).
+LOG_FLOOR = 1e-30
+#: The update ratio's norm floor per element, as the absolute checks' default (see checks.update_ratio).
+UPDATE_MIN_RMS = 1e-3
+#: sigma = MAD_SCALE * MAD for normally distributed figures.
+MAD_SCALE = 1.4826
+
+_COUNTER = re.compile(r"_\d+$")
+
+
+def canonical(path: str) -> str:
+    """The path with Keras' instance counters removed from every part: ``dense_7`` -> ``dense``."""
+    return "/".join(_COUNTER.sub("", part) for part in path.split("/"))
+
+
+def local_path(path: str, model: str | None) -> str:
+    """The path without the model's own prefix (``sequential_3/dense/kernel`` -> ``dense/kernel``)."""
+    if model and path.startswith(model + "/"):
+        return path[len(model) + 1:]
+    return path
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """A tensor as matching sees it: its local path (model prefix removed) and shape."""
+
+    path: str
+    shape: tuple | None = None
+
+
+def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """For each of ``ours``, the index of its match in ``theirs`` (-1: none), and why some of
+    ``theirs`` found no match: ``[(index, reason)]``.
+
+    Groups by counter-free path; a group of equal size on both sides pairs in
+    order (the same architecture creates its layers in the same order, whatever
+    the counters), otherwise only identical paths pair.  A pair whose shapes
+    differ is no match.
+    """
+    mine: dict[str, list[int]] = defaultdict(list)
+    other: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(ours):
+        mine[canonical(t.path)].append(i)
+    for j, t in enumerate(theirs):
+        other[canonical(t.path)].append(j)
+    out = np.full(len(ours), -1, dtype=np.intp)
+    unmatched: list[tuple[int, str]] = []
+    for key, js in other.items():
+        is_ = mine.get(key, [])
+        if len(is_) == len(js):
+            pairs = list(zip(is_, js))
+        else:
+            by_path = {ours[i].path: i for i in is_}
+            pairs = [(by_path[theirs[j].path], j) for j in js if theirs[j].path in by_path]
+        paired = set()
+        for i, j in pairs:
+            a, b = ours[i].shape, theirs[j].shape
+            if a is not None and b is not None and tuple(a) != tuple(b):
+                unmatched.append((j, f"shape {_shape(a)} here, {_shape(b)} in the reference"))
+                paired.add(j)
+                continue
+            out[i] = j
+            paired.add(j)
+        unmatched += [(j, "not in this run") for j in js if j not in paired]
+    unmatched.sort()
+    return out, unmatched
+
+
+def _shape(s) -> str:
+    return "(" + ", ".join(map(str, s)) + ("," if len(s) == 1 else "") + ")"
+
+
+def record_keys(run: Run) -> list[tuple]:
+    """How records match between runs: ``("epoch", epoch, n)`` for the begin and epoch records,
+    ``("batch", step, n)`` for batch records (n: the occurrence, 0 first); guard records
+    (taken when a live check halted) match nothing."""
+    seen: Counter = Counter()
+    keys = []
+    for r in run.records:
+        if r.trigger == GUARD:
+            keys.append(None)
+            continue
+        base = ("batch", r.step) if r.trigger == BATCH else ("epoch", r.epoch)
+        keys.append(base + (seen[base],))
+        seen[base] += 1
+    return keys
+
+
+def tensor_refs(run: Run) -> list[TensorRef]:
+    model = run.model_name
+    return [TensorRef(local_path(t.path, model), t.shape) for t in run.tensors]
+
+
+def run_figure(run: Run, metric: str) -> np.ndarray:
+    """A tensor figure's history (records, tensors) as a baseline compares it."""
+    if metric != "update_ratio":
+        return run.metric(metric)
+    prev = np.full_like(run.metric("l2"), np.nan)
+    prev[1:] = run.metric("l2")[:-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        floor = np.fmax(prev, UPDATE_MIN_RMS * np.sqrt(run.metric("size")))
+        return run.metric("d_l2") / np.where(np.isnan(prev), np.nan, floor)
+
+
+def to_log(v: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.log10(np.where(np.isnan(v), np.nan, np.fmax(v, LOG_FLOOR)))
+
+
+def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmedian without its warning on all-NaN slices (they stay NaN)."""
+    if a.size == 0:
+        return np.nanmedian(a, axis=axis) if a.shape[axis] else np.full(np.delete(a.shape, axis), np.nan)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(a, axis=axis)
+
+
+@dataclass
+class Band:
+    """One figure's band: median and robust sigma at each (record, subject), in log10 units."""
+
+    center: np.ndarray
+    sigma: np.ndarray
+
+    @classmethod
+    def learn(cls, stack: np.ndarray) -> "Band":
+        """From the references' values (references, records, subjects), in log10 units."""
+        center = _nanmedian(stack, 0)
+        sigma = MAD_SCALE * _nanmedian(np.abs(stack - center[None]), 0)
+        return cls(center, sigma)
+
+    def limits(self, spread: float, tolerance: float, references: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lo, hi) in the figure's own units, per (record, subject); NaN where no band."""
+        if references > 1:
+            typical = _nanmedian(self.sigma, 0)[None]       # the subject's usual spread
+            sigma = np.fmax(self.sigma, typical)
+            half = np.fmax(spread * sigma, np.log10(tolerance))
+        else:
+            half = np.full_like(self.center, np.log10(tolerance))
+        half = np.where(np.isnan(self.center), np.nan, half)
+        return 10.0 ** (self.center - half), 10.0 ** (self.center + half)
+
+
+@dataclass
+class Baseline:
+    """What the reference runs say: bands per record (their common part) and tensor."""
+
+    references: list[dict]                 # {"run", "records", "tensors", "model"} per reference
+    records: list[dict]                    # {"epoch", "batch", "step", "trigger", "key", "prev"}
+    tensors: list[TensorRef]
+    metrics: dict[str, Band]               # tensor figure -> Band (records, tensors)
+    logs: dict[str, Band]                  # log key -> Band (records, 1)
+    notes: list[str] = field(default_factory=list)   # what learning left out, in words
+    source: str = ""                       # the baseline file, or "" when learnt from run directories
+
+    @property
+    def n_references(self) -> int:
+        return len(self.references)
+
+    @property
+    def keys(self) -> list[tuple]:
+        return [tuple(r["key"]) for r in self.records]
+
+    def describe(self) -> str:
+        """``3 reference runs (runs/a, runs/b, runs/c)`` or ``main.baseline.json (3 reference runs)``."""
+        n = self.n_references
+        what = f"{n} reference run{'s' * (n != 1)}"
+        if self.source:
+            return f"{self.source} ({what})"
+        return f"{what} ({', '.join(r['run'] for r in self.references)})"
+
+    def align(self, run: Run) -> "Alignment":
+        return Alignment(self, run)
+
+
+def learn_baseline(references, *, source: str = "") -> Baseline:
+    """Learn the bands from reference runs (:class:`Run` objects or run directories).
+
+    The first reference fixes the tensors' names and the records; the others
+    are matched to it as a candidate would be.  Tensors and records that are
+    not in every reference are left out, and :attr:`Baseline.notes` says which.
+    """
+    from ..run.reader import open_run
+
+    runs = [r if isinstance(r, Run) else open_run(r) for r in references]
+    if not runs:
+        raise BaselineError("no reference run given")
+    for r in runs:
+        if r.problems:
+            raise BaselineError(f"the reference run is unreadable in part ({r.problems[0]}): a baseline "
+                                "is learnt from whole runs only", path=r.path)
+        if not r.records:
+            raise BaselineError("the reference run holds no record", path=r.path)
+    first = runs[0]
+    names = tensor_refs(first)
+    keys0 = record_keys(first)
+    positions0 = {k: i for i, k in enumerate(keys0) if k is not None}
+    notes: list[str] = []
+    rec_maps, ten_maps = [], []
+    for r in runs:
+        tmap = np.full(len(names), -1, dtype=np.intp)
+        theirs_in_ours, _ = match_tensors(tensor_refs(r), names)
+        for i, j in enumerate(theirs_in_ours):
+            if j >= 0:
+                tmap[j] = i
+        ten_maps.append(tmap)
+        pos = {k: i for i, k in enumerate(record_keys(r)) if k is not None}
+        rec_maps.append(np.array([pos.get(k, -1) for k in positions0], dtype=np.intp))
+    in_all_t = np.all([m >= 0 for m in ten_maps], axis=0) if names else np.zeros(0, bool)
+    in_all_r = np.all([m >= 0 for m in rec_maps], axis=0)
+    left = [names[j].path for j in np.flatnonzero(~in_all_t)]
+    if left:
+        notes.append(f"{len(left)} tensor{'s' * (len(left) != 1)} not in every reference, left out: "
+                     + _few(left))
+    kept_keys = [k for k, keep in zip(positions0, in_all_r) if keep]
+    if not kept_keys:
+        raise BaselineError("the reference runs have no record (epoch) in common",
+                            path=runs[0].path)
+    if not in_all_r.all():
+        notes.append(f"the references share {len(kept_keys)} of the first reference's "
+                     f"{len(positions0)} records (they differ in length): the band covers those")
+    tkeep = np.flatnonzero(in_all_t)
+    rkeep = np.flatnonzero(in_all_r)
+    metrics = {}
+    for metric in TENSOR_METRICS:
+        stack = np.stack([to_log(run_figure(r, metric))[np.ix_(rm[rkeep], tm[tkeep])]
+                          for r, rm, tm in zip(runs, rec_maps, ten_maps)])
+        if np.isnan(stack).all():
+            continue  # e.g. no gradient estimates: the gradient check will say so
+        metrics[metric] = Band.learn(stack)
+    logs = {}
+    skipped_logs = []
+    for key in first.log_keys:
+        cols = []
+        for r, rm in zip(runs, rec_maps):
+            v, present = r.log(key), r.log_present(key)
+            cols.append(np.where(present, v, np.nan)[rm[rkeep]])
+        stack = np.stack(cols)
+        with np.errstate(invalid="ignore"):
+            if not np.isfinite(stack).any() or (stack <= 0).any():
+                skipped_logs.append(key)
+                continue
+        logs[key] = Band.learn(to_log(stack)[:, :, None])
+    if skipped_logs:
+        notes.append("logs not banded (a value <= 0 or non-finite in a reference): " + _few(skipped_logs))
+    recs = []
+    kept_pos = [positions0[k] for k in kept_keys]
+    at = {p: i for i, p in enumerate(kept_pos)}
+    for p in kept_pos:
+        rec = first.records[p]
+        prev = at.get(p - 1)
+        recs.append({"epoch": rec.epoch, "batch": rec.batch, "step": rec.step, "trigger": rec.trigger,
+                     "key": list(keys0[p]), "prev": prev})
+    references_info = [{"run": str(r.path), "records": len(r.records), "tensors": len(r.tensors),
+                        "model": r.model_name} for r in runs]
+    return Baseline(references_info, recs, [names[j] for j in tkeep], metrics, logs, notes, source)
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" and {len(names) - n} more" if len(names) > n else "")
+
+
+class Alignment:
+    """A run laid over a baseline: which record and tensor of the baseline each of its own is.
+
+    ``band(metric, index, ...)`` gives the band at the run's records for the
+    run's tensors ``index``, NaN where the baseline has none (a record past
+    its end, a tensor only this run has).
+    """
+
+    def __init__(self, baseline: Baseline, run: Run):
+        self.baseline = baseline
+        self.run = run
+        keys = record_keys(run)
+        pos = {tuple(k): i for i, k in enumerate(baseline.keys)}
+        self.rec_map = np.array([pos.get(k, -1) if k is not None else -1 for k in keys], dtype=np.intp)
+        # An update is compared only over the same span: the run's previous record must be the
+        # baseline's previous record (a run recorded with another freq= has other spans).
+        self.same_span = np.zeros(len(keys), dtype=bool)
+        for i in range(1, len(keys)):
+            b = self.rec_map[i]
+            if b >= 0:
+                prev = baseline.records[b]["prev"]
+                self.same_span[i] = prev is not None and self.rec_map[i - 1] == prev
+        self.ten_map, unmatched = match_tensors(tensor_refs(run), baseline.tensors)
+        self.missing = [(baseline.tensors[j].path, why) for j, why in unmatched]
+        self.extra = [run.tensors[i].path for i in np.flatnonzero(self.ten_map < 0)]
+        self.missing_logs = [k for k in baseline.logs if not run.log_present(k).any()]
+        self._cache: dict = {}
+
+    @property
+    def compared_records(self) -> int:
+        return int((self.rec_map >= 0).sum())
+
+    def span(self) -> str:
+        """Which part of the run was compared, in words: ``epochs 0-10`` and what was left out."""
+        matched = np.flatnonzero(self.rec_map >= 0)
+        if matched.size == 0:
+            return "no record in common with the baseline"
+        first, last = self.run.records[matched[0]], self.run.records[matched[-1]]
+        text = f"{where_label(first.epoch, first.batch)} to {where_label(last.epoch, last.batch)}"
+        left = len(self.run.records) - matched.size
+        if left:
+            text += f" ({left} of this run's {len(self.run.records)} records have no counterpart"
+            end = self.baseline.records[-1]
+            if self.run.records[-1].epoch > end["epoch"]:
+                text += f"; the baseline ends at {where_label(end['epoch'], end['batch'])}"
+            text += ")"
+        elif self.compared_records < len(self.baseline.records):
+            end = self.baseline.records[-1]
+            text += (f" (this run ends before the baseline, which goes on to "
+                     f"{where_label(end['epoch'], end['batch'])})")
+        return text
+
+    def summary(self) -> dict:
+        """What a report prints and stores about the comparison."""
+        return {"baseline": self.baseline.describe(), "references": self.baseline.n_references,
+                "compared": self.span(), "compared_records": self.compared_records,
+                "missing": [f"{p} ({why})" for p, why in self.missing],
+                "only_here": list(self.extra), "missing_logs": list(self.missing_logs),
+                "notes": list(self.baseline.notes)}
+
+    def _limits(self, band: Band, spread, tolerance, single_tolerance):
+        key = (id(band), spread, tolerance, single_tolerance)
+        got = self._cache.get(key)
+        if got is None:
+            refs = self.baseline.n_references
+            got = band.limits(spread, tolerance if refs > 1 else single_tolerance, refs)
+            self._cache[key] = got
+        return got
+
+    def tensor_band(self, metric: str, index: np.ndarray, *, spread: float, tolerance: float,
+                    single_tolerance: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(lo, hi) of a tensor figure at the run's records x tensors ``index``; None: not held."""
+        band = self.baseline.metrics.get(metric)
+        if band is None:
+            return None
+        lo, hi = self._limits(band, spread, tolerance, single_tolerance)
+        return self._gather(lo, index, metric), self._gather(hi, index, metric)
+
+    def log_band(self, key: str, *, spread: float, tolerance: float,
+                 single_tolerance: float) -> tuple[np.ndarray, np.ndarray] | None:
+        band = self.baseline.logs.get(key)
+        if band is None:
+            return None
+        lo, hi = self._limits(band, spread, tolerance, single_tolerance)
+        rows = np.where(self.rec_map >= 0, self.rec_map, 0)
+        ok = self.rec_map >= 0
+        return np.where(ok, lo[rows, 0], np.nan), np.where(ok, hi[rows, 0], np.nan)
+
+    def _gather(self, a: np.ndarray, index: np.ndarray, metric: str) -> np.ndarray:
+        cols = self.ten_map[index]
+        rows = np.where(self.rec_map >= 0, self.rec_map, 0)
+        out = a[np.ix_(rows, np.where(cols >= 0, cols, 0))] if a.size else np.full(
+            (rows.size, cols.size), np.nan)
+        ok_r = self.rec_map >= 0
+        if metric == "update_ratio":
+            ok_r = ok_r & self.same_span
+        out = np.where(ok_r[:, None] & (cols >= 0)[None, :], out, np.nan)
+        return out
+
+
+@dataclass
+class Departure:
+    """How far one figure of run A is from run B's: the worst record, and both histories."""
+
+    figure: str                      # "l2", "update_ratio", "grad_rms", or "log"
+    subject: str                     # tensor path (A's) or log key
+    ratio: float                     # A / B at the worst record
+    at: str                          # that record, in words
+    a: np.ndarray                    # A's history, at A's records
+    b: np.ndarray                    # B's history, at the same records (NaN where B has none)
+
+    @property
+    def score(self) -> float:
+        """|log10(ratio)|: a factor of 10 either way is 1."""
+        return abs(float(np.log10(self.ratio))) if self.ratio > 0 and np.isfinite(self.ratio) else np.inf
+
+
+def departures(a: Run, b: Run) -> tuple[list[Departure], Alignment]:
+    """Every matched figure of ``a`` against ``b``'s, the largest departure first.
+
+    ``b`` serves as a single reference; figures that are equal everywhere
+    (``ratio`` 1) are left out.  The alignment says what did not match.
+    """
+    base = learn_baseline([b])
+    al = base.align(a)
+    out: list[Departure] = []
+    rows = np.where(al.rec_map >= 0, al.rec_map, 0)
+    ok_r = al.rec_map >= 0
+    labels = [r.label for r in a.records]
+    idx = np.arange(len(a.tensors))
+    for metric, band in base.metrics.items():
+        theirs = al._gather(10.0 ** band.center, idx, metric)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mine = run_figure(a, metric)
+            gap = np.abs(to_log(mine) - to_log(theirs))
+        gap[~np.isfinite(gap)] = np.nan
+        for j in np.flatnonzero(~np.isnan(gap).all(axis=0)):
+            r = int(np.nanargmax(gap[:, j]))
+            if gap[r, j] == 0:
+                continue
+            ratio = _ratio(mine[r, j], theirs[r, j])
+            out.append(Departure(metric, a.tensors[j].path, ratio, labels[r], mine[:, j], theirs[:, j]))
+    for key, band in base.logs.items():
+        if not a.log_present(key).any():
+            continue
+        mine = np.where(a.log_present(key), a.log(key), np.nan)
+        theirs = np.where(ok_r, 10.0 ** band.center[rows, 0], np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = np.abs(to_log(mine) - to_log(theirs))
+        gap[~np.isfinite(gap)] = np.nan
+        if np.isnan(gap).all() or np.nanmax(gap) == 0:
+            continue
+        r = int(np.nanargmax(gap))
+        out.append(Departure("log", key, _ratio(mine[r], theirs[r]), labels[r], mine, theirs))
+    out.sort(key=lambda d: -d.score)
+    return out, al
+
+
+def _ratio(x: float, y: float) -> float:
+    if y == 0:
+        return np.inf if x > 0 else 1.0
+    return float(x / y) if x > 0 or x == 0 else np.nan

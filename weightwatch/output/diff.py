@@ -1,0 +1,70 @@
+"""``weightwatch diff A B``: the figures of run A that depart most from run B's, side by side.
+
+A quick look before deciding whether a change trains as main does: one row
+per tensor figure or log, the largest departure first, with both histories
+as sparklines over the same records.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..checking.baseline import departures
+from .terminal import baseline_lines
+from .text import sparkline, visible
+
+FIGURES = {"l2": "L2 norm", "update_ratio": "update ratio", "grad_rms": "gradient RMS", "log": "log"}
+
+
+def render_diff(a, b, console: Console, *, top: int = 15, width: int = 24) -> int:
+    """Print the table; the number of departures found (rows before ``top`` cut them)."""
+    found, alignment = departures(a, b)
+    console.print(Text.assemble(("A: ", "bold"), str(a.path), ("   B: ", "bold"), str(b.path)),
+                  soft_wrap=True)
+    summary = alignment.summary()
+    summary["baseline"] = "B"
+    for line in baseline_lines(summary):
+        console.print(line, soft_wrap=True)
+    if not found:
+        console.print(Text("no figure differs: the runs are identical where they overlap", style="green"))
+        return 0
+    table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    table.add_column("figure")
+    table.add_column("tensor / log", overflow="fold")
+    table.add_column("A / B", justify="right")
+    table.add_column("at")
+    table.add_column("A", no_wrap=True)
+    table.add_column("B", no_wrap=True)
+    for d in found[:top]:
+        style = "red" if d.score >= math.log10(3) else "yellow" if d.score >= math.log10(1.5) else ""
+        spark_a, spark_b = _shared_sparklines(d.a, d.b, width)
+        table.add_row(FIGURES[d.figure], visible(d.subject), Text(_factor(d.ratio), style=style), d.at,
+                      Text(spark_a, style="cyan"), Text(spark_b, style="magenta"))
+    console.print(table)
+    if len(found) > top:
+        console.print(Text(f"... {len(found) - top} more (--top N shows more)", style="dim"))
+    return len(found)
+
+
+def _shared_sparklines(a, b, width: int) -> tuple[str, str]:
+    """Both histories on one scale (log10: these figures are scales), so heights compare."""
+    import numpy as np
+
+    from ..checking.baseline import to_log
+
+    a, b = to_log(np.asarray(a, float)), to_log(np.asarray(b, float))
+    if a.size > width:
+        pick = np.linspace(0, a.size - 1, width).round().astype(int)
+        a, b = a[pick], b[pick]
+    both = sparkline(np.concatenate([a, b]))
+    return both[: a.size], both[a.size:]
+
+
+def _factor(r: float) -> str:
+    if not math.isfinite(r):
+        return "inf" if r > 0 else "?"
+    return f"{r:.3g}x"
