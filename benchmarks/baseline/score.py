@@ -433,9 +433,11 @@ def main(argv=None) -> int:
     print("\n".join(parts))
     for s in args.sweep:
         rule, option, vals = _parse_sweep(s)
-        print(f"Sweep of {rule}.{option} (other rules as above)")
-        print(f"  {'value':>8s} {'refs':>4s} {'healthy ff':>10s} {'95% upper':>10s} {'recall':>8s} "
-              f"{'visible':>8s} {'abs-quiet':>9s}")
+        print(f"Sweep of {rule}.{option} (other rules as above; rule ff: healthy pairs this rule fails; "
+              "ff: healthy pairs any baseline rule fails; recall: baseline rules, all regressions / visible "
+              "ones / those the absolute pack passes; rule first: regressions this rule flags first)")
+        print(f"  {'value':>8s} {'refs':>4s} {'pairs':>5s} {'rule ff':>7s} {'ff':>4s} {'95% upper':>10s} "
+              f"{'regs':>5s} {'recall':>8s} {'visible':>8s} {'abs-quiet':>9s} {'rule first':>10s}")
         for v in vals:
             ov = json.loads(json.dumps(overrides))
             ov.setdefault(rule, {})[option] = v
@@ -451,10 +453,13 @@ def main(argv=None) -> int:
                 rv = [o for o in r if vis.get(o.candidate)]
                 rq = [o for o in r if not o.abs_failed]
                 ff = sum(o.base_failed for o in h)
-                print(f"  {v:>8g} {k:4d} {ff:10d} {100 * wilson_upper(ff, len(h)):9.2f}% "
-                      f"{_pct(sum(o.base_failed for o in r), len(r)):>8s} "
+                rff = sum(rule in o.base_rules for o in h)
+                rfirst = sum(bool(o.first) and o.first["rule"] == rule for o in r)
+                vv = v if isinstance(v, str) else f"{v:g}"
+                print(f"  {vv:>8s} {k:4d} {len(h):5d} {rff:7d} {ff:4d} {100 * wilson_upper(ff, len(h)):9.2f}% "
+                      f"{len(r):5d} {_pct(sum(o.base_failed for o in r), len(r)):>8s} "
                       f"{_pct(sum(o.base_failed for o in rv), len(rv)):>8s} "
-                      f"{_pct(sum(o.base_failed for o in rq), len(rq)):>9s}")
+                      f"{_pct(sum(o.base_failed for o in rq), len(rq)):>9s} {rfirst:10d}")
         print()
     if args.json:
         Path(args.json).write_text(json.dumps({
