@@ -27,8 +27,9 @@ runs and on the *visible* ones, with the baseline rule that fired first; the sam
 one-reference mode.  A regression run is **visible** when, on figures read straight from the
 runs (never from the rules), it leaves the envelope of the configuration's 5 healthy seeds
 widened by the envelope's own width on both sides (at least 5% of the value) -- on the last
-logged loss, or on some tensor's last L2 norm or mean update ratio (``d_l2 / l2``); a
-tensor missing from it or frozen where the seeds train it is visible too.
+logged loss, or on some tensor's last L2 norm or mean update ratio (``d_l2 / l2``; biases
+left out, BatchNorm moving statistics in); a tensor missing from it or frozen where the seeds
+train it is visible too.
 """
 
 from __future__ import annotations
@@ -246,7 +247,10 @@ def _figures(run):
     if loss.size:
         out["loss"] = float(loss[-1])
     l2s, dl2s, fzs = run.metric("l2"), run.metric("d_l2"), run.metric("frozen")
-    for j, p in enumerate(t.path for t in run.tensors):
+    for j, t in enumerate(run.tensors):
+        if t.role == "bias":       # biases (before a BatchNorm ~1e-8) are too small to say anything
+            continue
+        p = t.path
         l2, d = l2s[:, j], dl2s[:, j]
         fin = l2[np.isfinite(l2)]
         if fin.size:
