@@ -134,3 +134,18 @@ def test_tiny_set_end_to_end(tmp_path):
     # 4 seeds: candidates s0 (refs s1-s3) and the two regressions (refs s1-s3); s1..s3 lack s4
     assert {o["candidate"] for o in data["three_refs"]} == {f"{cfg}-s0", f"{cfg}-lr-3x-high", f"{cfg}-dropout-0.6"}
     assert len(data["one_ref"]) == 5   # s0<-s1, s1<-s2, s2<-s3 and the two regressions <-s1
+    # the real CLI agrees with the scorer, with reference runs and with a learnt baseline file
+    root = HERE.parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root))
+    refs = [str(cache / f"{cfg}-s{k}" / "run") for k in (1, 2, 3)]
+    bfile = tmp_path / "main.baseline.json"
+    cli = [sys.executable, "-m", "weightwatch"]
+    subprocess.run(cli + ["baseline", "learn", *refs, "-o", str(bfile)], check=True, env=env, cwd=tmp_path,
+                   capture_output=True)
+    outcome = {o["candidate"]: o for o in data["three_refs"]}
+    for cid, o in outcome.items():
+        run = str(cache / cid / "run")
+        for base in (sum((["--baseline", r] for r in refs), []), ["--baseline", str(bfile)]):
+            p = subprocess.run(cli + ["check", run, "--no-config", "-q", *base], env=env, cwd=tmp_path,
+                               capture_output=True, text=True)
+            assert p.returncode == (1 if o["either"] else 0), (cid, base[-1], p.stdout[-2000:], p.stderr[-2000:])
