@@ -5,6 +5,7 @@
     python benchmarks/baseline/score.py --cache /work/basebench-cache
     python benchmarks/baseline/score.py --json outcomes.json        # every pair's outcome
     python benchmarks/baseline/score.py --sweep baseline-update-ratio.spread=3,4,6
+    python benchmarks/baseline/score.py --sweep 'baseline-*.tolerance=1.5,2,3'   # every rule with it
     python benchmarks/baseline/score.py --set baseline-norm.tolerance=0.3 --rules my.toml
     python benchmarks/baseline/score.py --only 'mlp-*,cnn-c0'       # configurations (globs)
 
@@ -387,6 +388,21 @@ def _parse_set(text: str) -> tuple[str, str, object]:
     return rule, option, vals[0]
 
 
+RULE_FIELDS = ("severity", "patience", "after", "until")
+
+
+def expand_rules(ruleset, pattern: str, option: str) -> list[str]:
+    """The rule ids a RULE part names: an id, or a glob (``baseline-*``) over the rules that
+    have ``option`` (a rule field such as patience, or one of the check's options)."""
+    if not any(ch in pattern for ch in "*?["):
+        return [pattern]
+    out = [r.id for r in ruleset if fnmatch.fnmatchcase(r.id, pattern)
+           and (option in RULE_FIELDS or option in getattr(getattr(r, "check_def", None), "options", {}))]
+    if not out:
+        raise SystemExit(f"no rule matching {pattern!r} has an option {option!r}")
+    return out
+
+
 def run_all(cache: Path, cases, infos, ruleset, *, visible=True):
     runs = Runs(cache)
     scorer = Scorer(runs, cases, ruleset)
@@ -416,9 +432,11 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     cases, infos, stale = load_cases(cache, args.only)
     overrides: dict = {}
+    plain = load_ruleset(args.rules, {})
     for s in args.set:
         rule, option, v = _parse_set(s)
-        overrides.setdefault(rule, {})[option] = v
+        for rid in expand_rules(plain, rule, option):
+            overrides.setdefault(rid, {})[option] = v
     ruleset = load_ruleset(args.rules, overrides)
     three, one, scorer, runs = run_all(cache, cases, infos, ruleset)
     n_h = sum(c.healthy for c in cases.values())
@@ -437,6 +455,7 @@ def main(argv=None) -> int:
     print("\n".join(parts))
     for s in args.sweep:
         rule, option, vals = _parse_sweep(s)
+        rids = expand_rules(ruleset, rule, option)
         print(f"Sweep of {rule}.{option} (other rules as above; rule ff: healthy pairs this rule fails; "
               "ff: healthy pairs any baseline rule fails; recall: baseline rules, all regressions / visible "
               "ones / those the absolute pack passes; rule first: regressions this rule flags first)")
@@ -444,10 +463,11 @@ def main(argv=None) -> int:
               f"{'regs':>5s} {'recall':>8s} {'visible':>8s} {'abs-quiet':>9s} {'rule first':>10s}")
         for v in vals:
             ov = json.loads(json.dumps(overrides))
-            ov.setdefault(rule, {})[option] = v
+            for rid in rids:
+                ov.setdefault(rid, {})[option] = v
             rs = load_ruleset(args.rules, ov)
             sc = Scorer(runs, cases, rs)
-            sc._abs = scorer._abs if not any(not r.startswith("baseline-") for r in ov) else {}
+            sc._abs = scorer._abs if all(is_baseline_rule(r) for r in rs if r.id in ov) else {}
             sc._bases = scorer._bases
             for k in (bench_specs.REFS, 1):
                 outs = score_pairs(sc, cases, infos, k)
@@ -457,8 +477,8 @@ def main(argv=None) -> int:
                 rv = [o for o in r if vis.get(o.candidate)]
                 rq = [o for o in r if not o.abs_failed]
                 ff = sum(o.base_failed for o in h)
-                rff = sum(rule in o.base_rules for o in h)
-                rfirst = sum(bool(o.first) and o.first["rule"] == rule for o in r)
+                rff = sum(any(x in rids for x in o.base_rules) for o in h)
+                rfirst = sum(bool(o.first) and o.first["rule"] in rids for o in r)
                 vv = v if isinstance(v, str) else f"{v:g}"
                 print(f"  {vv:>8s} {k:4d} {len(h):5d} {rff:7d} {ff:4d} {100 * wilson_upper(ff, len(h)):9.2f}% "
                       f"{len(r):5d} {_pct(sum(o.base_failed for o in r), len(r)):>8s} "
