@@ -13,40 +13,13 @@ import math
 import numpy as np
 import pytest
 
-from runbuilder import write_run
+from runbuilder import trajectory_run as _run, write_run
 from weightwatch import BaselineError, check, open_run
 from weightwatch.checking.baseline import (
     Band, TensorRef, canonical, departures, learn_baseline, match_tensors, record_keys,
 )
 from weightwatch.checking.baseline_file import baseline_to_dict, load_baseline, read_baseline, write_baseline
 from weightwatch.checking.config import load_rules
-
-TENSORS = {"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape": [3]},
-           "dense_1/kernel": {"shape": [3, 2]}}
-
-
-def _run(path, *, scale=1.0, lr=1.0, loss_scale=1.0, records=6, names=None, model="sequential",
-         jitter=0.0, drop=()):
-    """A run whose kernels' norms and updates follow a smooth curve: ``scale`` multiplies the
-    norms, ``lr`` the updates, ``loss_scale`` the loss; ``jitter`` is a seed's spread (relative)."""
-    rng = np.random.default_rng(int(jitter * 1e6) % 2 ** 32)
-    names = names or {p: p for p in TENSORS}
-    tensors = {f"{model}/{names[p]}": spec for p, spec in TENSORS.items() if p not in drop}
-    recs = []
-    for r in range(records):
-        rows = {}
-        for p in TENSORS:
-            if p in drop:
-                continue
-            noise = 1 + jitter * rng.standard_normal()
-            l2 = scale * (1.0 + 0.1 * r) * noise
-            rows[f"{model}/{names[p]}"] = {"l2": l2} | ({} if r == 0 else {
-                "d_l2": lr * 0.05 * scale * (1 + 0.1 * (r - 1)) * noise / (1 + 0.2 * r),
-                "changed": True, "grad_rms": 0.01 * noise})
-        recs.append({"logs": {"loss": loss_scale * 2.0 / (1 + r) * (1 + jitter * rng.standard_normal())},
-                     "rows": rows})
-    return write_run(path, tensors=tensors, records=recs, model=model)
-
 
 @pytest.fixture
 def refs(tmp_path):
@@ -118,7 +91,7 @@ def test_a_reseeded_run_passes_and_a_threefold_learning_rate_fails(tmp_path, ref
     ok = check(_run(tmp_path / "seed", jitter=0.05), baseline=base)
     assert not ok.failed, ok.failed
     assert set(_baseline_results(ok)) == {"baseline-norm", "baseline-update-ratio", "baseline-gradient",
-                                          "baseline-loss", "baseline-tensors"}
+                                          "baseline-loss", "baseline-metrics", "baseline-tensors"}
     bad = check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base)
     failed = {r.id for r in bad.failed}
     assert failed == {"baseline-update-ratio"}, failed
