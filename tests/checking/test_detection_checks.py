@@ -74,3 +74,25 @@ def test_update_jump_ignores_tensors_that_do_not_move():
     res = run_check(run, "update-jump")
     assert res.status == "passed"
     assert not any(math.isinf(x) for f in res.findings for x in f.history if x is not None)
+
+
+LN4 = math.log(4)
+
+
+def test_loss_above_chance_fails_far_above_a_constant_predictor():
+    logs = [{}, {"loss": 55.0}, {"loss": 60.0}, {"loss": 48.0}]
+    run = make_run({"a/kernel": {}}, 4, logs=logs)
+    res = run_check(run, "loss-above-chance")
+    assert res.status == "skipped" and "chance_loss" in res.note     # unknown chance: never a pass
+    run.manifest = {"chance_loss": LN4}
+    f = first(run_check(run, "loss-above-chance"))
+    assert f.record == 1 and f.value == pytest.approx(55.0 / LN4)
+    assert f.message == f"loss is {55.0 / LN4:.3g}x the loss of a constant predictor (limit 8x)"
+
+
+def test_loss_above_chance_quiet_on_a_slow_start():
+    logs = [{}, {"loss": 3.1 * LN4}, {"loss": 1.2}, {"loss": 0.6}]
+    run = make_run({"a/kernel": {}}, 4, logs=logs)
+    run.manifest = {"chance_loss": LN4}
+    assert run_check(run, "loss-above-chance").status == "passed"
+    assert run_check(run, "loss-above-chance", max_ratio=3.0).status == "failed"

@@ -764,3 +764,37 @@ def loss_below_floor(h: Histories, key, tolerance):
     v, present = h.log(key)
     return Outcome(v[:, None], _lt(v, floor - tolerance)[:, None] & present[:, None], float(floor),
                    subjects=[key])
+
+
+@check("loss-above-chance", scope=LOG,
+       message="{key} is {value:.3g}x the loss of a constant predictor (limit {limit:g}x)",
+       metric="loss/chance", judges=EPOCHS, options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "max_ratio": Option((int, float), 8.0,
+                                    "largest allowed loss / chance loss at an epoch record", above=1),
+            })
+def loss_above_chance(h: Histories, key, max_ratio):
+    """Fails when a crossentropy is many times the loss of a constant, uniform predictor.
+
+    Why: predicting the uniform distribution for every input scores the
+    chance loss (ln C over C classes, ln 2 for a binary crossentropy); a
+    model that scores many times worse is not merely untrained but
+    confidently wrong, its logits blown up - an exploding recurrent network,
+    a learning rate far too high - even while every weight and the loss stay
+    finite and the loss slowly falls.  Early in a healthy run the loss can be
+    a few times the chance loss (an unlucky initialisation); the value
+    judged is loss / chance loss at the begin and epoch records.  Skipped
+    when the manifest has no ``chance_loss``.
+
+    Passes: chance ln 4 = 1.386, losses 3.1, 1.2, 0.6.  Fails: losses 55,
+    60, 48 (40x the chance loss).
+    """
+    chance = h.run.manifest.get("chance_loss")
+    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
+            or not np.isfinite(chance) or not chance > 0):
+        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
+                            "model has several outputs, or the run was recorded before "
+                            "weightwatch recorded it)")
+    v, _ = h.epoch_log(key)
+    ratio = v / chance
+    return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])

@@ -61,6 +61,7 @@ CAUSE_OF_CHECK = {
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
     "loss-at-chance": "not-learning", "update-jump": "divergence",
+    "loss-above-chance": "divergence",
 }
 
 
