@@ -69,7 +69,8 @@ CAUSE_OF_CHECK = {
     "oscillation": "divergence", "unchanged": "frozen-changed", "stalled": "not-learning",
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
-    "loss-at-chance": "not-learning",
+    "loss-at-chance": "not-learning", "update-jump": "divergence",
+    "loss-above-chance": "divergence",
     "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
     "baseline-log": "baseline", "baseline-tensors": "architecture",
 }
