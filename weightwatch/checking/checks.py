@@ -100,7 +100,8 @@ class Outcome:
     subjects: list | None = None     # log keys, for LOG checks; names, for SUBJECTS checks
     #: For SUBJECTS checks: the subjects are tensors (else logs).
     subject_tensors: bool = False
-    #: Further figures for the message: scalars, or arrays like ``value`` (taken at the finding).
+    #: Further figures for the message: scalars, arrays like ``value`` (taken at the finding), or
+    #: callables ``(record, subject) -> value`` computed for the findings only.
     extra: dict = field(default_factory=dict)
 
 

@@ -227,7 +227,7 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None
         metric = outcome.extra.get("metric", check_def.metric)
         if metric == "log":  # a log check's history is the log itself
             metric = names[j]
-        extra = {k: (_at(v, r, j) if isinstance(v, np.ndarray) else v)
+        extra = {k: (_at(v, r, j) if isinstance(v, np.ndarray) or callable(v) else v)
                  for k, v in outcome.extra.items() if k != "metric"}
         band = band_history = None
         if check_def.baseline and "lo" in outcome.extra and "hi" in outcome.extra:
@@ -262,7 +262,10 @@ def _first_streak(bad: np.ndarray, patience: int) -> np.ndarray:
 
 
 def _at(v: np.ndarray, r: int, j: int):
-    """A figure of ``Outcome.extra`` at the finding: per record and subject, or per record."""
+    """A figure of ``Outcome.extra`` at the finding: per record and subject, or per record, or
+    computed for the finding alone (a callable of record and subject, for words)."""
+    if callable(v):
+        return v(r, j)
     x = v[r, j] if v.ndim == 2 else v[r]
     return x if v.dtype == object else _num(x)
 
