@@ -134,3 +134,10 @@ def test_diff_puts_the_changed_layer_first(runs):
     frozen_layer = weightwatch.open_run(runs["pr-frozen"]).tensors[0].layer   # the first Dense
     assert f" {frozen_layer}/" in rows[0] and " 0x " in rows[0], rows
     assert any(ch in p.stdout for ch in "▁▂▃▄▅▆▇█")
+
+
+def test_baseline_without_an_action_teaches_and_diff_of_a_missing_run_is_one_line(tmp_path):
+    p = cli("baseline")
+    assert p.returncode == 4 and "learn" in p.stdout and "weightwatch baseline learn" in p.stdout
+    p = cli("diff", tmp_path / "a", tmp_path / "b")
+    assert p.returncode == 4 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
