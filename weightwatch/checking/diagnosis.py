@@ -50,6 +50,11 @@ CAUSES = {
         "the loss stopped improving",
         "If the run is finished, stop it (EarlyStopping); otherwise raise the learning rate or "
         "check that the labels match the inputs."),
+    "replicas": (
+        "data-parallel replicas hold different weights",
+        "Each replica trains its own model now: check the gradient all-reduce (a custom train_step "
+        "must do it), synchronise BatchNormalization, seed every process the same, and keep "
+        "callbacks that change weights off non-zero processes."),
     "other": ("other findings", ""),
 }
 
@@ -60,7 +65,7 @@ CAUSE_OF_CHECK = {
     "oscillation": "divergence", "unchanged": "frozen-changed", "stalled": "not-learning",
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
-    "loss-at-chance": "not-learning",
+    "loss-at-chance": "not-learning", "replica-divergence": "replicas",
 }
 
 
