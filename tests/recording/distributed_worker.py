@@ -127,9 +127,27 @@ class Fault(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs = epoch + 1
-        if args.fault == "perturb" and epoch == 1 and args.rank == 1:
-            v = self.model.get_layer("hidden").kernel
-            noise = np.random.default_rng(7).standard_normal(v.shape).astype("float32") * 1e-2
+        if args.fault == "perturb" and epoch == 1:
+            perturb(self.model.get_layer("hidden").kernel)
+
+
+def perturb(v):
+    """Noise on one replica's copy of ``v`` only: rank 1's, or device 1's in one process."""
+    noise = np.random.default_rng(7).standard_normal(v.shape).astype("float32") * 1e-2
+    if args.setup == "mirrored":  # the component on the second device
+        v.value.values[1].assign(v.value.values[1] + noise)
+    elif args.setup == "jax-devices":  # the shard on the second device
+        val = v.value
+        shards = [s.data for s in val.addressable_shards]
+        bad = jax.device_put(np.asarray(shards[1]) + noise, list(shards[1].devices())[0])
+        v._value = jax.make_array_from_single_device_arrays(val.shape, val.sharding, [shards[0], bad])
+    elif args.rank == 1:
+        if backend == "jax":  # this process's shard; assign() would be a collective
+            val = v.value
+            local = val.addressable_data(0)
+            bad = jax.device_put(np.asarray(local) + noise, list(local.devices())[0])
+            v._value = jax.make_array_from_single_device_arrays(val.shape, val.sharding, [bad])
+        else:
             v.assign(keras.ops.convert_to_numpy(v) + noise)
 
 
