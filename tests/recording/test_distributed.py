@@ -200,3 +200,50 @@ def test_two_processes_a_diverged_replica_fails_naming_the_tensor(setup, tmp_pat
     assert {(f.tensor, f.record) for f in res.findings} == {(KERNEL, 2)}
     spread = weightwatch.open_run(run_dir).metric("replica_spread")
     assert (spread[:2] == 0).all() and (spread[2, 1:] == 0).all()  # only that tensor, only then
+
+
+# -- which process this is, without a launcher (in this process, on any backend) ---------------
+
+def _fit(callback, epochs=2):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).standard_normal((64, 4)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(x, x[:, :1], epochs=epochs, verbose=0, callbacks=[callback])
+
+
+def test_a_process_other_than_0_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cb = weightwatch.WatchCallback(tmp_path / "run", halt_on=None, verbose=0)
+    _fit(cb)
+    assert not (tmp_path / "run").exists() and cb._processes.source == "RANK"
+    cb = weightwatch.WatchCallback(tmp_path / "run0", halt_on=None, verbose=0, process_id=0)
+    _fit(cb)  # the argument overrides the environment: process 0 records
+    run = weightwatch.open_run(tmp_path / "run0")
+    assert len(run.records) == 3 and run.manifest["processes"] == 2
+
+
+def test_several_processes_without_a_collective_cannot_halt(tmp_path, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]},
+                                                "task": {"type": "worker", "index": 1}}))
+    with pytest.raises(weightwatch.WeightwatchError, match=r"process 1 of 2 \(from TF_CONFIG\) has no "
+                                                            r"collective.*halt_on=None"):
+        _fit(weightwatch.WatchCallback(tmp_path / "run", verbose=0))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"process_id": -1}, "`process_id` must be None or a non-negative integer. Received: process_id=-1"),
+    ({"num_processes": "2"}, "`num_processes` must be None or a non-negative integer. Received: num_processes='2'"),
+])
+def test_process_arguments_are_validated(tmp_path, kw, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        weightwatch.WatchCallback(tmp_path / "run", **kw)
+
+
+def test_process_id_beyond_num_processes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"Received: process_id=2, num_processes=2"):
+        _fit(weightwatch.WatchCallback(tmp_path / "run", process_id=2, num_processes=2, halt_on=None))
