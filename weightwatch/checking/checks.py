@@ -807,3 +807,44 @@ def loss_above_chance(h: Histories, key, max_ratio):
     v, _ = h.epoch_log(key)
     ratio = v / chance
     return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])
+# -- data-parallel replicas -----------------------------------------------------------
+@check("replica-divergence",
+       message="{tensor} differs between data-parallel replicas at {where}: checksum spread "
+               "{value:.3g} (limit {limit:g})",
+       metric="replica_spread", needs=("replica_spread",), keywords=("replica", "distributed"),
+       options={
+                "max_spread": Option((int, float), 1e-6,
+                                     "largest relative difference between a replica's checksum of "
+                                     "the tensor and the first replica's", minimum=0),
+            })
+def replica_divergence(h: Histories, max_spread):
+    """Fails when the replicas of a data-parallel run hold different copies of a tensor.
+
+    Why: in data-parallel training (``tf.distribute.MirroredStrategy``,
+    ``keras.distribution.DataParallel``, several processes on JAX or torch)
+    every replica applies the same all-reduced update to its own copy of
+    every weight, so the copies must stay identical.  When they do not - an
+    all-reduce that is skipped or wrong, BatchNorm moving statistics updated
+    from each replica's own batch, a random seed that differs between
+    processes, a callback that changes the weights on one process - each
+    replica trains a different model and nothing fails: the loss of process
+    0 looks fine.  At every record each replica sends three float64 figures
+    per tensor (sum, sum of |x|, sum of squares; no tensor crosses the
+    network) and ``replica_spread`` is the largest relative difference from
+    the first replica's.  Replicas of a healthy run agree bit for bit
+    (spread 0 in every calibration run: MirroredStrategy over 2 devices, JAX
+    DataParallel over 2 devices and over 2 processes, torch with gloo); noise
+    of 1e-3 on one replica's kernel gives 1e-4 and more, float32 rounding of
+    a single element 1e-10.  Skipped for runs with one replica (one process
+    on one device) and runs recorded before weightwatch compared replicas.
+
+    Passing: ``replica_spread`` ``0, 0, 0``.  Failing: ``0, 0, 3.2e-4``.
+    """
+    s = h("replica_spread")
+    if np.isnan(s).all():
+        if not h.run.has_column("replica_spread"):
+            raise NotApplicable("the run has no replica_spread column (recorded before weightwatch "
+                                "compared data-parallel replicas, or imported from a weight dump)")
+        raise NotApplicable("the run has one replica (one process on one device): there are no "
+                            "copies of the weights to compare")
+    return Outcome(s, _gt(s, max_spread), float(max_spread))

@@ -59,6 +59,11 @@ CAUSES = {
     "architecture": (
         "the architecture differs from the reference runs",
         "A layer was removed, renamed or resized; if that is intended, record new reference runs."),
+    "replicas": (
+        "data-parallel replicas hold different weights",
+        "Each replica trains its own model now: check the gradient all-reduce (a custom train_step "
+        "must do it), synchronise BatchNormalization, seed every process the same, and keep "
+        "callbacks that change weights off non-zero processes."),
     "other": ("other findings", ""),
 }
 
@@ -73,6 +78,7 @@ CAUSE_OF_CHECK = {
     "loss-above-chance": "divergence",
     "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
     "baseline-log": "baseline", "baseline-tensors": "architecture",
+    "replica-divergence": "replicas",
 }
 
 
