@@ -175,7 +175,8 @@ class _WeightwatchSession:
         from .output.terminal import source_label
 
         rules = ", ".join(source_label(s) for s in self.ruleset.sources) if self.ruleset else "?"
-        return f"weightwatch: runs {', '.join(self.patterns)} ({self.origin}) · rules: {rules}"
+        baseline = f" · baseline: {self.baseline.describe()}" if self.baseline is not None else ""
+        return f"weightwatch: runs {', '.join(self.patterns)} ({self.origin}) · rules: {rules}{baseline}"
 
     def run_paths(self) -> list[Path]:
         """Every pattern expanded (absolute), in order, each run once; a pattern matching nothing

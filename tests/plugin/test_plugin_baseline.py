@@ -19,7 +19,8 @@ def test_baseline_rules_are_items_only_with_a_baseline(pt, tmp_path):
     assert got[f"{run}::baseline-update-ratio"] == "failed"
     assert got[f"{run}::baseline-norm"] == "passed" and got[f"{run}::baseline-tensors"] == "passed"
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*update ratio*above the reference band*"])
+    result.stdout.fnmatch_lines(["weightwatch: runs runs/pr (command line) · rules: default · baseline: "
+                                 "3 reference runs (*ref0, *ref1, *ref2)", "*update ratio*above the reference band*"])
 
 
 def test_the_configuration_baseline_applies_and_a_bad_one_is_a_usage_error(pt, tmp_path):
