@@ -57,7 +57,7 @@ def healthy_row(spec: dict, record: int, first_record: int = 0) -> dict:
         "l2": l2, "mean": 0.0, "std": rms, "min": -2 * rms, "max": 2 * rms, "absmax": 2 * rms,
         "zero_frac": 0.0,
         "d_l2": None, "d_absmax": None, "changed": None, "dead_units": None, "d_cos": None,
-        "grad_rms": None,
+        "grad_rms": None, "replica_spread": 0.0,  # as two replicas in agreement record it
     }
     if age > 0:
         row.update(d_l2=0.05, d_absmax=0.05, changed=True, grad_rms=0.01)
@@ -158,7 +158,8 @@ def write_nan_run(run_dir) -> Path:
 
 DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
                 min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
-                dead_units=0.0, d_cos=0.1, grad_rms=np.nan)
+                dead_units=0.0, d_cos=0.1, grad_rms=np.nan,
+                replica_spread=np.nan)
 
 
 def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict | None = None,
@@ -233,3 +234,30 @@ def default_rule_count() -> int:
     from weightwatch.checking.config import load_rules
 
     return sum(not r.check_def.baseline for r in load_rules(use_project_config=False))
+
+
+TRAJECTORY_TENSORS = {"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape": [3]},
+                      "dense_1/kernel": {"shape": [3, 2]}}
+
+
+def trajectory_run(path, *, scale=1.0, lr=1.0, loss_scale=1.0, records=6, names=None, model="sequential",
+         jitter=0.0, drop=()):
+    """A run for baseline tests, whose tensors' norms and updates follow a smooth curve: ``scale`` multiplies the
+    norms, ``lr`` the updates, ``loss_scale`` the loss; ``jitter`` is a seed's spread (relative)."""
+    rng = np.random.default_rng(int(jitter * 1e6) % 2 ** 32)
+    names = names or {p: p for p in TRAJECTORY_TENSORS}
+    tensors = {f"{model}/{names[p]}": spec for p, spec in TRAJECTORY_TENSORS.items() if p not in drop}
+    recs = []
+    for r in range(records):
+        rows = {}
+        for p in TRAJECTORY_TENSORS:
+            if p in drop:
+                continue
+            noise = 1 + jitter * rng.standard_normal()
+            l2 = scale * (1.0 + 0.1 * r) * noise
+            rows[f"{model}/{names[p]}"] = {"l2": l2} | ({} if r == 0 else {
+                "d_l2": lr * 0.05 * scale * (1 + 0.1 * (r - 1)) * noise / (1 + 0.2 * r),
+                "changed": True, "grad_rms": 0.01 * noise})
+        recs.append({"logs": {"loss": loss_scale * 2.0 / (1 + r) * (1 + jitter * rng.standard_normal())},
+                     "rows": rows})
+    return write_run(path, tensors=tensors, records=recs, model=model)

@@ -113,7 +113,7 @@ def test_reading_checking_and_output_import_no_framework(module):
 
 
 #: recording's framework-free modules; every other module of recording is an adapter.
-SESSION = {"weightwatch.recording", "weightwatch.recording.session"}
+SESSION = {"weightwatch.recording", "weightwatch.recording.session", "weightwatch.recording.replicas"}
 
 
 def test_only_adapters_and_the_demo_import_a_framework():

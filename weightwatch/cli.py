@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("baseline", help="learn a baseline file from reference runs",
                        description="Baseline files: the bands of reference runs, for check --baseline.",
                        epilog=EPILOG_BASELINE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.set_defaults(baseline_parser=b)
     bsub = b.add_subparsers(dest="baseline_command", metavar="ACTION", parser_class=_Parser)
     bl = bsub.add_parser("learn", help="learn the bands of reference runs into one file",
                          description="Learn the bands of reference runs (seeds of main) into one baseline "
@@ -340,7 +341,7 @@ def cmd_baseline(args) -> int:
     from .checking.baseline_file import write_baseline
 
     if args.baseline_command != "learn":
-        build_parser().parse_args(["baseline", "--help"])
+        args.baseline_parser.print_help()
         return int(ExitCode.USAGE_ERROR)
     base = learn_baseline(args.refs)
     path = write_baseline(base, args.output)

@@ -66,6 +66,10 @@ def pytest_addoption(parser):
                     metavar="FILE",
                     help="rule file layered on top of the project configuration (repeatable), "
                          "as weightwatch check --rules")
+    group.addoption("--weightwatch-baseline", action="append", default=[], dest="weightwatch_baseline",
+                    metavar="REF",
+                    help="also compare each run with reference runs (repeatable) or a baseline file, "
+                         "as weightwatch check --baseline; default: the configuration's baseline")
     group.addoption("--weightwatch-strict", action="store_true", dest="weightwatch_strict",
                     help="rule warnings fail, as weightwatch check --strict (pytest's --strict "
                          "and -W error do too)")
@@ -137,6 +141,7 @@ class _WeightwatchSession:
         self.origin = origin
         self.invocation = Path(config.invocation_params.dir)
         self.ruleset = None
+        self.baseline = None
         self.runs: list[RunCollector] = []
 
     @property
@@ -149,20 +154,29 @@ class _WeightwatchSession:
             return bool(getattr(self.config.option, "strict", False))
 
     def pytest_sessionstart(self, session):
+        from .checking.baseline_file import load_baseline
         from .checking.config import load_rules
-        from .errors import RuleError
+        from .errors import BaselineError, RuleError, RunFormatError
 
         try:
             self.ruleset = load_rules(self.config.getoption("weightwatch_rules") or None,
                                       start=self.invocation)
-        except RuleError as exc:
+            refs = ([str(self.invocation / r) for r in self.config.getoption("weightwatch_baseline")]
+                    or self.ruleset.baseline)
+            self.baseline = load_baseline(refs) if refs else None
+        except (RuleError, BaselineError, RunFormatError) as exc:
             raise pytest.UsageError(f"weightwatch: {exc}") from None
+
+    def rules(self) -> list:
+        """The rules each run is checked against: baseline rules only with a baseline."""
+        return [r for r in self.ruleset if self.baseline is not None or not r.check_def.baseline]
 
     def pytest_report_header(self, config):
         from .output.terminal import source_label
 
         rules = ", ".join(source_label(s) for s in self.ruleset.sources) if self.ruleset else "?"
-        return f"weightwatch: runs {', '.join(self.patterns)} ({self.origin}) · rules: {rules}"
+        baseline = f" · baseline: {self.baseline.describe()}" if self.baseline is not None else ""
+        return f"weightwatch: runs {', '.join(self.patterns)} ({self.origin}) · rules: {rules}{baseline}"
 
     def run_paths(self) -> list[Path]:
         """Every pattern expanded (absolute), in order, each run once; a pattern matching nothing
@@ -270,7 +284,7 @@ class RunCollector(pytest.Collector):
             # The run is not checked while part of it cannot be read (weightwatch check: exit 4).
             raise self.CollectError("\n".join(str(p) for p in run.problems))
         self.run = run
-        return [RuleItem.from_parent(self, name=rule.id, rule=rule) for rule in self.plugin.ruleset]
+        return [RuleItem.from_parent(self, name=rule.id, rule=rule) for rule in self.plugin.rules()]
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, self.CollectError):
@@ -285,7 +299,7 @@ class RunCollector(pytest.Collector):
         if self._report is None:
             from .checking.engine import evaluate
 
-            self._report = evaluate(self.run, self.plugin.ruleset)
+            self._report = evaluate(self.run, self.plugin.ruleset, baseline=self.plugin.baseline)
         return self._report
 
     def result(self, rule_id: str):

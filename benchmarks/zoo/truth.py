@@ -417,7 +417,13 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
             if onset is None or not (last.size and last[-1] >= SYMPTOMS["dead"]):
                 label, onset = "healthy", None
                 reason = "fewer than half the units died (or they recovered)"
-            # a spike also shows itself: the update-ratio jump at the injection record
+                # the spike variant is a learning-rate spike (50-100x for one epoch): when no unit
+                # died it is judged as one, by the lr-spike symptom (the update-ratio jump)
+                jump = v.update_jump(SYMPTOMS["update_jump"]) if spec.variant == "spike" else None
+                if jump is not None and _first(jump, r0) is not None:
+                    label, onset = "lr-spike", first_of(("update ratio jump", jump))
+                    reason = "fewer than half the units died, but the spike showed in the updates"
+                    out["where"] = [v.paths[i] for i in kern]
     elif f in ("vanishing-sgd", "vanishing-adaptive"):
         trainable_k = [i for i in kern if v.paths[i] in v.probe.get("grad_l2", {})]
         if len(trainable_k) < 2:

@@ -269,3 +269,25 @@ def test_gradient_heatmap_where_the_run_records_gradients(tmp_path):
     none = write_run(tmp_path / "none", MLP, [{"logs": {}, "rows": rows}, {"logs": {"loss": 1.0}, "rows": rows}])
     page = html_report([evaluate(open_run(none), load_rules(use_project_config=False))])
     assert 'alt="gradient heatmap"' not in page and "Gradient magnitude is not recorded" in page
+
+
+@needs_browser
+def test_the_reference_band_is_drawn_under_the_curves(tmp_path):
+    from runbuilder import trajectory_run
+    from weightwatch.checking.baseline import learn_baseline
+
+    base = learn_baseline([trajectory_run(tmp_path / f"ref{s}", jitter=0.02 * (s + 1)) for s in range(3)])
+    run = open_run(trajectory_run(tmp_path / "lr3", lr=3.0, jitter=0.05))
+    report = evaluate(run, load_rules(use_project_config=False), baseline=base)
+    assert report.failed
+    path = write_html([report], tmp_path / "baseline.html")
+    html = path.read_text(encoding="utf-8")
+    finding = next(f for r in report.failed for f in r.findings)
+    assert finding.band_history and len(finding.band_history) == len(run.records)
+    # one band per failing chart, and one under every tensor's norm
+    assert html.count('class="band"') >= len(run.tensors) + 1
+    assert "the reference runs' band" in html
+    dom, console, _ = render(path, tmp_path)
+    assert console == [] and 'data-ready="1"' in dom
+    plain = write_html([_report(run.path)], tmp_path / "plain.html").read_text(encoding="utf-8")
+    assert 'class="band"' not in plain

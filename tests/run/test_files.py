@@ -169,6 +169,7 @@ AUDIT = r"""
 import json, os, sys
 run_dir = os.path.realpath(sys.argv[1])
 import numpy, rich, weightwatch, zipfile
+import numpy.ma  # np.nanmedian imports it on first use: a module, not the run's data
 from weightwatch.checking.config import load_rules
 from weightwatch.checking.engine import evaluate
 from weightwatch.run.reader import open_run, read_weights

@@ -44,14 +44,16 @@ def _departure(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, what: str) ->
         above = values > hi
         factor = np.where(below, lo / values, np.where(above, values / hi, np.nan))
     side = np.where(below, "below", np.where(above, "above", "")).astype(object)
-    text = np.empty(values.shape, dtype=object)
-    for idx in zip(*np.nonzero(below | above)):   # only where the band is left: a few points
-        f = factor[idx]
-        text[idx] = (f"{f:.3g}x {side[idx]}" if np.isfinite(f) and values[idx] != 0
-                     else f"at 0, {side[idx]}" if values[idx] == 0 else f"far {side[idx]}")
+
+    def departure(r: int, j: int) -> str:   # the words, only where a finding is reported
+        f, v, where = factor[r, j], values[r, j], side[r, j]
+        if v == 0:
+            return f"at 0, {where}"
+        return f"{f:.3g}x {where}" if np.isfinite(f) else f"far {where}"
+
     limit = np.where(below, lo, hi)
     return Outcome(values, below | above, limit,
-                   extra={"departure": text, "factor": factor, "side": side, "lo": lo, "hi": hi,
+                   extra={"departure": departure, "factor": factor, "side": side, "lo": lo, "hi": hi,
                           "what": what})
 
 
@@ -151,6 +153,8 @@ def baseline_log(h, keys, spread, tolerance, single_tolerance):
         cols.append(np.where(present, v, np.nan))
         los.append(lo)
         his.append(hi)
+    if all(a.baseline.logs.get(k) is None for k in names):
+        raise NotApplicable(f"the baseline holds no band for {', '.join(names)}")
     out = _departure(np.stack(cols, 1), np.stack(los, 1), np.stack(his, 1), "")
     out.subjects = names
     return out

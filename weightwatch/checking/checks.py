@@ -18,6 +18,7 @@ does: a bad value is a configuration error, found when the rule loads.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -99,7 +100,8 @@ class Outcome:
     subjects: list | None = None     # log keys, for LOG checks; names, for SUBJECTS checks
     #: For SUBJECTS checks: the subjects are tensors (else logs).
     subject_tensors: bool = False
-    #: Further figures for the message: scalars, or arrays like ``value`` (taken at the finding).
+    #: Further figures for the message: scalars, arrays like ``value`` (taken at the finding), or
+    #: callables ``(record, subject) -> value`` computed for the findings only.
     extra: dict = field(default_factory=dict)
 
 
@@ -453,6 +455,89 @@ def update_disparity(h: Histories, max_disparity, min_rms):
     return Outcome(d, _gt(d, max_disparity), float(max_disparity))
 
 
+def _steps_between(records) -> np.ndarray:
+    """Training steps since the previous record (NaN at the first; 1 where a step is unknown)."""
+    steps = np.array([np.nan if r.step is None else r.step for r in records], dtype=float)
+    d = np.full(len(steps), np.nan)
+    if len(steps) > 1:
+        d[1:] = np.diff(steps)
+        d[1:][np.isnan(d[1:])] = 1.0
+    return d
+
+
+def _median_of_previous(a: np.ndarray, window: int) -> np.ndarray:
+    """Per row, the median of the (up to) ``window`` rows before it, ignoring NaN (NaN: none)."""
+    n = a.shape[0]
+    if n == 0:
+        return a.copy()
+    pad = np.concatenate([np.full((window,) + a.shape[1:], np.nan), a[:-1]])
+    win = np.lib.stride_tricks.sliding_window_view(pad, window, axis=0)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN windows: NaN, as wanted
+        return np.nanmedian(win, axis=-1)
+
+
+@check("update-jump",
+       message="{tensor} update ratio per step jumped {value:.3g}x its median of the previous "
+               "{window} updates, and the network's median update ratio {network:.3g}x "
+               "(limit {limit:g}x)",
+       metric="update_jump", fields=("network",), options={
+                "max_jump": Option((int, float), 8.0,
+                                   "largest allowed update ratio per step / median of the previous "
+                                   "updates, for the tensor and for the network's median", above=1),
+                "window": Option(int, 5, "previous updates the median is taken over", minimum=1,
+                                 maximum=1000),
+                "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
+            }, judges=UPDATE)
+def update_jump(h: Histories, max_jump, window, min_rms):
+    """Fails when the whole network's updates jump far above their own recent size.
+
+    Why: a learning rate that spikes for an epoch (a schedule bug, a
+    callback that sets the wrong value, a resumed run given the wrong rate)
+    rewrites the weights in one record and may never show as a NaN or a
+    loss jump.  The learning rate as the weights feel it is the update ratio
+    ||dW|| / ||W||; this check divides it by the training steps since the
+    previous record (batch records cover fewer steps than epochs) and
+    compares it with its median over the previous ``window`` updates.  It
+    fails where a tensor's ratio and the network's median ratio (over the
+    selected trainable, unfrozen tensors that moved) both jumped more than
+    ``max_jump`` times: one layer that wakes up is healthy, every layer at
+    once is the step size.  Warm-up raises the rate smoothly (at most a few
+    times per record) and decays only lower it; a record where the logged
+    ``learning_rate`` rose back to a level no higher than it had before (a
+    warm restart, a cyclic schedule) is not judged.
+
+    Passes: updates 1e-3, 8e-4, 6e-4, 2e-3 (a 3x rise).  Fails: 1e-3,
+    8e-4, 6e-4, 5e-2 for every kernel (a 60x jump).
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = update_ratio(h, min_rms) / _steps_between(h.records)[:, None]
+    moving = _gt(r, 0) & ~(h("trainable") == 0) & ~(h("frozen") == 1)
+    r = np.where(moving, r, np.nan)
+    at = np.flatnonzero(record_mask(h.records, UPDATE))
+    at = at[at > 0]
+    jump = np.full(r.shape, np.nan)
+    network = np.full(r.shape[0], np.nan)
+    if at.size and r.shape[1]:
+        e = r[at]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # records where nothing moved
+            net = np.nanmedian(e, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            jump[at] = e / _median_of_previous(e, window)
+            network[at] = net / _median_of_previous(net, window)
+    lr, present = h.log("learning_rate")
+    if present.any():
+        with np.errstate(invalid="ignore"):
+            seen = np.fmax.accumulate(np.where(present & np.isfinite(lr), lr, -np.inf))
+            restart = np.zeros(len(lr), dtype=bool)
+            restart[1:] = present[1:] & (lr[1:] > _shifted(lr, 1, np.inf)[1:]) & (lr[1:] <= seen[:-1])
+        network[restart] = np.nan
+    bad = _gt(jump, max_jump) & _gt(network, max_jump)[:, None]
+    return Outcome(jump, bad, float(max_jump), extra={"window": window, "network": np.broadcast_to(
+        network[:, None], jump.shape)})
+
+
 # -- gradients (from the optimizer's state) -------------------------------------------
 def _gradients(h: Histories) -> np.ndarray:
     """The selected tensors' ``grad_rms``; NotApplicable when the run holds no estimate."""
@@ -688,3 +773,78 @@ def loss_below_floor(h: Histories, key, tolerance):
     v, present = h.log(key)
     return Outcome(v[:, None], _lt(v, floor - tolerance)[:, None] & present[:, None], float(floor),
                    subjects=[key])
+
+
+@check("loss-above-chance", scope=LOG,
+       message="{key} is {value:.3g}x the loss of a constant predictor (limit {limit:g}x)",
+       metric="loss/chance", judges=EPOCHS, options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "max_ratio": Option((int, float), 8.0,
+                                    "largest allowed loss / chance loss at an epoch record", above=1),
+            })
+def loss_above_chance(h: Histories, key, max_ratio):
+    """Fails when a crossentropy is many times the loss of a constant, uniform predictor.
+
+    Why: predicting the uniform distribution for every input scores the
+    chance loss (ln C over C classes, ln 2 for a binary crossentropy); a
+    model that scores many times worse is not merely untrained but
+    confidently wrong, its logits blown up - an exploding recurrent network,
+    a learning rate far too high - even while every weight and the loss stay
+    finite and the loss slowly falls.  Early in a healthy run the loss can be
+    a few times the chance loss (an unlucky initialisation); the value
+    judged is loss / chance loss at the begin and epoch records.  Skipped
+    when the manifest has no ``chance_loss``.
+
+    Passes: chance ln 4 = 1.386, losses 3.1, 1.2, 0.6.  Fails: losses 55,
+    60, 48 (40x the chance loss).
+    """
+    chance = h.run.manifest.get("chance_loss")
+    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
+            or not np.isfinite(chance) or not chance > 0):
+        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
+                            "model has several outputs, or the run was recorded before "
+                            "weightwatch recorded it)")
+    v, _ = h.epoch_log(key)
+    ratio = v / chance
+    return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])
+# -- data-parallel replicas -----------------------------------------------------------
+@check("replica-divergence",
+       message="{tensor} differs between data-parallel replicas at {where}: checksum spread "
+               "{value:.3g} (limit {limit:g})",
+       metric="replica_spread", needs=("replica_spread",), keywords=("replica", "distributed"),
+       options={
+                "max_spread": Option((int, float), 1e-6,
+                                     "largest relative difference between a replica's checksum of "
+                                     "the tensor and the first replica's", minimum=0),
+            })
+def replica_divergence(h: Histories, max_spread):
+    """Fails when the replicas of a data-parallel run hold different copies of a tensor.
+
+    Why: in data-parallel training (``tf.distribute.MirroredStrategy``,
+    ``keras.distribution.DataParallel``, several processes on JAX or torch)
+    every replica applies the same all-reduced update to its own copy of
+    every weight, so the copies must stay identical.  When they do not - an
+    all-reduce that is skipped or wrong, BatchNorm moving statistics updated
+    from each replica's own batch, a random seed that differs between
+    processes, a callback that changes the weights on one process - each
+    replica trains a different model and nothing fails: the loss of process
+    0 looks fine.  At every record each replica sends three float64 figures
+    per tensor (sum, sum of |x|, sum of squares; no tensor crosses the
+    network) and ``replica_spread`` is the largest relative difference from
+    the first replica's.  Replicas of a healthy run agree bit for bit
+    (spread 0 in every calibration run: MirroredStrategy over 2 devices, JAX
+    DataParallel over 2 devices and over 2 processes, torch with gloo); noise
+    of 1e-3 on one replica's kernel gives 1e-4 and more, float32 rounding of
+    a single element 1e-10.  Skipped for runs with one replica (one process
+    on one device) and runs recorded before weightwatch compared replicas.
+
+    Passing: ``replica_spread`` ``0, 0, 0``.  Failing: ``0, 0, 3.2e-4``.
+    """
+    s = h("replica_spread")
+    if np.isnan(s).all():
+        if not h.run.has_column("replica_spread"):
+            raise NotApplicable("the run has no replica_spread column (recorded before weightwatch "
+                                "compared data-parallel replicas, or imported from a weight dump)")
+        raise NotApplicable("the run has one replica (one process on one device): there are no "
+                            "copies of the weights to compare")
+    return Outcome(s, _gt(s, max_spread), float(max_spread))

@@ -59,6 +59,11 @@ CAUSES = {
     "architecture": (
         "the architecture differs from the reference runs",
         "A layer was removed, renamed or resized; if that is intended, record new reference runs."),
+    "replicas": (
+        "data-parallel replicas hold different weights",
+        "Each replica trains its own model now: check the gradient all-reduce (a custom train_step "
+        "must do it), synchronise BatchNormalization, seed every process the same, and keep "
+        "callbacks that change weights off non-zero processes."),
     "other": ("other findings", ""),
 }
 
@@ -69,9 +74,11 @@ CAUSE_OF_CHECK = {
     "oscillation": "divergence", "unchanged": "frozen-changed", "stalled": "not-learning",
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
-    "loss-at-chance": "not-learning",
+    "loss-at-chance": "not-learning", "update-jump": "divergence",
+    "loss-above-chance": "divergence",
     "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
     "baseline-log": "baseline", "baseline-tensors": "architecture",
+    "replica-divergence": "replicas",
 }
 
 

@@ -67,6 +67,7 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
     alignment = baseline.align(run) if baseline is not None else None
     if alignment is not None:
         report.baseline = alignment.summary()
+        report.reference_l2 = _norm_band(run, ruleset, alignment)
     failures = 0
     # Histories gathered for one rule serve every later rule with the same
     # selection, for this evaluation only (the run may grow before the next).
@@ -89,6 +90,15 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
         report.healthy_record = verdict["healthy_record"]
     report.duration = time.perf_counter() - started
     return report
+
+
+def _norm_band(run: Run, ruleset: RuleSet, alignment):
+    """The L2-norm band of every tensor, with the options of the pack's baseline-norm rule."""
+    from .checks import CHECKS
+
+    rule = next((r for r in ruleset if r.check == "baseline-norm"), None)
+    options = rule.options if rule is not None else {k: o.default for k, o in CHECKS["baseline-norm"].options.items()}
+    return alignment.tensor_band("l2", np.arange(len(run.tensors)), **options)
 
 
 def _static_selection(run: Run, rule: Rule, model: str | None) -> np.ndarray:
@@ -138,7 +148,7 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None
         except NotApplicable as why:
             return RuleResult(rule, SKIPPED, note=str(why))
         names = outcome.subjects
-        keep = [j for j, n in enumerate(names) if "*" in rule.select or rule.matches(n)]
+        keep = [j for j, n in enumerate(names) if rule.matches(n)]
         if len(keep) < len(names):  # select / exclude apply to the names it judges
             outcome.value, outcome.bad = outcome.value[:, keep], outcome.bad[:, keep]
             if isinstance(outcome.limit, np.ndarray) and outcome.limit.ndim == 2:
@@ -217,10 +227,13 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None
         metric = outcome.extra.get("metric", check_def.metric)
         if metric == "log":  # a log check's history is the log itself
             metric = names[j]
-        extra = {k: (_at(v, r, j) if isinstance(v, np.ndarray) else v)
+        extra = {k: (_at(v, r, j) if isinstance(v, np.ndarray) or callable(v) else v)
                  for k, v in outcome.extra.items() if k != "metric"}
-        band = ([extra["lo"], extra["hi"]] if check_def.baseline and "lo" in extra and "hi" in extra
-                else None)
+        band = band_history = None
+        if check_def.baseline and "lo" in outcome.extra and "hi" in outcome.extra:
+            band = [extra["lo"], extra["hi"]]
+            lo, hi = outcome.extra["lo"], outcome.extra["hi"]
+            band_history = [[_num(a), _num(b)] for a, b in zip(lo[:, j], hi[:, j])]
         fields = dict(tensor=tensors[j], layer=layers[j], epoch=rec.epoch, record=rec.index,
                       value=value, limit=limit, metric=metric, key=names[j], where=rec.label, **extra)
         findings.append(Finding(
@@ -228,7 +241,7 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None
             record=rec.index, epoch=rec.epoch, batch=rec.batch, value=value, limit=limit,
             message=rule.format_message(**fields), metric=metric, key=None if tensors[j] else names[j],
             history=[_num(x) for x in outcome.value[:, j]], count=int(counts[j]), file=rec.file,
-            band=band))
+            band=band, band_history=band_history))
     if not findings:
         return RuleResult(rule, PASSED, tensors=len(names))
     return RuleResult(rule, FAILED if rule.severity == "error" else WARNING, findings,
@@ -249,7 +262,10 @@ def _first_streak(bad: np.ndarray, patience: int) -> np.ndarray:
 
 
 def _at(v: np.ndarray, r: int, j: int):
-    """A figure of ``Outcome.extra`` at the finding: per record and subject, or per record."""
+    """A figure of ``Outcome.extra`` at the finding: per record and subject, or per record, or
+    computed for the finding alone (a callable of record and subject, for words)."""
+    if callable(v):
+        return v(r, j)
     x = v[r, j] if v.ndim == 2 else v[r]
     return x if v.dtype == object else _num(x)
 

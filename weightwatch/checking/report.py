@@ -38,6 +38,7 @@ class Finding:
     file: str | None = None  # the record's file in the run directory
     key: str | None = None   # the log a log check judged (``loss``); None for tensors
     band: list | None = None # [lo, hi] of a baseline check: the reference band at the record
+    band_history: list | None = None   # [lo, hi] at every record (None = no band there)
 
     @property
     def subject(self) -> str:
@@ -61,6 +62,8 @@ class Finding:
             "limit": _json_float(self.limit), "message": self.message, "metric": self.metric,
             "count": self.count, "file": self.file, "key": self.key,
             **({"band": [_json_float(x) for x in self.band]} if self.band is not None else {}),
+            **({"band_history": [[_json_float(x) for x in b] for b in self.band_history]}
+               if self.band_history is not None else {}),
         }
 
 
@@ -111,6 +114,8 @@ class Report:
     config: str = ""                      # which project configuration applied, in words
     #: The comparison with a baseline, when one was given (see baseline.Alignment.summary).
     baseline: dict | None = None
+    #: (lo, hi), each (records, tensors): the baseline's L2-norm band, for pictures (not in JSON).
+    reference_l2: tuple | None = None
 
     def counts(self) -> dict[str, int]:
         c = {s: 0 for s in STATUS_ORDER}

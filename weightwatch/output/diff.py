@@ -26,7 +26,7 @@ def render_diff(a, b, console: Console, *, top: int = 15, width: int = 24) -> in
     console.print(Text.assemble(("A: ", "bold"), str(a.path), ("   B: ", "bold"), str(b.path)),
                   soft_wrap=True)
     summary = alignment.summary()
-    summary["baseline"] = "B"
+    summary["baseline"] = "B as the single reference"
     for line in baseline_lines(summary):
         console.print(line, soft_wrap=True)
     if not found:
@@ -57,11 +57,16 @@ def _shared_sparklines(a, b, width: int) -> tuple[str, str]:
     from ..checking.baseline import to_log
 
     a, b = to_log(np.asarray(a, float)), to_log(np.asarray(b, float))
+    both = np.concatenate([a, b])
+    real = both[np.isfinite(both) & (both > -29)]
+    if real.size:   # exact zeros (a bias at init, a frozen layer's update) sit just below the rest
+        floor = real.min() - 0.25 * max(real.max() - real.min(), 0.1)
+        a, b = (np.where(np.isfinite(x) & (x <= -29), floor, x) for x in (a, b))
     if a.size > width:
         pick = np.linspace(0, a.size - 1, width).round().astype(int)
         a, b = a[pick], b[pick]
-    both = sparkline(np.concatenate([a, b]))
-    return both[: a.size], both[a.size:]
+    drawn = sparkline(np.concatenate([a, b]))
+    return drawn[: a.size], drawn[a.size:]
 
 
 def _factor(r: float) -> str:

@@ -60,7 +60,7 @@ h3{font-size:15px;margin:18px 0 4px}code{font:12.5px ui-monospace,Menlo,Consolas
 .finding{display:inline-block;vertical-align:top;margin:6px 14px 6px 0;max-width:490px}
 .msg{margin:2px 0}.hint{color:#455a64;margin:4px 0}.muted{color:#757575}
 svg .plot{fill:#fff;stroke:#ccc}svg .line{fill:none;stroke:#1565c0;stroke-width:1.5}svg .pt{fill:#1565c0}
-svg .limit{stroke:#c62828;stroke-dasharray:5 3;stroke-width:1.2}svg .onset{stroke:#c62828;stroke-width:1;opacity:.45}
+svg .band{fill:#1565c0;opacity:.16;stroke:none}svg .limit{stroke:#c62828;stroke-dasharray:5 3;stroke-width:1.2}svg .onset{stroke:#c62828;stroke-width:1;opacity:.45}
 svg .violation{fill:#c62828}svg .violation.first{stroke:#fff;stroke-width:1.5}svg .nf{stroke:#ff00aa;stroke-width:2}
 svg .ax{font-size:10px;fill:#616161}svg .ttl{font-size:11.5px;font-weight:600;fill:#212121}
 .heat{position:relative;display:flex;gap:6px;align-items:flex-start}
@@ -196,6 +196,7 @@ def _rules(report: Report, run, strict: bool) -> str:
             title = f"{f.subject} - {f.metric or 'value'}"
             chart = line_chart(history, labels=labels, title=title, limit=f.limit,
                                marks=_violations(history, f), first=f.record,
+                               band=tuple(zip(*f.band_history)) if f.band_history else None,
                                attrs=f'data-tensor="{escape(f.subject)}" data-first="{f.record}"') \
                 if history.size else '<p class="muted">(no history recorded for this finding)</p>'
             value = "non-finite" if f.value is None else fmt_num(f.value, 6)
@@ -287,11 +288,15 @@ def _multiples(report: Report, run) -> str:
                     bad.setdefault(f.tensor, []).append(f.record)
     l2 = run.metric("l2")
     labels = [r.label for r in run.records]
+    ref = report.reference_l2
+    if ref is not None and (ref[0].shape != l2.shape or ref[1].shape != l2.shape):
+        ref = None   # the run changed since it was checked
     layers: dict[str, list[str]] = {}
     for i, t in enumerate(run.tensors):
         marks = bad.get(t.path, [])
         chart = line_chart(l2[:, i], labels=labels, width=230, height=64, axes=False, marks=marks,
-                           first=min(marks) if marks else None)
+                           first=min(marks) if marks else None,
+                           band=(ref[0][:, i], ref[1][:, i]) if ref is not None else None)
         cls = "sm bad" if marks else "sm"
         layers.setdefault(t.layer, []).append(
             f'<div class="{cls}" data-name="{escape(t.path)}"><div class="nm" title="{escape(t.path)}">'
@@ -299,7 +304,9 @@ def _multiples(report: Report, run) -> str:
             f'{escape(fmt_num(_last_finite(l2[:, i])))}</span></div>{chart}</div>')
     body = "".join(f'<div class="layer"><h4>{escape(layer)}</h4>{"".join(items)}</div>'
                    for layer, items in layers.items())
-    return ('<h2>L2 norm of every tensor</h2><input id="filter" type="search" '
+    shaded = (' <span class="muted">(shaded: the reference runs\' band)</span>'
+              if ref is not None else "")
+    return (f'<h2>L2 norm of every tensor{shaded}</h2><input id="filter" type="search" '
             'placeholder="filter tensors by name" aria-label="filter tensors">' + body)
 
 

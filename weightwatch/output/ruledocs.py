@@ -54,7 +54,9 @@ def list_rules(console, pack: str | None = None) -> None:
              *([f"frozen={str(r.frozen).lower()}"] if r.frozen is not None else []),
              *([f"records {r.after}..{'' if r.until is None else r.until}"] if r.after or r.until is not None
                else [])]) or \
-            ("training logs" if r.is_log_check else "all tensors")
+            ("training logs" if r.is_log_check or r.check == "baseline-log" else "all tensors")
+        if r.check_def.baseline:
+            scope += " (with --baseline)"
         what = (r.check_def.doc.splitlines() or [""])[0]
         sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
         table.add_row(r.id, r.check, sev, escape(scope), rst(what))
@@ -103,8 +105,24 @@ def explain(name: str, console, pack: str | None = None) -> None:
 
 
 def _scope_text(rule) -> str:
+    text = _subjects_text(rule)
+    if rule.check_def.baseline:
+        text += "; only when a baseline is given (--baseline, or baseline = [...] in the configuration)"
+    return text
+
+
+def _subjects_text(rule) -> str:
     if rule.is_log_check:
         return f"the training logs {', '.join(rule.log_keys)}, judging {JUDGES[rule.check_def.judges]}"
+    if rule.check == "baseline-log":
+        keys = rule.options.get("keys") or []
+        logs = ", ".join(keys) if keys else "every log the baseline holds"
+        if rule.exclude:
+            logs += f" except {', '.join(rule.exclude)}"
+        return f"the training logs: {logs}, judging {JUDGES[rule.check_def.judges]}" + (
+            f", failing after {rule.patience} consecutive violating records" if rule.patience > 1 else "")
+    if rule.check == "baseline-tensors":
+        return "every tensor of the reference runs"
     parts = [f"tensors matching {list(rule.select)}"]
     if rule.exclude:
         parts.append(f"except {list(rule.exclude)}")

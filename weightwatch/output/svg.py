@@ -71,7 +71,7 @@ def _log_scale(finite: np.ndarray, extra=()) -> bool:
 
 def line_chart(y, *, labels=None, width: int = 470, height: int = 170, title: str = "",
                limit: float | None = None, marks=(), first: int | None = None,
-               css_class: str = "chart", attrs: str = "", axes: bool = True) -> str:
+               css_class: str = "chart", attrs: str = "", axes: bool = True, band=None) -> str:
     """An SVG line chart of ``y`` (one value per record; None/NaN = undefined).
 
     ``limit``: a horizontal line; ``marks``: record indices drawn as red dots
@@ -79,15 +79,25 @@ def line_chart(y, *, labels=None, width: int = 470, height: int = 170, title: st
     (the first violation).  NaN is a gap; an infinite value is a tick on the x axis;
     a violation at a non-finite value sits on the x axis.
     ``labels``: the record labels (``epoch 3``) for ticks and tooltips.
+    ``band``: ``(lo, hi)``, one value each per record: the reference runs' band, shaded under
+    the line (gaps where the baseline has none).
     """
     y = _as_array(y) if not isinstance(y, np.ndarray) else y.astype(np.float64)
     n = y.size
+    if band is not None:
+        band = tuple(_as_array(b) if not isinstance(b, np.ndarray) else b.astype(np.float64) for b in band)
+        if len(band) != 2 or band[0].shape != y.shape or band[1].shape != y.shape or not (
+                np.isfinite(band[0]) & np.isfinite(band[1])).any():
+            band = None
     left, right, top, bottom = (54, 10, 18 if title else 8, 26) if axes else (3, 3, 3, 3)
     pw, ph = width - left - right, height - top - bottom
     finite = y[np.isfinite(y)]
-    log = _log_scale(finite, (limit,))
+    edges = np.concatenate(band)[np.isfinite(np.concatenate(band))] if band is not None else np.zeros(0)
+    log = _log_scale(np.concatenate([finite, edges]), (limit,)) or (
+        band is not None and edges.size and edges.min() > 0 and finite.size and finite.min() > 0
+        and np.concatenate([finite, edges]).max() / np.concatenate([finite, edges]).min() > 30)
     tr = np.log10 if log else (lambda v: v)
-    pool = list(finite) + ([limit] if limit is not None and math.isfinite(limit) else [])
+    pool = list(finite) + ([limit] if limit is not None and math.isfinite(limit) else []) + list(edges)
     pool += [y[m] for m in marks if 0 <= m < n and math.isfinite(y[m])]
     if pool:
         lo, hi = float(np.min(tr(np.asarray(pool)))), float(np.max(tr(np.asarray(pool))))
@@ -126,7 +136,9 @@ def line_chart(y, *, labels=None, width: int = 470, height: int = 170, title: st
                        f'{escape(str(lab))}</text>')
         if log:
             out.append(f'<text x="{width - right}" y="{top + 10}" class="ax" text-anchor="end">log</text>')
-    if limit is not None and math.isfinite(limit) and (not log or limit > 0):
+    if band is not None:
+        out.append(_band_paths(band, X, Y, log))
+    if limit is not None and math.isfinite(limit) and (not log or limit > 0) and band is None:
         ly = Y(limit)
         out.append(f'<line x1="{left}" x2="{left + pw}" y1="{ly:.1f}" y2="{ly:.1f}" class="limit">'
                    f'<title>limit {escape(fmt_num(limit, 6))}</title></line>')
@@ -165,6 +177,33 @@ def line_chart(y, *, labels=None, width: int = 470, height: int = 170, title: st
                    f'class="violation{" first" if big else ""}" data-record="{m}">'
                    f'<title>{escape(at(m))}: {escape(value)}</title></circle>')
     out.append("</svg>")
+    return "".join(out)
+
+
+def _band_paths(band, X, Y, log: bool) -> str:
+    """The band as filled polygons, one per stretch of records where it is defined."""
+    lo, hi = band
+    n = lo.size
+    ok = np.isfinite(lo) & np.isfinite(hi) & ((lo > 0) if log else True)
+    idx = np.arange(n)
+    if n > MAX_POINTS:   # drawing only
+        idx = np.unique(np.linspace(0, n - 1, MAX_POINTS).round().astype(int))
+    runs, cur = [], []
+    for i in idx:
+        if ok[i]:
+            cur.append(i)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    out = []
+    for r in runs:
+        if len(r) == 1:
+            r = [r[0], r[0]]
+        top = " ".join(f"{X(i):.1f},{Y(hi[i]):.1f}" for i in r)
+        bottom = " ".join(f"{X(i):.1f},{Y(lo[i]):.1f}" for i in reversed(r))
+        out.append(f'<polygon points="{top} {bottom}" class="band"><title>reference band</title></polygon>')
     return "".join(out)
 
 

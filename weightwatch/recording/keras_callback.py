@@ -17,10 +17,16 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from ..errors import WeightwatchError
 from ..output.live import LivePrinter
 from ..run.schema import BATCH, BEGIN, EPOCH, GUARD, unique_paths, where_label
+from .keras_distributed import find_processes, local_copies
 from .keras_optimizer import GradientReader, chance_loss, estimator, loss_floor
+from .replicas import checksum, spread
 from .session import RecordingSession, Variable, clean_logs, iter_unique
+
+#: What process 0 tells the others after each record (``Processes.broadcast``).
+_GO_ON, _HALTED, _FAILED = 0, 1, 2
 
 
 class WatchCallback(keras.callbacks.Callback):
@@ -73,6 +79,14 @@ class WatchCallback(keras.callbacks.Callback):
             training says exactly what is missing.  Defaults to `"warn"`.
         verbose: 0 is silent; 1 prints findings as they appear and a summary
             at the end of training.  Defaults to `1`.
+        process_id: This process's index in a data-parallel run of several
+            processes.  Only process 0 writes ``run_dir`` and decides whether
+            to halt; every process learns the decision at the same record and
+            stops there.  Defaults to `None`: from the backend
+            (``jax.process_index()``, ``torch.distributed.get_rank()``), else
+            from ``TF_CONFIG`` or ``RANK``, else 0.
+        num_processes: The number of processes of the run.  Defaults to
+            `None`: found as ``process_id`` is.
 
     Example:
 
@@ -84,10 +98,16 @@ class WatchCallback(keras.callbacks.Callback):
     def __init__(self, run_dir, freq="epoch", *, trainable_only=False, include=None,
                  exclude=None, save_tensors=False, overwrite=False, check=True, rules=None,
                  halt_on="error", raise_error=False, batch_guard=False, keep_healthy=None,
-                 io_errors="warn", verbose=1):
+                 io_errors="warn", verbose=1, process_id=None, num_processes=None):
         super().__init__()
         if not (freq == "epoch" or (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0)):
             raise ValueError(f"`freq` must be 'epoch' or a positive integer. Received: freq={freq!r}")
+        for name, value in (("process_id", process_id), ("num_processes", num_processes)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"`{name}` must be None or a non-negative integer. "
+                                 f"Received: {name}={value!r}")
+        self.process_id, self.num_processes = process_id, num_processes
+        self._can_halt = bool(check and halt_on is not None) or batch_guard
         self.session = RecordingSession(
             run_dir, trainable_only=trainable_only, include=include, exclude=exclude,
             save_tensors=save_tensors, overwrite=overwrite, check=check, rules=rules,
@@ -116,7 +136,20 @@ class WatchCallback(keras.callbacks.Callback):
         self._batches = 0
         self._copy_fetched = keras.backend.backend() == "torch"
         self._tf_fetch = keras.backend.backend() == "tensorflow"
-        # Loading rules here makes a bad rule file stop fit() before the first step.
+        self._processes = procs = find_processes(self.process_id, self.num_processes)
+        #: Several processes that can share a decision: every record is a collective step.
+        self._distributed = procs.collective
+        if procs.index != 0:
+            self.session.printer = None  # process 0 speaks for the run
+        if procs.count > 1 and not procs.collective and self._can_halt:
+            raise WeightwatchError(
+                f"weightwatch: process {procs.index} of {procs.count} (from {procs.source}) has no "
+                "collective to share a halt with the other processes, which would wait for it "
+                "forever: initialise jax.distributed (keras.distribution.initialize) or "
+                "torch.distributed first, or pass halt_on=None (and batch_guard=False) to record "
+                "on process 0 without halting")
+        # Loading rules here (on every process) makes a bad rule file stop fit() everywhere
+        # before the first step.
         self.session.start_fit()
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -124,25 +157,48 @@ class WatchCallback(keras.callbacks.Callback):
         self._batches = 0
         if self._pending_begin:
             self._pending_begin = False
-            info = self._run_info()
-            if self.session.open(model_name=self.model.name, info=info, initial_epoch=epoch):
-                self._gradients.reset()
-                # A continued run's manifest learns them too (no-op for a new run).
-                self.session.annotate({k: info[k] for k in ("gradients", "chance_loss")})
+            first_fit = not getattr(self, "_begun", False)
+            self._begun = True
+            begin = False
+            if self._processes.index == 0:
+                try:
+                    info = self._run_info()
+                    begin = self.session.open(model_name=self.model.name, info=info,
+                                              initial_epoch=epoch)
+                    if begin:
+                        self._gradients.reset()
+                        # A continued run's manifest learns them too (no-op for a new run).
+                        self.session.annotate({k: info[k] for k in ("gradients", "chance_loss")})
+                except BaseException:
+                    if self._distributed:
+                        self._processes.broadcast(_FAILED)  # the others stop too, and say why
+                    raise
+            if self._distributed:
+                if self._processes.broadcast(_GO_ON) == _FAILED:
+                    raise WeightwatchError(f"weightwatch: process 0 could not open {self.run_dir} "
+                                           "(its own error says why); this process stops too")
+                # Records are collective steps: every process takes the begin record, or none.
+                begin = first_fit
+            if begin:
                 self._record(epoch=epoch, batch=None, trigger=BEGIN, logs={})
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches = batch + 1
         self._step += 1
-        if self.batch_guard and logs:
-            loss = logs.get("loss")
-            if loss is not None and not np.isfinite(float(loss)) and self.halted is None:
+        if self.batch_guard:
+            loss = (logs or {}).get("loss")
+            bad = loss is not None and not np.isfinite(float(loss)) and self.halted is None
+            if self._distributed:  # process 0's loss decides, for every process at this batch
+                bad = self._processes.broadcast(int(bad)) == 1
+            if bad:
                 # A record now, so the live checks (and the verdict) see the bad state.
                 self._record(epoch=self._epoch, batch=self._batches, trigger=GUARD, logs=logs)
                 if self.halted is None:
-                    self.session.halt(f"loss became {float(loss)} at "
-                                      f"{where_label(self._epoch, self._batches)} (batch_guard)")
+                    what = (f"loss became {float(loss)}" if self._processes.index == 0
+                            else "process 0's loss became non-finite")
                     self.model.stop_training = True
+                    self.session.halt(f"{what} at {where_label(self._epoch, self._batches)} "
+                                      "(batch_guard)")
                 return
         if self.freq != "epoch" and self._batches % self.freq == 0:
             self._record(epoch=self._epoch, batch=self._batches, trigger=BATCH, logs=logs)
@@ -156,8 +212,67 @@ class WatchCallback(keras.callbacks.Callback):
 
     # -- recording ------------------------------------------------------------------
     def _record(self, *, epoch, batch, trigger, logs):
-        if not self.session.recording:
+        """Take a record; with several processes, a collective step every process takes.
+
+        Every process sends its replicas' checksums (one gather), process 0
+        records and checks, and tells the others whether to stop (one
+        broadcast): an error on process 0 stops the others too, never leaving
+        them waiting in their next all-reduce.
+        """
+        procs = self._processes
+        if not self._distributed:
+            if procs.index == 0:
+                self._record_here(epoch=epoch, batch=batch, trigger=trigger, logs=logs)
             return
+        code = _FAILED
+        try:
+            variables = [v for v in self._variables() if self.session.wants(v.path, v.trainable)]
+            spreads, fetched = self._replica_spreads(variables)
+            if procs.index == 0:
+                self._record_here(epoch=epoch, batch=batch, trigger=trigger, logs=logs,
+                                  variables=variables, spreads=spreads, fetched=fetched)
+            code = _GO_ON if self.halted is None else _HALTED
+        finally:
+            if code == _FAILED and self.halted is not None:
+                code = _HALTED  # raise_error=True: CheckHalted is on its way up
+            told = procs.broadcast(code)
+        if procs.index != 0 and told != _GO_ON and self.halted is None:
+            self.model.stop_training = True
+            if told == _FAILED:
+                raise WeightwatchError(f"weightwatch: process 0 stopped with an error while "
+                                       f"recording {self.run_dir}; this process stops too")
+            self.session.halt(f"process 0 halted training at {where_label(epoch, batch)}: see "
+                              f"{self.run_dir / 'verdict.json'}")
+
+    def _replica_spreads(self, variables):
+        """(``replica_spread`` by recorded name, or None; the arrays fetched on the way, by id).
+
+        The replicas are this process's copies of each variable (several
+        devices) and, with several processes, every process's: their
+        checksums are gathered in one collective.
+        """
+        fetched = {}
+        local = []
+        for v in variables:
+            copies = local_copies(v.handle)
+            if copies is None:
+                fetched[id(v.handle)] = array = self._fetch(v.handle)
+                copies = [array]
+            local.append([checksum(c) for c in copies])
+        if not variables:
+            return None, fetched
+        width = min(len(c) for c in local)
+        if not self._distributed and width < 2:
+            return None, fetched
+        sums = np.array([c[:width] for c in local], dtype=np.float64).transpose(1, 0, 2)  # (replica, var, 3)
+        if self._distributed:
+            sums = self._processes.gather(sums).reshape((-1,) + sums.shape[1:])
+        return dict(zip((v.path for v in variables), spread(sums).tolist())), fetched
+
+    def _record_here(self, *, epoch, batch, trigger, logs, variables=None, spreads=None, fetched=None):
+        """Record on this process (process 0); returns why training stops now, or None."""
+        if not self.session.recording:
+            return None
         logs = clean_logs(logs, lambda v: keras.ops.convert_to_numpy(v))
         self._add_optimizer_logs(logs)
         if self._chance_pending:  # a lazily built model has its output shape only now
@@ -166,9 +281,22 @@ class WatchCallback(keras.callbacks.Callback):
                 self._chance_pending = False
                 self.session.annotate({"chance_loss": chance})
         gradient = self._gradients.for_record(getattr(self.model, "optimizer", None))
-        if self.session.record(list(self._variables()), self._fetch, epoch=epoch, batch=batch,
-                               step=self._step, trigger=trigger, logs=logs, gradient=gradient):
+        if variables is None:
+            variables = list(self._variables())
+            if any(local_copies(v.handle) is not None for v in variables[:1]):  # several devices
+                spreads, fetched = self._replica_spreads(
+                    [v for v in variables if self.session.wants(v.path, v.trainable)])
+        fetch = self._fetch
+        if fetched:
+            def fetch(handle):
+                array = fetched.pop(id(handle), None)
+                return self._fetch(handle) if array is None else array
+        reason = self.session.record(variables, fetch, epoch=epoch, batch=batch, step=self._step,
+                                     trigger=trigger, logs=logs, gradient=gradient,
+                                     replica_spread=spreads)
+        if reason:
             self.model.stop_training = True
+        return reason
 
     def _run_info(self) -> dict:
         info = {
@@ -183,6 +311,7 @@ class WatchCallback(keras.callbacks.Callback):
         known, info["chance_loss"] = chance_loss(self.model)
         self._chance_pending = not known
         info["loss_floor"] = loss_floor(self.model)
+        info["processes"] = self._processes.count
         info_versions = {"keras": keras.__version__}
         if info["backend"] == "tensorflow":
             import tensorflow as tf

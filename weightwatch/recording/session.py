@@ -174,7 +174,8 @@ class RecordingSession:
 
     def record(self, variables: list[Variable], fetch: Callable[[object], np.ndarray], *, epoch: int,
                batch: int | None, step: int, trigger: str, logs: dict,
-               gradient: Callable[[object], object] | None = None) -> str | None:
+               gradient: Callable[[object], object] | None = None,
+               replica_spread: dict[str, float] | None = None) -> str | None:
         """Take one record; returns why training must stop now, or None.
 
         ``fetch(handle)`` returns a host copy of the variable that later
@@ -185,6 +186,9 @@ class RecordingSession:
         :class:`~weightwatch.run.rows.FromUpdate`, or None; it is asked only
         for recorded variables that are trainable and not frozen (the
         optimizer's state of any other variable is stale, if it has any).
+        ``replica_spread``, when given, maps a recorded name to how far the
+        variable's data-parallel replicas disagree (see :mod:`.replicas`);
+        a variable it does not name has no such figure.
         """
         if not self.recording:
             return None
@@ -197,7 +201,8 @@ class RecordingSession:
             if self.wants(v.path, v.trainable):
                 grad = gradient(v.handle) if gradient is not None and v.trainable and not v.frozen else None
                 builder.add(v.path, fetch(v.handle), trainable=bool(v.trainable), frozen=bool(v.frozen),
-                            layer_path=v.layer_path, grad=grad)
+                            layer_path=v.layer_path, grad=grad,
+                            replica_spread=None if replica_spread is None else replica_spread.get(v.path))
         rows = builder.finish()
         arrays = {p: builder.prev[p] for p in rows.paths} if self.save_tensors else None
         try:

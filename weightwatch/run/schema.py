@@ -46,10 +46,14 @@ DELTA_COLUMNS = ("d_l2", "d_absmax", "changed", "dead_units", "d_cos")
 #: Evidence from the optimizer's own state: ``grad_rms`` is the estimated RMS gradient per
 #: element of the tensor at the record (null where the optimizer gives no estimate).
 GRAD_COLUMNS = ("grad_rms",)
+#: Agreement of data-parallel replicas: ``replica_spread`` is, per tensor, the largest relative
+#: difference between a replica's checksum of the tensor and the first replica's (0 when every
+#: replica holds the same values; null with one replica: one process on one device).
+REPLICA_COLUMNS = ("replica_spread",)
 #: Every column, in snapshot order; readers index by name (``manifest["columns"]``).
 #: New columns are only ever appended, so a row written with fewer figures than a run's
 #: ``columns`` holds the first ones (see :data:`FIRST_COLUMNS`).
-COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS
+COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS + REPLICA_COLUMNS
 #: The columns of the first runs ever written (before ``grad_rms``): every row has at least
 #: these, and a shorter row than its run's ``columns`` is read with the rest null.
 FIRST_COLUMNS = COLUMNS[:17]

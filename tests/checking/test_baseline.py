@@ -1,0 +1,200 @@
+"""Baseline gating without a framework: matching, bands, the baseline file, the engine.
+
+Real Keras reference runs and the CLI are in tests/cli/test_baseline_cli.py;
+here the runs are written with exact figures, so every band and every
+departure is known in advance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from runbuilder import trajectory_run as _run, write_run
+from weightwatch import BaselineError, check, open_run
+from weightwatch.checking.baseline import (
+    Band, TensorRef, canonical, departures, learn_baseline, match_tensors, record_keys,
+)
+from weightwatch.checking.baseline_file import baseline_to_dict, load_baseline, read_baseline, write_baseline
+from weightwatch.checking.config import load_rules
+
+@pytest.fixture
+def refs(tmp_path):
+    return [_run(tmp_path / f"ref{s}", jitter=0.02 * (s + 1)) for s in range(3)]
+
+
+def _baseline_results(report):
+    return {r.id: r for r in report.results if r.rule.check_def.baseline}
+
+
+# -- matching ---------------------------------------------------------------------------------
+def test_canonical_drops_keras_instance_counters():
+    assert canonical("sequential_3/dense_7/kernel") == "sequential/dense/kernel"
+    assert canonical("block_1/conv2d/kernel") == "block/conv2d/kernel"
+
+
+def test_tensors_match_across_counters_in_model_order():
+    # Another process numbered the same three Dense layers 3, 4, 5: dense_1 here is dense_4 there,
+    # not the dense_1 an exact match would pick.
+    ours = [TensorRef("dense_3/kernel"), TensorRef("dense_4/kernel"), TensorRef("dense_5/kernel")]
+    theirs = [TensorRef("dense/kernel"), TensorRef("dense_1/kernel"), TensorRef("dense_2/kernel")]
+    got, unmatched = match_tensors(ours, theirs)
+    assert got.tolist() == [0, 1, 2] and unmatched == []
+
+
+def test_unequal_groups_pair_only_identical_paths_and_list_the_rest():
+    ours = [TensorRef("dense/kernel", (4, 3)), TensorRef("head/kernel", (3, 2))]
+    theirs = [TensorRef("dense/kernel", (4, 3)), TensorRef("dense_1/kernel", (3, 3)),
+              TensorRef("head/kernel", (3, 1))]
+    got, unmatched = match_tensors(ours, theirs)
+    assert got.tolist() == [0, -1]
+    assert unmatched == [(1, "not in this run"), (2, "shape (3, 2) here, (3, 1) in the reference")]
+
+
+def test_records_match_by_epoch_and_by_step_for_batch_records(tmp_path):
+    run = open_run(write_run(tmp_path / "r", tensors={"d/kernel": {}}, records=[
+        {"epoch": 0, "trigger": "begin", "step": 0}, {"epoch": 0, "batch": 1, "trigger": "batch", "step": 2},
+        {"epoch": 1, "step": 4}, {"epoch": 1, "batch": 3, "step": 7, "trigger": "guard"}]))
+    assert record_keys(run) == [("epoch", 0, 0), ("batch", 2, 0), ("epoch", 1, 0), None]
+
+
+# -- bands --------------------------------------------------------------------------------------
+def test_band_is_median_plus_minus_spread_robust_sigmas_and_never_narrower_than_tolerance():
+    stack = np.log10(np.array([[[1.0], [1.0]], [[1.2], [1.0]], [[0.8], [1.0]]]))  # 3 refs, 2 records
+    band = Band.learn(stack)
+    assert band.center[:, 0] == pytest.approx([0.0, 0.0])
+    lo, hi = band.limits(spread=5.0, tolerance=1.5, references=3)
+    # record 0: MAD = log10(1.2) - 0 (the median |deviation| of 0, .079, .097) -> 5 * 1.4826 * MAD
+    mad = np.median(np.abs(stack[:, 0, 0] - 0))
+    assert math.log10(hi[0, 0]) == pytest.approx(5 * 1.4826 * mad)
+    # record 1: the references agree exactly, but the band keeps the tensor's typical spread
+    typical = np.median([1.4826 * mad, 0.0])
+    assert math.log10(hi[1, 0]) == pytest.approx(max(5 * typical, math.log10(1.5)))
+    lo1, hi1 = band.limits(spread=5.0, tolerance=2.0, references=1)
+    assert hi1[1, 0] == pytest.approx(2.0) and lo1[1, 0] == pytest.approx(0.5)
+
+
+def test_band_widens_where_the_references_disagree(tmp_path, refs):
+    base = learn_baseline(refs)
+    sigma = base.metrics["l2"].sigma
+    assert np.isfinite(sigma).all() and (sigma >= 0).all()
+    wide = learn_baseline(refs[:2] + [_run(tmp_path / "wild", jitter=0.3)])
+    assert np.nanmedian(wide.metrics["l2"].sigma) > np.nanmedian(sigma)
+
+
+# -- the engine ---------------------------------------------------------------------------------
+def test_a_reseeded_run_passes_and_a_threefold_learning_rate_fails(tmp_path, refs):
+    base = learn_baseline(refs)
+    ok = check(_run(tmp_path / "seed", jitter=0.05), baseline=base)
+    assert not ok.failed, ok.failed
+    assert set(_baseline_results(ok)) == {"baseline-norm", "baseline-update-ratio", "baseline-gradient",
+                                          "baseline-loss", "baseline-metrics", "baseline-tensors"}
+    bad = check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base)
+    failed = {r.id for r in bad.failed}
+    assert failed == {"baseline-update-ratio"}, failed
+    f = _baseline_results(bad)["baseline-update-ratio"].findings[0]
+    assert "above the reference band" in f.message and f.band[0] < f.band[1] < f.value
+    assert f.value / f.band[1] == pytest.approx(float(f.message.split("x above")[0].split()[-1]), rel=1e-2)
+    assert bad.diagnosis[0].id == "baseline" and bad.diagnosis[0].first.tensor == f.tensor
+
+
+def test_counters_from_another_process_still_match(tmp_path, refs):
+    names = {"dense/kernel": "dense_7/kernel", "dense/bias": "dense_7/bias", "dense_1/kernel": "dense_8/kernel"}
+    report = check(_run(tmp_path / "other", names=names, model="sequential_3", jitter=0.05),
+                   baseline=learn_baseline(refs))
+    assert not report.failed, report.failed
+    assert report.baseline["only_here"] == [] and report.baseline["missing"] == []
+
+
+def test_a_tensor_missing_from_the_run_is_a_finding(tmp_path, refs):
+    report = check(_run(tmp_path / "smaller", drop=("dense_1/kernel",), jitter=0.05),
+                   baseline=learn_baseline(refs))
+    r = _baseline_results(report)["baseline-tensors"]
+    assert r.status == "failed"
+    assert [f.tensor for f in r.findings] == ["dense_1/kernel"]
+    assert r.findings[0].message == "dense_1/kernel is in the reference but not in this run"
+
+
+def test_runs_of_different_lengths_are_compared_over_their_common_part(tmp_path, refs):
+    report = check(_run(tmp_path / "longer", records=9, jitter=0.05), baseline=learn_baseline(refs))
+    assert "3 of this run's 9 records have no counterpart" in report.baseline["compared"]
+    assert "the baseline ends at epoch 5" in report.baseline["compared"]
+    short = check(_run(tmp_path / "short", records=3, jitter=0.05), baseline=learn_baseline(refs))
+    assert "this run ends before the baseline" in short.baseline["compared"]
+
+
+def test_baseline_rules_do_not_run_without_a_baseline(tmp_path, refs):
+    report = check(refs[0])
+    assert not _baseline_results(report)
+    assert report.baseline is None
+
+
+def test_baseline_rules_are_tuned_and_disabled_like_any_rule(tmp_path, refs):
+    lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
+    base = learn_baseline(refs)
+    wide = load_rules({"override": {"baseline-update-ratio": {"tolerance": 5.0, "spread": 50}}},
+                      use_project_config=False)
+    assert not check(lr3, wide, baseline=base).failed
+    off = load_rules({"disable": ["baseline-update-ratio"]}, use_project_config=False)
+    assert not check(lr3, off, baseline=base).failed
+    assert not check(lr3, baseline=base, keyword="not baseline").failed
+
+
+def test_one_reference_uses_the_single_tolerance(tmp_path, refs):
+    base = learn_baseline(refs[:1])
+    assert base.n_references == 1
+    assert not check(_run(tmp_path / "seed", jitter=0.05), baseline=base).failed
+    assert check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base).failed
+
+
+# -- the baseline file --------------------------------------------------------------------------
+def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
+    base = learn_baseline(refs)
+    path = write_baseline(base, tmp_path / "main.baseline.json")
+    text = path.read_text()
+    json.loads(text, parse_constant=lambda t: pytest.fail(f"non-strict token {t}"))
+    again = read_baseline(path)
+    assert [t.path for t in again.tensors] == [t.path for t in base.tensors]
+    np.testing.assert_allclose(again.metrics["l2"].center, base.metrics["l2"].center, rtol=1e-4)
+    lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
+    assert {r.id for r in check(lr3, baseline=path).failed} == {"baseline-update-ratio"}
+    assert check(lr3, baseline=path).baseline["baseline"] == f"{path} (3 reference runs)"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(format="nope"), 'no "format": "weightwatch-baseline"'),
+    (lambda d: d.update(version=99), "baseline file version 99"),
+    (lambda d: d["metrics"]["l2"].update(center=[[1.0]]), 'metrics "l2" center: shape (1, 1), expected (6, 3)'),
+    (lambda d: d["records"][0].update(key="epoch 0"), "record 0 is not an object"),
+    (lambda d: d["metrics"].update(l3={}), 'unknown figure "l3"'),
+])
+def test_a_bad_baseline_file_is_one_line_naming_it(tmp_path, refs, edit, message):
+    doc = baseline_to_dict(learn_baseline(refs))
+    edit(doc)
+    path = tmp_path / "bad.baseline.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(BaselineError) as exc:
+        load_baseline(path)
+    assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_not_json_and_missing_references_are_baseline_errors(tmp_path, refs):
+    (tmp_path / "x.json").write_text("{nope")
+    with pytest.raises(BaselineError, match="not strict JSON"):
+        load_baseline(tmp_path / "x.json")
+    with pytest.raises(BaselineError, match="no such reference run directory"):
+        load_baseline([refs[0], tmp_path / "absent"])
+    with pytest.raises(BaselineError, match="a baseline file stands alone"):
+        load_baseline([refs[0], tmp_path / "x.json"])
+
+
+# -- diff -----------------------------------------------------------------------------------------
+def test_departures_rank_the_changed_figure_first(tmp_path, refs):
+    found, _ = departures(open_run(_run(tmp_path / "lr3", lr=3.0, jitter=0.02)), open_run(refs[0]))
+    assert found[0].figure == "update_ratio" and found[0].ratio == pytest.approx(3.0, rel=0.1)
+    same, _ = departures(open_run(refs[0]), open_run(refs[0]))
+    assert same == []
