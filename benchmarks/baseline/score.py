@@ -141,8 +141,19 @@ def _findings(report, baseline: bool):
             key = (rec, order)
             if first is None or key < first[0]:
                 first = (key, {"rule": r.rule.id, "record": f.record, "tensor": f.tensor,
-                               "metric": getattr(f, "metric", None), "message": getattr(f, "message", "")[:300]})
+                               "metric": getattr(f, "metric", None), "value": _num(getattr(f, "value", None)),
+                               "limit": _num(getattr(f, "limit", None)),
+                               "message": getattr(f, "message", "")[:300]})
     return failed, (first[1] if first else None)
+
+
+def _num(x):
+    """A finding's figure as strict JSON (non-finite and non-numbers: None)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
 
 
 @dataclass

@@ -149,3 +149,31 @@ def test_tiny_set_end_to_end(tmp_path):
             p = subprocess.run(cli + ["check", run, "--no-config", "-q", *base], env=env, cwd=tmp_path,
                                capture_output=True, text=True)
             assert p.returncode == (1 if o["either"] else 0), (cid, base[-1], p.stdout[-2000:], p.stderr[-2000:])
+
+
+def test_seeds_share_the_data_and_the_pipeline_normalises():
+    """Two seeds of one configuration: the same inputs and targets, other initial weights; the
+    raw features are off-scale and the healthy pipeline standardises them."""
+    pytest.importorskip("keras")
+    import numpy as np
+
+    record = _load("record")
+    record.zoo_record._init_worker()
+    import keras
+
+    import models
+
+    c0, c1 = [c for c in bs.healthy_cases() if c.config == "regression-c1"][:2]
+    built = []
+    for c in (c0, c1):
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(c.spec.seed)
+        built.append(models.build(c.spec, data_seed=c.data_seed))
+    a, b = built
+    assert np.array_equal(a.task.x, b.task.x) and np.array_equal(a.task.y, b.task.y)
+    ka, kb = (m.model.get_layer("hidden1").kernel.numpy() for m in built)
+    assert not np.allclose(ka, kb)
+    raw = record.raw_features(np.asarray(a.task.x), c0.data_seed)
+    assert np.abs(raw.mean(0)).max() > 0.5 or (raw.std(0) > 1.5).any()
+    x = record.standardise(raw)
+    assert np.allclose(x.mean(0), 0, atol=1e-4) and np.allclose(x.std(0), 1, atol=1e-3)
