@@ -100,7 +100,7 @@ def test_regressions_change_what_they_say():
 
 
 def test_specs_and_scoring_import_no_framework():
-    code = ("import sys; sys.path.insert(0, %r); import bench_specs, score; "
+    code = ("import sys; sys.path.insert(0, %r); import bench_specs, score, separation; "
             "bad = [m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules]; "
             "assert not bad, bad" % str(HERE))
     subprocess.run([sys.executable, "-c", code], check=True, cwd=HERE.parent.parent)
