@@ -702,6 +702,17 @@ def loss_plateau(h: Histories, key, window, min_improvement):
                    subjects=[key], extra={"window": window})
 
 
+def _chance_loss(h: Histories) -> float:
+    """The manifest's ``chance_loss``; NotApplicable when the run has none."""
+    chance = h.run.manifest.get("chance_loss")
+    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
+            or not np.isfinite(chance) or not chance > 0):
+        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
+                            "model has several outputs, or the run was recorded before "
+                            "weightwatch recorded it)")
+    return float(chance)
+
+
 @check("loss-at-chance", scope=LOG,
        message="{key} has sat at chance level for {records} records: {value:.1%} from the loss of "
                "a constant predictor (tolerance {limit:.0%})",
@@ -726,12 +737,7 @@ def loss_at_chance(h: Histories, key, tolerance, records):
     running mean over part of an epoch); the value judged is the loss's
     relative distance from the chance loss, ``|loss - chance| / chance``.
     """
-    chance = h.run.manifest.get("chance_loss")
-    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
-            or not np.isfinite(chance) or not chance > 0):
-        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
-                            "model has several outputs, or the run was recorded before "
-                            "weightwatch recorded it)")
+    chance = _chance_loss(h)
     v, _ = h.log(key)
     epoch_end = np.array([r.trigger == "epoch" for r in h.records], dtype=bool)
     with np.errstate(invalid="ignore"):
@@ -798,12 +804,7 @@ def loss_above_chance(h: Histories, key, max_ratio):
     Passes: chance ln 4 = 1.386, losses 3.1, 1.2, 0.6.  Fails: losses 55,
     60, 48 (40x the chance loss).
     """
-    chance = h.run.manifest.get("chance_loss")
-    if (not isinstance(chance, (int, float)) or isinstance(chance, bool)
-            or not np.isfinite(chance) or not chance > 0):
-        raise NotApplicable("the run records no chance_loss (its loss is no crossentropy, the "
-                            "model has several outputs, or the run was recorded before "
-                            "weightwatch recorded it)")
+    chance = _chance_loss(h)
     v, _ = h.epoch_log(key)
     ratio = v / chance
     return Outcome(ratio[:, None], _gt(ratio, max_ratio)[:, None], float(max_ratio), subjects=[key])

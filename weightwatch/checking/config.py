@@ -122,19 +122,15 @@ class _Builder:
                 raise RuleError(f'unknown key "{key}"{did_you_mean(key, DOC_KEYS)}; '
                                 f'a rule document has: {", ".join(DOC_KEYS)}',
                                 path=source, line=_line_of(text, rf"^\s*\[?{re.escape(key)}\b"))
-        if "runs" in doc:
-            line = _line_of(text, r"^\s*runs\s*=")
-            if not project:
-                raise RuleError('"runs" belongs in the project configuration (weightwatch.toml or '
+        for key in ("runs", "baseline"):
+            if key in doc and not project:
+                raise RuleError(f'"{key}" belongs in the project configuration (weightwatch.toml or '
                                 '[tool.weightwatch] in pyproject.toml), not in a rule file',
-                                path=source, line=line)
-            validate_runs(doc["runs"], path=source, line=line)
+                                path=source, line=_line_of(text, rf"^\s*{key}\s*="))
+        if "runs" in doc:
+            validate_runs(doc["runs"], path=source, line=_line_of(text, r"^\s*runs\s*="))
         if "baseline" in doc:
             line = _line_of(text, r"^\s*baseline\s*=")
-            if not project:
-                raise RuleError('"baseline" belongs in the project configuration (weightwatch.toml or '
-                                '[tool.weightwatch] in pyproject.toml), not in a rule file',
-                                path=source, line=line)
             value = doc["baseline"]
             value = [value] if isinstance(value, str) else value
             if (not isinstance(value, list) or not value
