@@ -62,18 +62,20 @@ def test_records_match_by_epoch_and_by_step_for_batch_records(tmp_path):
 
 
 # -- bands --------------------------------------------------------------------------------------
-def test_band_is_median_plus_minus_spread_robust_sigmas_and_never_narrower_than_tolerance():
+def test_band_is_median_plus_minus_spread_sigmas_and_never_narrower_than_tolerance():
     stack = np.log10(np.array([[[1.0], [1.0]], [[1.2], [1.0]], [[0.8], [1.0]]]))  # 3 refs, 2 records
     band = Band.learn(stack)
     assert band.center[:, 0] == pytest.approx([0.0, 0.0])
-    lo, hi = band.limits(spread=5.0, tolerance=1.5, references=3)
-    # record 0: MAD = log10(1.2) - 0 (the median |deviation| of 0, .079, .097) -> 5 * 1.4826 * MAD
-    mad = np.median(np.abs(stack[:, 0, 0] - 0))
-    assert math.log10(hi[0, 0]) == pytest.approx(5 * 1.4826 * mad)
+    sigma0 = (math.log10(1.2) - math.log10(0.8)) / 1.693        # range / d2(3)
+    assert band.sigma[:, 0] == pytest.approx([sigma0, 0.0])
+    inflate = math.sqrt(1 + math.pi / 6)                         # the median of 3 is itself uncertain
+    lo, hi = band.limits(spread=4.0, tolerance=1.1, references=3)
+    assert math.log10(hi[0, 0]) == pytest.approx(4 * sigma0 * inflate)
     # record 1: the references agree exactly, but the band keeps the tensor's typical spread
-    typical = np.median([1.4826 * mad, 0.0])
-    assert math.log10(hi[1, 0]) == pytest.approx(max(5 * typical, math.log10(1.5)))
-    lo1, hi1 = band.limits(spread=5.0, tolerance=2.0, references=1)
+    assert math.log10(hi[1, 0]) == pytest.approx(4 * (sigma0 / 2) * inflate)
+    wide_floor = band.limits(spread=4.0, tolerance=3.0, references=3)[1]
+    assert wide_floor[1, 0] == pytest.approx(3.0)
+    lo1, hi1 = band.limits(spread=4.0, tolerance=2.0, references=1)
     assert hi1[1, 0] == pytest.approx(2.0) and lo1[1, 0] == pytest.approx(0.5)
 
 
@@ -147,7 +149,7 @@ def test_one_reference_uses_the_single_tolerance(tmp_path, refs):
     base = learn_baseline(refs[:1])
     assert base.n_references == 1
     assert not check(_run(tmp_path / "seed", jitter=0.05), baseline=base).failed
-    assert check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base).failed
+    assert check(_run(tmp_path / "lr6", lr=6.0, jitter=0.05), baseline=base).failed   # 4x band
 
 
 # -- the baseline file --------------------------------------------------------------------------

@@ -179,19 +179,43 @@ class Band:
     def learn(cls, stack: np.ndarray) -> "Band":
         """From the references' values (references, records, subjects), in log10 units."""
         center = _nanmedian(stack, 0)
-        sigma = MAD_SCALE * _nanmedian(np.abs(stack - center[None]), 0)
-        return cls(center, sigma)
+        return cls(center, spread_of(stack, center))
 
     def limits(self, spread: float, tolerance: float, references: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lo, hi) in the figure's own units, per (record, subject); NaN where no band."""
+        """(lo, hi) in the figure's own units, per (record, subject); NaN where no band.
+
+        A new seed departs from the references' median by its own noise and
+        the median's error: ``sigma * sqrt(1 + pi / (2 k))`` with k references.
+        """
         if references > 1:
             typical = _nanmedian(self.sigma, 0)[None]       # the subject's usual spread
-            sigma = np.fmax(self.sigma, typical)
+            sigma = np.fmax(self.sigma, typical) * np.sqrt(1 + np.pi / (2 * references))
             half = np.fmax(spread * sigma, np.log10(tolerance))
         else:
             half = np.full_like(self.center, np.log10(tolerance))
         half = np.where(np.isnan(self.center), np.nan, half)
         return 10.0 ** (self.center - half), 10.0 ** (self.center + half)
+
+
+#: d2(n): the expected range of n standard normal samples (range / d2 estimates sigma), n = 0..9.
+_D2 = np.array([np.nan, np.nan, 1.128, 1.693, 2.059, 2.326, 2.534, 2.704, 2.847, 2.970])
+
+
+def spread_of(stack: np.ndarray, center: np.ndarray) -> np.ndarray:
+    """The references' sigma at each point: range / d2(k) for k <= 9 references (the efficient
+    estimate for so few: the median absolute deviation of three values is the smaller of two
+    deviations, far too small), 1.4826 x the median absolute deviation from 10 references on
+    (robust to an outlying reference)."""
+    k = (~np.isnan(stack)).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        rng = np.fmax.reduce(stack, axis=0) - np.fmin.reduce(stack, axis=0)
+    d2 = _D2[np.minimum(k, 9)]
+    if (k >= 10).any():
+        sigma = np.where(k >= 10, MAD_SCALE * _nanmedian(np.abs(stack - center[None]), 0), rng / d2)
+    else:
+        with np.errstate(invalid="ignore"):
+            sigma = rng / d2
+    return np.where(k >= 2, sigma, np.where(k == 1, 0.0, np.nan))
 
 
 @dataclass

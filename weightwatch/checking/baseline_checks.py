@@ -21,11 +21,11 @@ _BAND_MESSAGE = "{tensor} {what} {departure} the reference band at {where} (band
 
 def _band_options() -> dict:
     return {
-        "spread": Option((int, float), 5.0, "band half-width in robust standard deviations of the "
-                         "references (1.4826 x their median absolute deviation, in log10 units)", above=0),
-        "tolerance": Option((int, float), 1.5, "narrowest band, with two or more references: this factor "
+        "spread": Option((int, float), 4.0, "band half-width in standard deviations of the references' "
+                         "seed-to-seed spread (in log10 units; see the README's Baseline gating)", above=0),
+        "tolerance": Option((int, float), 2.0, "narrowest band, with two or more references: this factor "
                             "either way of their median", above=1),
-        "single_tolerance": Option((int, float), 2.0, "the band with one reference: this factor either "
+        "single_tolerance": Option((int, float), 4.0, "the band with one reference: this factor either "
                                    "way of it", above=1),
     }
 

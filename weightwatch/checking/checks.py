@@ -505,7 +505,9 @@ def update_jump(h: Histories, max_jump, window, min_rms):
     once is the step size.  Warm-up raises the rate smoothly (at most a few
     times per record) and decays only lower it; a record where the logged
     ``learning_rate`` rose back to a level no higher than it had before (a
-    warm restart, a cyclic schedule) is not judged.
+    warm restart, a cyclic schedule) is not judged, and neither is one where
+    the logged rate did not rise at all (a small network escaping a plateau
+    under SGD jumps 10-20x with the step size unchanged).
 
     Passes: updates 1e-3, 8e-4, 6e-4, 2e-3 (a 3x rise).  Fails: 1e-3,
     8e-4, 6e-4, 5e-2 for every kernel (a 60x jump).
@@ -532,7 +534,10 @@ def update_jump(h: Histories, max_jump, window, min_rms):
             seen = np.fmax.accumulate(np.where(present & np.isfinite(lr), lr, -np.inf))
             restart = np.zeros(len(lr), dtype=bool)
             restart[1:] = present[1:] & (lr[1:] > _shifted(lr, 1, np.inf)[1:]) & (lr[1:] <= seen[:-1])
-        network[restart] = np.nan
+            # The logged rate did not rise: whatever made the updates jump, it was not the step size.
+            steady = np.zeros(len(lr), dtype=bool)
+            steady[1:] = present[1:] & present[:-1] & (lr[1:] <= lr[:-1])
+        network[restart | steady] = np.nan
     bad = _gt(jump, max_jump) & _gt(network, max_jump)[:, None]
     return Outcome(jump, bad, float(max_jump), extra={"window": window, "network": np.broadcast_to(
         network[:, None], jump.shape)})
