@@ -200,3 +200,17 @@ def test_departures_rank_the_changed_figure_first(tmp_path, refs):
     assert found[0].figure == "update_ratio" and found[0].ratio == pytest.approx(3.0, rel=0.1)
     same, _ = departures(open_run(refs[0]), open_run(refs[0]))
     assert same == []
+
+
+def test_tensors_only_this_run_has_are_listed_never_dropped_silently(tmp_path, capsys):
+    from weightwatch.cli import main
+
+    refs = [_run(tmp_path / f"small{s}", drop=("dense_1/kernel",), jitter=0.02 * (s + 1)) for s in range(2)]
+    run = _run(tmp_path / "bigger", jitter=0.05)
+    report = check(run, baseline=learn_baseline(refs))
+    assert report.baseline["only_here"] == ["sequential/dense_1/kernel"]
+    assert not report.failed
+    capsys.readouterr()
+    assert main(["check", str(run), "--no-config", *(a for r in refs for a in ("--baseline", str(r)))]) == 0
+    out = capsys.readouterr().out
+    assert "baseline: 2 reference runs" in out and "only in this run: sequential/dense_1/kernel" in out
