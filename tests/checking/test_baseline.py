@@ -214,3 +214,54 @@ def test_tensors_only_this_run_has_are_listed_never_dropped_silently(tmp_path, c
     assert main(["check", str(run), "--no-config", *(a for r in refs for a in ("--baseline", str(r)))]) == 0
     out = capsys.readouterr().out
     assert "baseline: 2 reference runs" in out and "only in this run: sequential/dense_1/kernel" in out
+
+
+def _logged(path, losses, val_losses=None, epochs=None):
+    recs = [{"epoch": (epochs or range(len(losses)))[i],
+             "logs": {"loss": v} | ({"val_loss": val_losses[i]} if val_losses else {})}
+            for i, v in enumerate(losses)]
+    return write_run(path, tensors={"sequential/dense/kernel": {"shape": [4, 3]}}, records=recs, model="sequential")
+
+
+def test_a_log_finding_words_its_own_departure_when_the_rule_excludes_another_log(tmp_path):
+    refs = [_logged(tmp_path / f"r{s}", [2 / (1 + r) * (1 + 0.01 * s) for r in range(5)],
+                    [2.5 / (1 + r) * (1 + 0.01 * s) for r in range(5)]) for s in range(2)]
+    run = _logged(tmp_path / "c", [20 / (1 + r) for r in range(5)], [7.5 / (1 + r) for r in range(5)])
+    report = check(run, baseline=learn_baseline(refs))
+    f = _baseline_results(report)["baseline-metrics"].findings[0]    # excludes "loss"
+    assert f.key == "val_loss"
+    assert f.message.startswith(f"val_loss {f.value / f.band[1]:.3g}x above the reference band"), f.message
+
+
+def test_no_record_in_common_is_an_input_problem_not_a_pass(tmp_path):
+    refs = [_logged(tmp_path / f"r{s}", [1.0, 0.9], epochs=[5, 6]) for s in range(2)]
+    report = check(_logged(tmp_path / "c", [1.0, 0.9]), baseline=learn_baseline(refs))
+    assert report.exit_code() == 4
+    assert any("no record of this run has a counterpart in the baseline" in p for p in report.problems)
+
+
+def test_a_negative_loss_is_worded_as_such(tmp_path):
+    refs = [_logged(tmp_path / f"r{s}", [1.0 - 0.1 * r + 0.01 * s for r in range(5)]) for s in range(2)]
+    report = check(_logged(tmp_path / "c", [1.0, 0.5, -0.2, -0.3, -0.4]), baseline=learn_baseline(refs))
+    f = _baseline_results(report)["baseline-loss"].findings[0]
+    assert f.message.startswith("loss at -0.3, below the reference band"), f.message   # patience 2
+
+
+def test_references_named_twice_or_through_a_link_count_once(tmp_path, refs):
+    (tmp_path / "again").symlink_to(refs[0])
+    assert load_baseline([refs[0], refs[0], tmp_path / "again", refs[1]]).n_references == 2
+    path = write_baseline(learn_baseline(refs), tmp_path / "main.baseline.json")
+    (tmp_path / "link.json").symlink_to(path)
+    assert load_baseline(tmp_path / "link.json").n_references == 3
+
+
+def test_references_with_other_update_spans_say_so(tmp_path, refs):
+    batchy = write_run(tmp_path / "batchy", tensors={"sequential/dense/kernel": {"shape": [4, 3]}}, records=[
+        {"epoch": 0, "trigger": "begin", "step": 0},
+        {"epoch": 0, "batch": 3, "trigger": "batch", "step": 3},
+        {"epoch": 1, "step": 6}, {"epoch": 2, "step": 12}], model="sequential")
+    plain = write_run(tmp_path / "plain", tensors={"sequential/dense/kernel": {"shape": [4, 3]}}, records=[
+        {"epoch": 0, "trigger": "begin", "step": 0}, {"epoch": 1, "step": 6}, {"epoch": 2, "step": 12}],
+        model="sequential")
+    base = learn_baseline([plain, batchy])
+    assert any("span different records" in n for n in base.notes)

@@ -298,10 +298,28 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
                      f"{len(positions0)} records (they differ in length): the band covers those")
     tkeep = np.flatnonzero(in_all_t)
     rkeep = np.flatnonzero(in_all_r)
+    # An update is a span: where a reference's previous record is not the first reference's
+    # (another freq=), its update ratio measures something else and is left out of the band.
+    first_prev = np.array([-1] + list(range(len(keys0) - 1)))   # positions in the first reference
+    pos0 = np.array(list(positions0.values()), dtype=np.intp)[rkeep]
+    span_ok = []
+    for r, rm in zip(runs, rec_maps):
+        mine = rm[rkeep]
+        prev_here = np.where(mine > 0, mine - 1, -1)
+        keys_r = record_keys(r)
+        same = np.array([first_prev[p] >= 0 and q >= 0 and keys_r[q] == keys0[first_prev[p]]
+                         for p, q in zip(pos0, prev_here)], dtype=bool)
+        span_ok.append(same)
+    if not all(ok[1:].all() if ok.size > 1 else True for ok in span_ok):
+        notes.append("the references' updates span different records at some epochs (recorded with "
+                     "different freq=?): their update ratios are left out there")
     metrics = {}
     for metric in TENSOR_METRICS:
         stack = np.stack([to_log(run_figure(r, metric))[np.ix_(rm[rkeep], tm[tkeep])]
                           for r, rm, tm in zip(runs, rec_maps, ten_maps)])
+        if metric == "update_ratio":
+            for i, ok in enumerate(span_ok):
+                stack[i][~ok] = np.nan
         if np.isnan(stack).all():
             continue  # e.g. no gradient estimates: the gradient check will say so
         metrics[metric] = Band.learn(stack)
@@ -496,6 +514,7 @@ def departures(a: Run, b: Run) -> tuple[list[Departure], Alignment]:
 
 
 def _ratio(x: float, y: float) -> float:
+    """A / B for the table; NaN where it has no meaning (a figure <= 0 against a positive one)."""
     if y == 0:
         return np.inf if x > 0 else 1.0
-    return float(x / y) if x > 0 or x == 0 else np.nan
+    return float(x / y) if x >= 0 and y > 0 else np.nan

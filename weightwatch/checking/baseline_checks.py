@@ -15,6 +15,8 @@ import numpy as np
 
 from .checks import EPOCHS, STATE, SUBJECTS, UPDATE, NotApplicable, Option, Outcome, check
 
+#: A band whose top is below this sits at the log floor: the references' figure is exactly 0.
+FLOOR_BAND = 1e-25
 _BAND_FIELDS = ("departure", "factor", "side", "lo", "hi")
 _BAND_MESSAGE = "{tensor} {what} {departure} the reference band at {where} (band {lo:.3g} to {hi:.3g}; here {value:.3g})"
 
@@ -49,6 +51,10 @@ def _departure(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, what: str) ->
         f, v, where = factor[r, j], values[r, j], side[r, j]
         if v == 0:
             return f"at 0, {where}"
+        if v < 0:
+            return f"at {v:.3g}, {where}"
+        if hi[r, j] < FLOOR_BAND:
+            return f"{where} 0 (the references are 0 here),"
         return f"{f:.3g}x {where}" if np.isfinite(f) else f"far {where}"
 
     limit = np.where(below, lo, hi)
@@ -65,9 +71,14 @@ def _tensor_band(h, metric: str, values: np.ndarray, what: str, spread, toleranc
         raise NotApplicable(f"the baseline holds no {what} (its reference runs recorded none)")
     lo, hi = band
     if np.isnan(lo).all():
-        raise NotApplicable("no selected tensor of this run has a counterpart in the baseline"
-                            if a.compared_records else "no record of this run has a counterpart in "
-                            "the baseline (compare runs of the same configuration)")
+        if not a.compared_records:
+            why = "no record of this run has a counterpart in the baseline (compare runs of the same configuration)"
+        elif metric == "update_ratio" and not a.same_span.any():
+            why = ("no update of this run spans the same records as the baseline's (recorded with "
+                   "another freq=?)")
+        else:
+            why = "no selected tensor of this run has a counterpart in the baseline"
+        raise NotApplicable(why)
     return _departure(values, lo, hi, what)
 
 
@@ -139,9 +150,12 @@ def baseline_log(h, keys, spread, tolerance, single_tolerance):
     are positive.
     """
     a = _alignment(h)
-    names = list(keys) or [k for k in a.baseline.logs if h.run.log_present(k).any()]
+    if not a.compared_records:
+        raise NotApplicable("no record of this run has a counterpart in the baseline")
+    names = [k for k in (list(keys) or list(a.baseline.logs)) if h.run.log_present(k).any()]
     if not names:
-        raise NotApplicable("the baseline holds no log this run has")
+        raise NotApplicable(f"this run logs none of {', '.join(keys)}" if keys else
+                            "the baseline holds no log this run has")
     cols, los, his = [], [], []
     for k in names:
         band = a.log_band(k, spread=spread, tolerance=tolerance, single_tolerance=single_tolerance)

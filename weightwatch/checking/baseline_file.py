@@ -80,7 +80,8 @@ def baseline_json(b: Baseline) -> bytes:
 def read_baseline(path) -> Baseline:
     path = Path(path)
     try:
-        doc = loads(read_bytes(path, limit=MAX_BYTES))
+        # The user named this file: follow a link to it (run files refuse links, this is none).
+        doc = loads(read_bytes(path.resolve(), limit=MAX_BYTES))
     except RunFormatError as exc:
         raise BaselineError(exc.message, path=path) from None
     except OSError as exc:
@@ -177,7 +178,14 @@ def load_baseline(refs) -> Baseline:
                                 "directories (learn a file from several with `weightwatch baseline learn`)",
                                 path=files[0])
         return read_baseline(files[0])
+    unique, seen = [], set()
     for r in refs:
-        if isinstance(r, (str, Path)) and not Path(r).exists():
-            raise BaselineError("no such reference run directory or baseline file", path=r)
-    return learn_baseline(refs)
+        if isinstance(r, (str, Path)):
+            if not str(r).strip() or not Path(r).exists():
+                raise BaselineError("no such reference run directory or baseline file", path=r)
+            key = Path(r).resolve()
+            if key in seen:   # the same run twice would fake a spread of zero
+                continue
+            seen.add(key)
+        unique.append(r)
+    return learn_baseline(unique)

@@ -67,6 +67,11 @@ def evaluate(run: Run, ruleset: RuleSet, *, keyword: str | None = None,
     alignment = baseline.align(run) if baseline is not None else None
     if alignment is not None:
         report.baseline = alignment.summary()
+        if not alignment.compared_records and run.records:
+            # Nothing compared is no pass: the gate would say nothing about this run.
+            report.problems.append(f"{run.path}: no record of this run has a counterpart in the baseline "
+                                   f"({alignment.baseline.describe()}): compare runs of the same "
+                                   "configuration (epochs, freq=)")
         report.reference_l2 = _norm_band(run, ruleset, alignment)
     failures = 0
     # Histories gathered for one rule serve every later rule with the same
@@ -153,7 +158,8 @@ def evaluate_rule(run: Run, rule: Rule, cache: dict | None = None, baseline=None
             outcome.value, outcome.bad = outcome.value[:, keep], outcome.bad[:, keep]
             if isinstance(outcome.limit, np.ndarray) and outcome.limit.ndim == 2:
                 outcome.limit = outcome.limit[:, keep]
-            outcome.extra = {k: (v[:, keep] if isinstance(v, np.ndarray) and v.ndim == 2 else v)
+            outcome.extra = {k: (v[:, keep] if isinstance(v, np.ndarray) and v.ndim == 2
+                                 else (lambda r, j, f=v: f(r, keep[j])) if callable(v) else v)
                              for k, v in outcome.extra.items()}
             names = [names[j] for j in keep]
         applicable = np.ones_like(outcome.bad)

@@ -29,6 +29,10 @@ def render_diff(a, b, console: Console, *, top: int = 15, width: int = 24) -> in
     summary["baseline"] = "B as the single reference"
     for line in baseline_lines(summary):
         console.print(line, soft_wrap=True)
+    if not alignment.compared_records:
+        console.print(Text("no record in common: nothing to compare (runs of another length or freq=?)",
+                           style="yellow"))
+        return 0
     if not found:
         console.print(Text("no figure differs: the runs are identical where they overlap", style="green"))
         return 0
@@ -71,5 +75,5 @@ def _shared_sparklines(a, b, width: int) -> tuple[str, str]:
 
 def _factor(r: float) -> str:
     if not math.isfinite(r):
-        return "inf" if r > 0 else "?"
+        return "inf" if r > 0 else "<= 0"   # A's figure is 0 or negative where B's is positive
     return f"{r:.3g}x"
