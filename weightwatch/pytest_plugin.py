@@ -70,6 +70,8 @@ def pytest_addoption(parser):
                     metavar="REF",
                     help="also compare each run with reference runs (repeatable) or a baseline file, "
                          "as weightwatch check --baseline; default: the configuration's baseline")
+    group.addoption("--weightwatch-no-baseline", action="store_true", dest="weightwatch_no_baseline",
+                    help="ignore the configuration's baseline, as weightwatch check --no-baseline")
     group.addoption("--weightwatch-strict", action="store_true", dest="weightwatch_strict",
                     help="rule warnings fail, as weightwatch check --strict (pytest's --strict "
                          "and -W error do too)")
@@ -162,7 +164,7 @@ class _WeightwatchSession:
             self.ruleset = load_rules(self.config.getoption("weightwatch_rules") or None,
                                       start=self.invocation)
             refs = ([str(self.invocation / r) for r in self.config.getoption("weightwatch_baseline")]
-                    or self.ruleset.baseline)
+                    or ([] if self.config.getoption("weightwatch_no_baseline") else self.ruleset.baseline))
             self.baseline = load_baseline(refs) if refs else None
         except (RuleError, BaselineError, RunFormatError) as exc:
             raise pytest.UsageError(f"weightwatch: {exc}") from None

@@ -172,6 +172,8 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     (lambda d: d["metrics"]["l2"].update(center=[[1.0]]), 'metrics "l2" center: shape (1, 1), expected (6, 3)'),
     (lambda d: d["records"][0].update(key="epoch 0"), "record 0 is not an object"),
     (lambda d: d["metrics"].update(l3={}), 'unknown figure "l3"'),
+    (lambda d: d.update(version=True), "baseline file version True"),
+    (lambda d: d["records"][1].update(batch={"x": 1}), "record 1: batch and step must be whole numbers"),
 ])
 def test_a_bad_baseline_file_is_one_line_naming_it(tmp_path, refs, edit, message):
     doc = baseline_to_dict(learn_baseline(refs))

@@ -29,6 +29,7 @@ def test_the_configuration_baseline_applies_and_a_bad_one_is_a_usage_error(pt, t
     listed = ", ".join(f'"{r}"' for r in refs)
     (pt.path / "weightwatch.toml").write_text(f'runs = ["{run}"]\nbaseline = [{listed}]\n')
     assert outcomes(pt.runpytest(*PLUGIN))[f"{run}::baseline-update-ratio"] == "failed"
+    assert not [k for k in outcomes(pt.runpytest(*PLUGIN, "--weightwatch-no-baseline")) if "::baseline-" in k]
     (pt.path / "weightwatch.toml").write_text(f'runs = ["{run}"]\nbaseline = ["nowhere"]\n')
     bad = pt.runpytest(*PLUGIN)
     assert bad.ret == 4

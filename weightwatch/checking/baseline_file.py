@@ -31,6 +31,7 @@ from ..errors import BaselineError, RunFormatError
 from ..run.files import read_bytes
 from ..run.jsonio import dumps, loads, write_json
 from ..run.model import Run
+from ..run.schema import TRIGGERS
 from .baseline import TENSOR_METRICS, Band, Baseline, TensorRef, learn_baseline
 
 FORMAT = "weightwatch-baseline"
@@ -97,7 +98,7 @@ def baseline_from_dict(doc, path) -> Baseline:
 
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise bad(f'no "format": "{FORMAT}" (write one with `weightwatch baseline learn`)')
-    if doc.get("version") != VERSION:
+    if not _is_int(doc.get("version")) or doc.get("version") != VERSION:
         raise BaselineError(f"baseline file version {doc.get('version')!r}; this weightwatch reads "
                             f"version {VERSION} (learn it again with this version)", path=path)
     for key, kind in (("references", list), ("records", list), ("tensors", list), ("metrics", dict),
@@ -114,6 +115,10 @@ def baseline_from_dict(doc, path) -> Baseline:
                 or len(key) != 3 or key[0] not in ("epoch", "batch") or not all(_is_int(k) for k in key[1:])
                 or not (r.get("prev") is None or (_is_int(r["prev"]) and 0 <= r["prev"] < i))):
             raise bad(f"record {i} is not an object with epoch, key and prev")
+        if (not all(r.get(k) is None or _is_int(r.get(k)) for k in ("batch", "step"))
+                or r.get("trigger") not in (None, *TRIGGERS)):
+            raise bad(f"record {i}: batch and step must be whole numbers, trigger one of "
+                      f"{', '.join(TRIGGERS)}")
         records.append({"epoch": r["epoch"], "batch": r.get("batch"), "step": r.get("step"),
                         "trigger": r.get("trigger"), "key": key, "prev": r.get("prev")})
     if not records:
@@ -171,6 +176,8 @@ def load_baseline(refs) -> Baseline:
         raise BaselineError("no reference given")
     if len(refs) == 1 and isinstance(refs[0], Baseline):
         return refs[0]
+    if any(isinstance(r, Baseline) for r in refs):
+        raise BaselineError("a Baseline stands alone: pass it by itself, or reference runs")
     files = [r for r in refs if isinstance(r, (str, Path)) and Path(r).is_file()]
     if files:
         if len(refs) > 1:
