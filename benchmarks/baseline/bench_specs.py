@@ -37,6 +37,21 @@ if str(ZOO) not in sys.path:
 
 import specs as zoo_specs  # noqa: E402  (the zoo's specs: pure Python)
 
+
+def load_module(name: str, path: Path):
+    """A module by file path under a unique name (the zoo's ``record`` / ``score`` share their
+    names with this directory's), loaded once."""
+    import importlib.util
+
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
 FAMILIES = zoo_specs.FAMILIES
 OPTIMIZERS = zoo_specs.OPTIMIZERS
 CONFIGS_PER_FAMILY = 4

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import importlib.util
 import json
 import os
 import shutil
@@ -60,19 +59,9 @@ import bench_specs  # noqa: E402
 DEFAULT_CACHE = HERE / ".cache"
 
 
-def _load(name: str, path: Path):
-    """A module by file path under a unique name (the zoo's ``record`` / ``score`` share their
-    names with this directory's)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-zoo_record = _load("zoo_record", ZOO / "record.py")
+zoo_record = bench_specs.load_module("zoo_record", ZOO / "record.py")
 _dumps = zoo_record._dumps
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import importlib.util
 import json
 import math
 import sys
@@ -58,17 +57,9 @@ for p in (str(HERE), str(ZOO)):
 import bench_specs  # noqa: E402
 
 
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
-zoo_score = _load("zoo_score", ZOO / "score.py")
+zoo_score = bench_specs.load_module("zoo_score", ZOO / "score.py")
 wilson_upper = zoo_score.wilson_upper
 _parse_sweep = zoo_score._parse_sweep
 

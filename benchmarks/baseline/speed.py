@@ -20,7 +20,6 @@ Usage: ``python benchmarks/baseline/speed.py [--records N] [--tensors N] [--repe
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import subprocess
@@ -33,16 +32,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
 
-
-def _load(name: str, path: Path):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+import bench_specs  # noqa: E402  (pure Python: the module loader)
 
 
 def _time(fn, repeat: int) -> float:
@@ -61,7 +53,7 @@ def measure(records: int = 1000, tensors: int = 200, repeat: int = 3, tmp: Path 
     from weightwatch.checking.config import load_rules
     from weightwatch.run.reader import open_run
 
-    build_run = _load("bench_checking", HERE.parent / "checking.py").build_run
+    build_run = bench_specs.load_module("bench_checking", HERE.parent / "checking.py").build_run
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     own = tmp is None
     tmpdir = tempfile.TemporaryDirectory() if own else None
