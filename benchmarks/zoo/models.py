@@ -316,9 +316,14 @@ def build_regression(spec, ctx, rng):
         for i in range(1, depth + 1):
             stack.append(ctx.dense(a["width"], f"hidden{i}", a["act"]))
             stack.append(ctx.drop(f"drop{i}"))
-    stack.append(_out_dense(ctx, k, "out"))
+    loss = a.get("loss", "mse")
+    stack.append(_out_dense(ctx, 2 if loss == "gaussian_nll" else k, "out"))
     model = _seq("model", keras.Input((a["d"],), name="x"), stack)
-    return model, _reg_task(x, y, a.get("loss", "mse"))
+    if loss == "gaussian_nll":
+        return model, Task(x, y, gaussian_nll, "regression", None, None)
+    if loss == "cosine_similarity":
+        return model, Task(x, y, keras.losses.CosineSimilarity(), "regression", None, None)
+    return model, _reg_task(x, y, loss)
 
 
 def build_cnn(spec, ctx, rng):
@@ -624,6 +629,13 @@ def gaussian_nll_relu(y_true, y_pred):
     as soon as the variance head outputs a non-positive value."""
     mu, var = y_pred[:, :1], ops.relu(y_pred[:, 1:2])
     return ops.mean(ops.log(var) + ops.square(y_true[:, :1] - mu) / var)
+
+
+def gaussian_nll(y_true, y_pred):
+    """Gaussian negative log-likelihood with a softplus variance head: a healthy custom loss that
+    goes below 0 (once the learnt variance is under 1/(2 pi e)) and converges there."""
+    mu, var = y_pred[:, :1], ops.softplus(y_pred[:, 1:2]) + 1e-4
+    return ops.mean(0.5 * ops.log(var) + 0.5 * ops.square(y_true[:, :1] - mu) / var)
 
 
 class SignedLoss(keras.losses.Loss):

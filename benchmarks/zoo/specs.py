@@ -38,6 +38,9 @@ SCHEDULES = ("constant", "warmup_cosine", "exp_decay", "step", "plateau")
 
 #: Healthy runs per family (11 families -> 440).
 HEALTHY_PER_FAMILY = 40
+#: Healthy regression runs whose loss legitimately goes below 0 (a Gaussian negative
+#: log-likelihood, Keras' cosine similarity): what a check for an unbounded loss must pass.
+NEGATIVE_LOSS_HEALTHY = 20
 
 #: Fault classes: (class, families it is injected into, number of runs).
 #: Families are visited round-robin, so every listed family gets runs.
@@ -462,8 +465,20 @@ def inject(fault: str, family: str, j: int) -> Spec:
 # --------------------------------------------------------------------------- the zoo
 
 
+def negative_loss_healthy(i: int) -> Spec:
+    """The i-th healthy regression run whose loss goes below 0: a Gaussian NLL (2 in 3) or the
+    cosine similarity over 3 outputs (1 in 3), drawn like any healthy regression run."""
+    s = draw_healthy("regression", 500 + i, key=f"healthy/regression-negative-loss/{i}")
+    loss = "cosine_similarity" if i % 3 == 2 else "gaussian_nll"
+    s.arch["loss"] = loss
+    s.arch["outputs"] = 3 if loss == "cosine_similarity" else 1
+    s.id = f"regression-{'cos' if loss == 'cosine_similarity' else 'nll'}-h{i:03d}"
+    return s
+
+
 def healthy_specs() -> list[Spec]:
-    return [draw_healthy(f, i) for f in FAMILIES for i in range(HEALTHY_PER_FAMILY)]
+    return ([draw_healthy(f, i) for f in FAMILIES for i in range(HEALTHY_PER_FAMILY)]
+            + [negative_loss_healthy(i) for i in range(NEGATIVE_LOSS_HEALTHY)])
 
 
 def faulty_specs() -> list[Spec]:
@@ -497,7 +512,7 @@ def fast_subset(specs: list[Spec] | None = None) -> list[Spec]:
         chosen.append(cands[0])
         families_seen.add(cands[0].family)
     for fam in FAMILIES:
-        healthy = sorted((s for s in specs if s.healthy and s.family == fam),
+        healthy = sorted((s for s in specs if s.healthy and s.family == fam and "-h" == s.id[len(fam):len(fam) + 2]),
                          key=lambda s: (s.epochs, s.id))
         if fam not in families_seen or len(chosen) < FAST_SUBSET_SIZE:
             chosen.append(healthy[0])

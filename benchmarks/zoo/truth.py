@@ -255,7 +255,9 @@ def _healthy(v: View, out: dict) -> dict:
     out["label"] = "healthy"
     if out["first_nonfinite_record"] is not None:
         out.update(label="dropped", reason="healthy config diverged: non-finite weights or loss")
-    elif fin.size and fin[-1] > SYMPTOMS["healthy_diverged"] * fin.min():
+    elif fin.size and fin[-1] - fin.min() > (SYMPTOMS["healthy_diverged"] - 1) * abs(fin.min()):
+        # (last > 2x best for a positive loss; for one that legitimately went below 0, a last
+        # loss back above 0 from a negative best)
         out.update(label="dropped", reason=f"healthy config diverged: last loss {fin[-1]:.3g} > "
                    f"{SYMPTOMS['healthy_diverged']}x best {fin.min():.3g}")
     elif (v.const and fin.size and fin.min() >= SYMPTOMS["healthy_stuck"] * v.const
@@ -452,7 +454,8 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
                 reason = "gradients did not vanish (or the loss still fell)"
                 label = "healthy"
     elif f == "exploding-rnn":
-        rnn = v.fault
+        # the recurrent layer's kernels: its bias starts at 0, where any healthy movement is "2x"
+        rnn = [i for i in v.fault if not v.paths[i].endswith("bias")]
         rec = next((p for p in v.probe.get("grad_l2", {}) if "rnn1" in p and p.endswith("recurrent_kernel")), None)
         out_k = next((p for p in reversed(list(v.probe.get("grad_l2", {}))) if p.endswith("kernel")), None)
         grad_up = np.zeros(v.R, bool)
