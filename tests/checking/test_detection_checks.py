@@ -96,3 +96,65 @@ def test_loss_above_chance_quiet_on_a_slow_start():
     run.manifest = {"chance_loss": LN4}
     assert run_check(run, "loss-above-chance").status == "passed"
     assert run_check(run, "loss-above-chance", max_ratio=3.0).status == "failed"
+
+
+# -- the loss climbing back to chance (labels shuffled mid-run) ------------------------------
+
+
+def _losses(losses, chance=None, lr=None):
+    logs = [{}] + [{"loss": v, **({"learning_rate": lr[i]} if lr else {})} for i, v in enumerate(losses)]
+    run = make_run({"a/kernel": {}}, len(logs), logs=logs)
+    if chance is not None:
+        run.manifest["chance_loss"] = chance
+    return run
+
+
+def test_loss_back_to_chance_fails_when_a_learnt_loss_returns_to_chance():
+    run = _losses([LN4, 0.9 * LN4, 0.85 * LN4, 1.02 * LN4], chance=LN4)
+    f = first(run_check(run, "loss-back-to-chance"))
+    assert f.record == 4 and f.value == pytest.approx(1.02)
+    assert f.message == ("loss climbed back to 102.0% of the chance loss after it had reached 85.0% of it "
+                         "(back at chance from 98%)")
+
+
+def test_loss_back_to_chance_passes_a_slow_start_and_a_rebound_short_of_chance():
+    # a slow start wanders at chance without having left it; noise after a drop stays below 98%
+    assert run_check(_losses([1.01 * LN4, LN4, 0.99 * LN4, 1.0 * LN4], chance=LN4),
+                     "loss-back-to-chance").status == "passed"
+    assert run_check(_losses([LN4, 0.9 * LN4, 0.85 * LN4, 0.96 * LN4], chance=LN4),
+                     "loss-back-to-chance").status == "passed"
+    # ... unless the rule is told a shallower dip counts
+    assert run_check(_losses([LN4, 0.99 * LN4, 1.0 * LN4], chance=LN4), "loss-back-to-chance",
+                     below=0.005).status == "failed"
+
+
+def test_loss_back_to_chance_skipped_without_a_chance_loss():
+    res = run_check(_losses([LN4, 0.5, LN4]), "loss-back-to-chance")
+    assert res.status == "skipped" and "chance_loss" in res.note
+
+
+# -- a negative loss that falls faster and faster (a loss negated by mistake) ----------------
+
+
+ASCENT = [-1.21, -1.8, -2.69, -3.98, -5.79]          # a negated squared error (run zoo)
+NLL = [0.132, -0.201, -0.393, -0.612, -0.784, -0.952, -1.14, -1.28]   # a healthy Gaussian NLL
+
+
+def test_loss_unbounded_fails_on_gradient_ascent():
+    f = first(run_check(_losses(ASCENT), "loss-unbounded"))
+    # falls 0.59, 0.89, 1.29, 1.81: the third speed-up in a row is at the 5th epoch
+    assert f.record == 5 and f.value == pytest.approx(1.81 / 1.29)
+    assert f.message.startswith("loss is below 0 and falls faster every epoch: -5.79, its fall 1.4x")
+    assert run_check(_losses(ASCENT), "loss-unbounded", records=4).status == "passed"
+
+
+def test_loss_unbounded_passes_a_converging_negative_loss():
+    assert run_check(_losses(NLL), "loss-unbounded").status == "passed"
+    # a positive loss that speeds up its fall (a plateau escaped) is not judged
+    assert run_check(_losses([2.0, 1.9, 1.7, 1.3, 0.5]), "loss-unbounded").status == "passed"
+
+
+def test_loss_unbounded_leaves_out_epochs_whose_learning_rate_rose():
+    warmup = [1e-4, 2e-4, 4e-4, 8e-4, 8e-4]
+    assert run_check(_losses(ASCENT, lr=warmup), "loss-unbounded").status == "passed"
+    assert run_check(_losses(ASCENT, lr=[1e-3] * 5), "loss-unbounded").status == "failed"

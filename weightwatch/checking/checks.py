@@ -758,6 +758,99 @@ def loss_at_chance(h: Histories, key, tolerance, records):
                    extra={"records": records})
 
 
+@check("loss-back-to-chance", scope=LOG,
+       message="{key} climbed back to {value:.1%} of the chance loss after it had reached {best:.1%} "
+               "of it (back at chance from {limit:.0%})",
+       metric="loss/chance", fields=("best",), judges=EPOCHS, options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "below": Option((int, float), 0.03,
+                                "how far below the chance loss (relative) the loss must have been "
+                                "for a climb back to count", above=0, maximum=1),
+                "tolerance": Option((int, float), 0.02,
+                                    "how close to the chance loss (relative, from below) counts as "
+                                    "back at chance", minimum=0, maximum=1),
+            })
+def loss_back_to_chance(h: Histories, key, below, tolerance):
+    """Fails when a loss that had fallen below chance climbs back to it.
+
+    Why: a model that beat the loss of a constant predictor had found signal
+    in its inputs; the loss climbing back to chance means the signal is gone
+    - labels come apart from their inputs mid-run (a shuffle applied to one
+    and not the other, a sharded pipeline that restarts out of step), or a
+    learning-rate spike wiped out what was learnt.  Healthy runs wander near
+    chance before they learn, which ``loss-at-chance`` cannot tell from
+    shuffled labels; a return after having left it is what they do not do.
+    The value judged is loss / chance loss at epoch records, against the
+    lowest value before it.  Skipped when the manifest has no
+    ``chance_loss``.
+
+    Passes: chance ln 4, losses/chance 1.00, 0.90, 0.85, 0.96.  Fails:
+    1.00, 0.90, 0.85, 1.02 (back at chance after 15% below it).
+    """
+    chance = _chance_loss(h)
+    v, _ = h.epoch_log(key)
+    ratio = v / chance
+    best = np.fmin.accumulate(np.where(np.isfinite(ratio), ratio, np.inf))
+    prev_best = np.concatenate([[np.inf], best[:-1]])
+    bad = ~_lt(ratio, 1.0 - tolerance) & ~np.isnan(ratio) & (prev_best <= 1.0 - below)
+    return Outcome(ratio[:, None], bad[:, None], 1.0 - float(tolerance), subjects=[key],
+                   extra={"best": np.where(np.isfinite(prev_best), prev_best, np.nan)[:, None]})
+
+
+@check("loss-unbounded", scope=LOG,
+       message="{key} is below 0 and falls faster every epoch: {loss:.4g}, its fall {value:.3g}x the "
+               "epoch before's for {records} epochs (limit {limit:g}x)",
+       metric="fall growth", fields=("loss",), judges=EPOCHS, options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "growth": Option((int, float), 1.1,
+                                 "smallest ratio of an epoch's fall to the one before that counts as "
+                                 "speeding up", above=1),
+                "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
+                                  maximum=1000),
+            })
+def loss_unbounded(h: Histories, key, growth, records):
+    """Fails when a negative loss falls faster and faster: the optimizer climbs, not descends.
+
+    Why: a loss whose floor is unknown (a custom loss, a negative
+    log-likelihood, cosine similarity) may legitimately go below 0, so
+    ``loss-below-zero`` cannot judge it; but a loss that is minimised
+    converges, its epoch-to-epoch fall shrinking.  A loss negated by mistake
+    (gradient ascent on a squared error or a crossentropy) has no floor: it
+    falls geometrically, each epoch's fall larger than the last.  The value
+    judged at an epoch record is its fall over the fall of the epoch before,
+    where the loss is below 0 over the window; epochs whose logged
+    ``learning_rate`` rose (warm-up, a restart) are not judged, since a
+    larger step speeds up any fall.
+
+    Passes: -0.2, -0.39, -0.61, -0.78, -0.95 (falls 0.19, 0.22, 0.17, 0.17).
+    Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
+    """
+    v, _ = h.epoch_log(key)
+    at = np.flatnonzero(record_mask(h.records, EPOCHS))
+    e = v[at]
+    fall = np.full(len(e), np.nan)
+    fall[1:] = e[:-1] - e[1:]
+    speed = np.full(len(e), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        speed[2:] = np.where((fall[1:-1] > 0) & (e[1:-1] < 0) & (e[2:] < 0), fall[2:] / fall[1:-1], np.nan)
+    lr, present = h.log("learning_rate")
+    if present.any():
+        l = np.where(present, lr, np.nan)[at]
+        with np.errstate(invalid="ignore"):
+            rose = np.zeros(len(e), dtype=bool)
+            rose[1:] = l[1:] > l[:-1]
+        speed[rose] = np.nan
+    fast = _gt(speed, growth)
+    pos = np.arange(len(e))
+    streak = pos - np.maximum.accumulate(np.where(fast, -1, pos))   # fast epochs in a row, ending here
+    out = np.full(len(v), np.nan)
+    out[at] = speed
+    bad = np.zeros(len(v), dtype=bool)
+    bad[at] = fast & (streak >= records)
+    return Outcome(out[:, None], bad[:, None], float(growth), subjects=[key],
+                   extra={"loss": v[:, None], "records": records})
+
+
 @check("loss-below-floor", scope=LOG,
        message="{key} fell to {value:.4g}, below {limit:g}, which its loss function cannot reach",
        metric="log", options={

@@ -44,8 +44,13 @@ CAUSES = {
         "connections."),
     "wrong-sign": (
         "a loss or penalty term has the wrong sign",
-        "A loss that cannot be negative went below 0: check the sign of custom regularisers and "
-        "loss terms; the optimizer is being rewarded for growing the weights."),
+        "The loss went below 0 where it cannot, or keeps falling faster below it: check the sign of "
+        "custom regularisers and loss terms; the optimizer is being rewarded for growing them."),
+    "signal-lost": (
+        "the loss climbed back to chance: what the model had learnt is gone",
+        "Check that labels still line up with their inputs after any shuffle, split or resharding "
+        "done mid-run (a shuffle applied to one and not the other), and the learning rate at that "
+        "epoch (a spike wipes out what was learnt)."),
     "plateau": (
         "the loss stopped improving",
         "If the run is finished, stop it (EarlyStopping); otherwise raise the learning rate or "
@@ -75,7 +80,7 @@ CAUSE_OF_CHECK = {
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
     "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
     "loss-at-chance": "not-learning", "update-jump": "divergence",
-    "loss-above-chance": "divergence",
+    "loss-above-chance": "divergence", "loss-unbounded": "wrong-sign", "loss-back-to-chance": "signal-lost",
     "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
     "baseline-log": "baseline", "baseline-tensors": "architecture",
     "replica-divergence": "replicas",
@@ -154,7 +159,10 @@ def diagnose(report: Report, run=None) -> list[Cause]:
     causes.sort(key=lambda c: (c.severity != "error", c.onset, list(CAUSES).index(c.id)))
     # A warning of a cause that also failed adds nothing the failure does not say.
     failed = {c.id for c in causes if c.severity == "error"}
-    return [c for c in causes if c.severity == "error" or c.id not in failed]
+    # A loss back at chance after a divergence has begun is the divergence's doing.
+    diverged = min((c.onset for c in causes if c.id == "divergence" and c.severity == "error"), default=None)
+    return [c for c in causes if (c.severity == "error" or c.id not in failed)
+            and not (c.id == "signal-lost" and diverged is not None and c.onset >= diverged)]
 
 
 def _loss_story(run, record: int) -> str:
