@@ -95,3 +95,20 @@ def test_an_empty_run_checks_nothing_and_exits_5(tmp_path):
     run_dir = write_run(tmp_path / "run", {}, [{"logs": {}}])
     report = evaluate(open_run(run_dir), load_rules(use_project_config=False))
     assert report.exit_code() == 5, "a run with no tensor and no log must not pass"
+
+
+def test_a_loss_back_at_chance_is_its_own_cause_unless_training_diverged(tmp_path):
+    """Labels shuffled mid-run: the loss climbs back to chance and nothing else moves."""
+    import math
+    records = [{"logs": {}}] + [{"logs": {"loss": r * math.log(4)}} for r in (1.0, 0.8, 0.7, 1.01, 1.0)]
+    run = open_run(write_run(tmp_path / "run", MLP, records, manifest_extra={"chance_loss": math.log(4)}))
+    report = evaluate(run, load_rules(use_project_config=False))
+    causes = [c for c in report.diagnosis if c.severity == "error"]
+    assert [c.id for c in causes] == ["signal-lost"], [(c.id, c.first.message) for c in causes]
+    assert causes[0].first.rule == "loss-back-to-chance" and causes[0].onset == 4
+    # a loss that shoots far past chance is a divergence, and the climb through chance its doing
+    records = [{"logs": {}}] + [{"logs": {"loss": r * math.log(4)}} for r in (1.0, 0.7, 0.6, 2.5)]
+    run = open_run(write_run(tmp_path / "div", MLP, records, manifest_extra={"chance_loss": math.log(4)}))
+    report = evaluate(run, load_rules(use_project_config=False))
+    assert {"loss-diverging", "loss-back-to-chance"} <= {r.id for r in report.failed}
+    assert [c.id for c in report.diagnosis if c.severity == "error"] == ["divergence"]
