@@ -366,9 +366,12 @@ def table_variants(outs) -> list[str]:
 
 
 def table_lead(outs) -> list[str]:
-    g = [o for o in outs if o.growth_before_nan]
-    lines = [f"Lead time before the first non-finite record (a NaN/Inf weight or loss; faults whose weights "
-             f"grew >= 2x before it; n = {len(g)})",
+    """Lead time on the classes whose growth drives the NaN (specs.GROWTH_FAULTS); a class whose
+    NaN has another cause (log(0)) but whose weights happened to grow 2x is listed apart."""
+    g = [o for o in outs if o.growth_before_nan and o.label in GROWTH_FAULTS]
+    other = [o for o in outs if o.growth_before_nan and o.label not in GROWTH_FAULTS]
+    lines = [f"Lead time before the first non-finite record (a NaN/Inf weight or loss; faults of the classes "
+             f"whose growth drives the NaN, where weights grew >= 2x before it; n = {len(g)})",
              f"  {'class':20s} {'runs':>5s} {'flagged before':>15s} {'>= 2 records':>13s} {'median lead':>12s}  leads"]
     for cls in FAULT_CLASSES:
         os_ = [o for o in g if o.label == cls]
@@ -380,6 +383,9 @@ def table_lead(outs) -> list[str]:
         lines.append(f"  {cls:20s} {len(os_):5d} {len(before):8d} {_pct(len(before), len(os_))} "
                      f"{len(ge2):6d} {_pct(len(ge2), len(os_))} "
                      f"{'' if not leads else f'{statistics.median(leads):g}':>12s}  {sorted(leads)}")
+    if other:
+        lines.append("  not counted (the NaN has another cause; weights also grew 2x): " + ", ".join(
+            f"{cls} {[o.lead for o in other if o.label == cls]}" for cls in dict.fromkeys(o.label for o in other)))
     return lines
 
 
