@@ -178,8 +178,12 @@ def load_ruleset(rules_file: str | None):
 
 
 def ruleset_key(ruleset) -> str:
-    """A hash of the rules' content (ids, checks, options, filters, severities)."""
-    parts = []
+    """A hash of the rules' content (ids, checks, options, filters, severities) and of the checking
+    code itself: an edit to a check alone must not reuse evaluations made before it."""
+    import weightwatch.checking as checking_pkg
+
+    code = Path(checking_pkg.__file__).parent
+    parts = [hashlib.sha1(b"".join(p.read_bytes() for p in sorted(code.glob("*.py")))).hexdigest()]
     for r in ruleset:
         parts.append(repr((r.id, r.check, r.severity, sorted(r.options.items()), r.select, r.exclude,
                            r.role, r.trainable, r.frozen, r.dtype, r.patience, r.after)))

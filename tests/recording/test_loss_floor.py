@@ -1,4 +1,5 @@
-"""The manifest's loss_floor: 0 for Keras' non-negative built-in losses, unknown otherwise."""
+"""The manifest's loss_floor: 0 for Keras' non-negative built-in losses, -1 for cosine similarity,
+unknown otherwise."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ import weightwatch  # noqa: E402
 
 
 @pytest.mark.parametrize("loss, floor", [("mse", 0.0), (keras.losses.Huber(), 0.0),
-                                         ("cosine_similarity", None), (lambda y, p: -keras.ops.mean((y - p) ** 2), None)])
+                                         ("cosine_similarity", -1.0), (keras.losses.Poisson(), None),
+                                         (lambda y, p: -keras.ops.mean((y - p) ** 2), None)])
 def test_loss_floor_in_the_manifest(tmp_path, loss, floor):
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")

@@ -759,17 +759,19 @@ def loss_at_chance(h: Histories, key, tolerance, records):
 
 
 @check("loss-back-to-chance", scope=LOG,
-       message="{key} climbed back to {value:.1%} of the chance loss after it had reached {best:.1%} "
-               "of it (back at chance from {limit:.0%})",
+       message="{key} rose to {value:.1%} of the chance loss after it had been down to {best:.1%} of it "
+               "(back at chance from {limit:.1%})",
        metric="loss/chance", fields=("best",), judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
                 "below": Option((int, float), 0.03,
                                 "how far below the chance loss (relative) the loss must have been "
                                 "for a climb back to count", above=0, maximum=1),
-                "tolerance": Option((int, float), 0.02,
+                "tolerance": Option((int, float), 0.0,
                                     "how close to the chance loss (relative, from below) counts as "
                                     "back at chance", minimum=0, maximum=1),
-            })
+            }, validate=lambda o: None if o["tolerance"] < o["below"] else
+               f'"tolerance" ({o["tolerance"]:g}) must be below "below" ({o["below"]:g}): a loss still '
+               'falling would count as back at chance')
 def loss_back_to_chance(h: Histories, key, below, tolerance):
     """Fails when a loss that had fallen below chance climbs back to it.
 
@@ -781,10 +783,12 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
     chance before they learn, which ``loss-at-chance`` cannot tell from
     shuffled labels; a return after having left it is what they do not do.
     The value judged is loss / chance loss at epoch records, against the
-    lowest value before it.  Skipped when the manifest has no
+    lowest value before it.  The chance loss is that of the uniform
+    predictor (ln C), so a task whose classes are imbalanced starts below it
+    without having learnt anything.  Skipped when the manifest has no
     ``chance_loss``.
 
-    Passes: chance ln 4, losses/chance 1.00, 0.90, 0.85, 0.96.  Fails:
+    Passes: chance ln 4, losses/chance 1.00, 0.90, 0.85, 0.98.  Fails:
     1.00, 0.90, 0.85, 1.02 (back at chance after 15% below it).
     """
     chance = _chance_loss(h)
@@ -798,8 +802,8 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
 
 
 @check("loss-unbounded", scope=LOG,
-       message="{key} is below 0 and falls faster every epoch: {loss:.4g}, its fall {value:.3g}x the "
-               "epoch before's for {records} epochs (limit {limit:g}x)",
+       message="{key} is below 0 and falls faster every epoch: {loss:.4g}, its fall grown {limit:g}x or "
+               "more each epoch for {records} epochs (the last {value:.3g}x)",
        metric="fall growth", fields=("loss",), judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
                 "growth": Option((int, float), 1.2,
@@ -807,29 +811,42 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
                                  "speeding up", above=1),
                 "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
                                   maximum=1000),
+                "min_fall": Option((int, float), 0.01,
+                                   "smallest fall that counts, relative to the loss before it (noise "
+                                   "around a converged loss is smaller)", minimum=0),
             })
-def loss_unbounded(h: Histories, key, growth, records):
+def loss_unbounded(h: Histories, key, growth, records, min_fall):
     """Fails when a negative loss falls faster and faster: the optimizer climbs, not descends.
 
     Why: a loss whose floor is unknown (a custom loss, a negative
-    log-likelihood, cosine similarity) may legitimately go below 0, so
-    ``loss-below-zero`` cannot judge it; but a loss that is minimised
-    converges, its epoch-to-epoch fall shrinking.  A loss negated by mistake
+    log-likelihood) may legitimately go below 0, so ``loss-below-zero``
+    cannot judge it; but a loss that is minimised converges, its
+    epoch-to-epoch fall shrinking in the end.  A loss negated by mistake
     (gradient ascent on a squared error or a crossentropy) has no floor: it
     falls geometrically, each epoch's fall larger than the last.  The value
     judged at an epoch record is its fall over the fall of the epoch before,
-    where the loss is below 0 over the window; epochs whose logged
-    ``learning_rate`` rose (warm-up, a restart) are not judged, since a
-    larger step speeds up any fall.
+    where the loss is below 0 at both ends of the later fall (the earlier
+    one may start above 0: a loss crossing 0); a fall smaller than
+    ``min_fall`` times the loss before it does not count (noise around a
+    converged loss), and neither do epochs whose logged ``learning_rate``
+    rose (warm-up, a restart), since a larger step speeds up any fall.  Runs
+    whose manifest records a ``loss_floor`` are skipped: ``loss-below-floor``
+    judges them exactly.
 
     Passes: -0.2, -0.39, -0.61, -0.78, -0.95 (falls 0.19, 0.22, 0.17, 0.17).
     Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
     """
+    floor = h.run.manifest.get("loss_floor")
+    if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
+        raise NotApplicable(f"the run's loss cannot go below {floor:g} (its manifest's loss_floor): "
+                            "loss-below-floor judges it")
     v, _ = h.epoch_log(key)
     at = np.flatnonzero(record_mask(h.records, EPOCHS))
     e = v[at]
     fall = np.full(len(e), np.nan)
     fall[1:] = e[:-1] - e[1:]
+    with np.errstate(invalid="ignore"):
+        fall[1:][~(fall[1:] >= min_fall * np.abs(e[:-1]))] = np.nan   # too small to count
     speed = np.full(len(e), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         speed[2:] = np.where((fall[1:-1] > 0) & (e[1:-1] < 0) & (e[2:] < 0), fall[2:] / fall[1:-1], np.nan)
@@ -840,7 +857,7 @@ def loss_unbounded(h: Histories, key, growth, records):
             rose = np.zeros(len(e), dtype=bool)
             rose[1:] = l[1:] > l[:-1]
         speed[rose] = np.nan
-    fast = _gt(speed, growth)
+    fast = ~_lt(speed, growth) & ~np.isnan(speed)
     pos = np.arange(len(e))
     streak = pos - np.maximum.accumulate(np.where(fast, -1, pos))   # fast epochs in a row, ending here
     out = np.full(len(v), np.nan)

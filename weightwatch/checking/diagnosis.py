@@ -44,8 +44,9 @@ CAUSES = {
         "connections."),
     "wrong-sign": (
         "a loss or penalty term has the wrong sign",
-        "The loss went below 0 where it cannot, or keeps falling faster below it: check the sign of "
-        "custom regularisers and loss terms; the optimizer is being rewarded for growing them."),
+        "The loss went below what its loss function can reach, or keeps falling faster below 0: "
+        "check the sign of custom regularisers and loss terms; the optimizer is climbing the loss, "
+        "rewarded for making the model worse."),
     "signal-lost": (
         "the loss climbed back to chance: what the model had learnt is gone",
         "Check that labels still line up with their inputs after any shuffle, split or resharding "

@@ -233,16 +233,21 @@ _NON_NEGATIVE = (
 
 
 def loss_floor(model) -> float | None:
-    """0.0 when every loss ``model`` was compiled with is a Keras built-in that is never negative,
-    else None (a custom loss, cosine similarity, Poisson: they can go below 0 legitimately).
+    """The least value the logged loss can take: 0.0 when every loss ``model`` was compiled with is
+    a Keras built-in that is never negative, -1.0 for a single cosine similarity, else None (a
+    custom loss, Poisson, a mix with cosine similarity: unknown).
 
-    Regularisation penalties are never negative either, so the logged loss of such a model can
-    go below 0 only through a penalty or a loss of the wrong sign.
+    Regularisation penalties are never negative, so the logged loss of such a model can go below
+    its floor only through a penalty or a loss of the wrong sign.
     """
     loss = getattr(model, "loss", None)
     losses = list(loss.values()) if isinstance(loss, dict) else list(loss) if isinstance(loss, (list, tuple)) \
         else [loss]
-    return 0.0 if losses and all(_builtin_name(x) in _NON_NEGATIVE for x in losses) else None
+    if losses and all(_builtin_name(x) in _NON_NEGATIVE for x in losses):
+        return 0.0
+    if len(losses) == 1 and _builtin_name(losses[0]) == "cosine_similarity":
+        return -1.0      # -cos(y, p) is at least -1
+    return None
 
 
 def _builtin_name(loss) -> str | None:
