@@ -160,10 +160,14 @@ def diagnose(report: Report, run=None) -> list[Cause]:
     causes.sort(key=lambda c: (c.severity != "error", c.onset, list(CAUSES).index(c.id)))
     # A warning of a cause that also failed adds nothing the failure does not say.
     failed = {c.id for c in causes if c.severity == "error"}
-    # A loss back at chance after a divergence has begun is the divergence's doing.
-    diverged = min((c.onset for c in causes if c.id == "divergence" and c.severity == "error"), default=None)
+    # A loss back at chance after a divergence has begun is the divergence's doing; a loss sitting
+    # at chance once it came back is what the lost signal looks like, not another cause.
+    first_error = {c.id: c.onset for c in reversed(causes) if c.severity == "error"}
+    check_of = {r.id: getattr(r.rule, "check", "") for r in report.results}
     return [c for c in causes if (c.severity == "error" or c.id not in failed)
-            and not (c.id == "signal-lost" and diverged is not None and c.onset >= diverged)]
+            and not (c.id == "signal-lost" and c.onset >= first_error.get("divergence", c.onset + 1))
+            and not (c.severity == "warning" and c.onset >= first_error.get("signal-lost", c.onset + 1)
+                     and all(check_of.get(rule) == "loss-at-chance" for rule in c.rules))]
 
 
 def _loss_story(run, record: int) -> str:
