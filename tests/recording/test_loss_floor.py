@@ -35,3 +35,35 @@ def test_a_regulariser_with_the_wrong_sign_is_caught_by_the_loss_going_below_zer
     report = weightwatch.check(tmp_path / "r")
     below = next(r for r in report.results if r.id == "loss-below-zero")
     assert below.status == "failed" and "wrong sign" in report.diagnosis[0].title
+
+
+def test_a_custom_loss_negated_by_mistake_is_caught_by_its_unbounded_fall(tmp_path):
+    """A custom loss has no known floor, so loss-below-zero cannot judge it: its fall speeding up can."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+
+    def negated_mse(y_true, y_pred):          # BUG: the sign
+        return -keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
+                              keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.Adam(3e-3), negated_mse)
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0)])
+    run = weightwatch.open_run(tmp_path / "r")
+    assert run.manifest["loss_floor"] is None
+    report = weightwatch.check(tmp_path / "r")
+    unbounded = next(r for r in report.results if r.id == "loss-unbounded")
+    assert unbounded.status == "failed", [(r.id, r.status) for r in report.results if r.status != "passed"]
+    assert "falls faster every epoch" in unbounded.findings[0].message
+    assert "wrong sign" in next(c for c in report.diagnosis if c.severity == "error").title
+    # the same model minimising its loss passes
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
+                              keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.Adam(3e-3), lambda t, p: keras.ops.mean(keras.ops.square(t - p)))
+    model.fit(x, y, epochs=8, batch_size=32, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "ok", verbose=0)])
+    assert weightwatch.check(tmp_path / "ok").exit_code() == 0

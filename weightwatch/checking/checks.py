@@ -806,7 +806,7 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
                "more each epoch for {records} epochs (the last {value:.3g}x)",
        metric="fall growth", fields=("loss",), judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
-                "growth": Option((int, float), 1.2,
+                "growth": Option((int, float), 1.1,
                                  "smallest ratio of an epoch's fall to the one before that counts as "
                                  "speeding up", above=1),
                 "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
