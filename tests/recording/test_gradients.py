@@ -285,6 +285,24 @@ def test_shuffled_labels_sit_at_chance(tmp_path):
     assert by_id["vanishing-gradients"].status == "passed"
 
 
+def test_labels_shuffled_mid_run_send_the_loss_back_to_chance_and_halt_training(tmp_path):
+    """Three epochs on real labels, then the pipeline shuffles them: the live check halts at once."""
+    x, y = classification(n=512, d=16, classes=4, seed=7)
+    shuffled = np.random.default_rng(8).permutation(y)
+    model = mlp(seed=7, d=16, classes=4, hidden=(32, 32), act="relu")
+    model.compile(keras.optimizers.Adam(3e-3), LOSS)
+    cb = weightwatch.WatchCallback(tmp_path / "run", verbose=0)           # check=True, halt_on="error"
+    model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0, callbacks=[cb])
+    assert not cb.halted
+    history = model.fit(x, shuffled, batch_size=BATCH, initial_epoch=3, epochs=8, verbose=0, callbacks=[cb])
+    assert cb.halted and "loss-back-to-chance" in cb.halted and len(history.epoch) == 1
+    report, by_id = _report(weightwatch.open_run(tmp_path / "run"))
+    back = by_id["loss-back-to-chance"]
+    assert back.status == "failed" and back.findings[0].epoch == 4, back.findings
+    assert back.findings[0].value >= 1.0 and "rose to" in back.findings[0].message
+    assert [c.id for c in report.diagnosis if c.severity == "error"] == ["signal-lost"]
+
+
 def _healthy_conv(tmp_path):
     rng = np.random.default_rng(21)
     x = 0.3 * rng.standard_normal((384, 8, 8, 1)).astype("float32")
