@@ -178,3 +178,9 @@ def test_loss_unbounded_leaves_out_epochs_whose_learning_rate_rose():
     warmup = [1e-4, 2e-4, 4e-4, 8e-4, 8e-4]
     assert run_check(_losses(ASCENT, lr=warmup), "loss-unbounded").status == "passed"
     assert run_check(_losses(ASCENT, lr=[1e-3] * 5), "loss-unbounded").status == "failed"
+
+
+def test_loss_back_to_chance_leaves_a_divergence_far_above_chance_to_the_divergence_checks():
+    run = _losses([LN4, 0.6 * LN4, 21.5 * LN4], chance=LN4)
+    assert run_check(run, "loss-back-to-chance").status == "passed"
+    assert run_check(run, "loss-back-to-chance", max_ratio=100).status == "failed"

@@ -769,10 +769,14 @@ def loss_at_chance(h: Histories, key, tolerance, records):
                 "tolerance": Option((int, float), 0.0,
                                     "how close to the chance loss (relative, from below) counts as "
                                     "back at chance", minimum=0, maximum=1),
+                "max_ratio": Option((int, float), 2.0,
+                                    "loss / chance loss above which the rise is a divergence, not a "
+                                    "return to chance (loss-diverging and loss-above-chance judge it)",
+                                    above=1),
             }, validate=lambda o: None if o["tolerance"] < o["below"] else
                f'"tolerance" ({o["tolerance"]:g}) must be below "below" ({o["below"]:g}): a loss still '
                'falling would count as back at chance')
-def loss_back_to_chance(h: Histories, key, below, tolerance):
+def loss_back_to_chance(h: Histories, key, below, tolerance, max_ratio):
     """Fails when a loss that had fallen below chance climbs back to it.
 
     Why: a model that beat the loss of a constant predictor had found signal
@@ -783,9 +787,10 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
     chance before they learn, which ``loss-at-chance`` cannot tell from
     shuffled labels; a return after having left it is what they do not do.
     The value judged is loss / chance loss at epoch records, against the
-    lowest value before it.  The chance loss is that of the uniform
-    predictor (ln C), so a task whose classes are imbalanced starts below it
-    without having learnt anything.  Skipped when the manifest has no
+    lowest value before it; a loss far above chance (``max_ratio``) is a
+    divergence, which other checks report.  The chance loss is that of the
+    uniform predictor (ln C), so a task whose classes are imbalanced starts
+    below it without having learnt anything.  Skipped when the manifest has no
     ``chance_loss``.
 
     Passes: chance ln 4, losses/chance 1.00, 0.90, 0.85, 0.98.  Fails:
@@ -796,7 +801,7 @@ def loss_back_to_chance(h: Histories, key, below, tolerance):
     ratio = v / chance
     best = np.fmin.accumulate(np.where(np.isfinite(ratio), ratio, np.inf))
     prev_best = np.concatenate([[np.inf], best[:-1]])
-    bad = ~_lt(ratio, 1.0 - tolerance) & ~np.isnan(ratio) & (prev_best <= 1.0 - below)
+    bad = ~_lt(ratio, 1.0 - tolerance) & ~_gt(ratio, max_ratio) & ~np.isnan(ratio) & (prev_best <= 1.0 - below)
     return Outcome(ratio[:, None], bad[:, None], 1.0 - float(tolerance), subjects=[key],
                    extra={"best": np.where(np.isfinite(prev_best), prev_best, np.nan)[:, None]})
 
