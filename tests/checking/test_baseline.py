@@ -93,7 +93,8 @@ def test_a_reseeded_run_passes_and_a_threefold_learning_rate_fails(tmp_path, ref
     ok = check(_run(tmp_path / "seed", jitter=0.05), baseline=base)
     assert not ok.failed, ok.failed
     assert set(_baseline_results(ok)) == {"baseline-norm", "baseline-update-ratio", "baseline-gradient",
-                                          "baseline-loss", "baseline-metrics", "baseline-tensors"}
+                                          "baseline-loss", "baseline-metrics", "baseline-tensors",
+                                          "baseline-relative-gradient", "baseline-relative-update"}
     bad = check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base)
     failed = {r.id for r in bad.failed}
     assert failed == {"baseline-update-ratio"}, failed
@@ -152,6 +153,54 @@ def test_one_reference_uses_the_single_tolerance(tmp_path, refs):
     assert check(_run(tmp_path / "lr6", lr=6.0, jitter=0.05), baseline=base).failed   # 4x band
 
 
+# -- relative figures ---------------------------------------------------------------------------
+def test_a_gradient_shifted_between_layers_fails_the_relative_check_a_global_one_does_not(tmp_path, refs):
+    base = learn_baseline(refs)
+    assert {"rel_grad_rms", "rel_update_ratio"} <= set(base.metrics)
+    # the whole network's gradient 2.5x: every tensor's own band sees it, the relative one not
+    everywhere = {p: 2.5 for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
+    glob = _baseline_results(check(_run(tmp_path / "all", grad=everywhere, jitter=0.05), baseline=base))
+    assert glob["baseline-gradient"].status == "failed"
+    assert glob["baseline-relative-gradient"].status == "passed"
+    # the bias's gradient alone 5x: the relative band (here its 3x floor) is left, by 5 / 3
+    one = _baseline_results(check(_run(tmp_path / "bias", grad={"dense/bias": 5.0}, jitter=0.05), baseline=base))
+    r = one["baseline-relative-gradient"]
+    assert r.status == "failed" and {f.tensor for f in r.findings} == {"sequential/dense/bias"}
+    f = r.findings[0]
+    assert "sequential/dense/bias gradient RMS relative to the run's median kernel" in f.message
+    assert "above the reference band" in f.message
+    assert f.value / f.band[1] == pytest.approx(5 / 3, rel=0.15)
+
+
+def test_a_layer_learning_out_of_step_fails_the_relative_update_check(tmp_path, refs):
+    base = learn_baseline(refs)
+    lr3 = _baseline_results(check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base))
+    assert lr3["baseline-relative-update"].status == "passed"          # a global change cancels
+    # dense_1/kernel learns 16x faster; the median of two kernels is their geometric mean, so
+    # relative to it dense_1/kernel is sqrt(16) = 4x up (past the 3x floor), dense/kernel 4x down
+    fast = _baseline_results(check(_run(tmp_path / "fast", update={"dense_1/kernel": 16.0}, jitter=0.05),
+                                   baseline=base))
+    r = fast["baseline-relative-update"]
+    assert r.status == "failed"
+    sides = {f.tensor: f.message for f in r.findings}
+    assert "above the reference band" in sides["sequential/dense_1/kernel"]
+    assert all("below" in m for t, m in sides.items() if t != "sequential/dense_1/kernel")
+
+
+def test_relative_checks_need_two_references(tmp_path, refs):
+    report = check(_run(tmp_path / "bias", grad={"dense/bias": 5.0}, jitter=0.05), baseline=learn_baseline(refs[:1]))
+    r = _baseline_results(report)["baseline-relative-gradient"]
+    assert r.status == "skipped" and "two or more reference runs" in r.note
+
+
+def test_a_run_without_gradient_estimates_skips_the_relative_gradient(tmp_path, refs):
+    base = learn_baseline(refs)
+    none = {p: None for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
+    r = _baseline_results(check(_run(tmp_path / "nograd", grad=none, jitter=0.05), baseline=base))[
+        "baseline-relative-gradient"]
+    assert r.status == "skipped" and "no gradient estimate" in r.note
+
+
 # -- the baseline file --------------------------------------------------------------------------
 def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     base = learn_baseline(refs)
@@ -161,6 +210,9 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     again = read_baseline(path)
     assert [t.path for t in again.tensors] == [t.path for t in base.tensors]
     np.testing.assert_allclose(again.metrics["l2"].center, base.metrics["l2"].center, rtol=1e-4)
+    assert [t.role for t in again.tensors] == ["kernel", "bias", "kernel"]
+    np.testing.assert_allclose(again.metrics["rel_grad_rms"].sigma, base.metrics["rel_grad_rms"].sigma,
+                               rtol=1e-4, atol=1e-9)
     lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
     assert {r.id for r in check(lr3, baseline=path).failed} == {"baseline-update-ratio"}
     assert check(lr3, baseline=path).baseline["baseline"] == f"{path} (3 reference runs)"

@@ -9,14 +9,20 @@ breaks no absolute rule but leaves that band.
 
 The band is learnt in log10 space (these figures are scales: a factor of 3
 is the same departure at 1e-4 as at 10), as a **median** and a **robust
-spread**: ``sigma = 1.4826 * MAD`` over the references at each point (the
-median absolute deviation, scaled to a normal's standard deviation), raised
-to the tensor's (or log's) median ``sigma`` over all records, because two or
-three references can agree at one record by chance.  A check then accepts
+spread** at each point (``sigma = range / d2(k)`` of k <= 9 references, see
+:func:`spread_of`), raised to the tensor's (or log's) median ``sigma`` over
+all records, because two or three references can agree at one record by
+chance, and widened by the median's own error.  A check then accepts
 ``median +- max(spread * sigma, log10(tolerance))``: the band widens where
 the references disagree (right after a learning-rate restart, say) and is
 never narrower than ``tolerance`` either way.  With a single reference there
 is no spread, and the band is ``single_tolerance`` either way of it.
+
+Besides each tensor's own figures, the update ratio and the gradient are
+also banded *relative to the run's median kernel* at each record
+(:data:`RELATIVE_METRICS`): how the layers share the training between them,
+which a global learning-rate change leaves alone and an activation,
+normalisation or dropout change does not.
 
 Matching between runs:
 
@@ -48,6 +54,15 @@ from ..run.schema import BATCH, GUARD, where_label
 
 #: The tensor figures a baseline holds, and how each is read from a run.
 TENSOR_METRICS = ("l2", "update_ratio", "grad_rms")
+#: The same figures relative to the run's own median kernel at each record (``rel_`` + figure):
+#: a change that moves every layer together (a learning rate) cancels out, one that moves some
+#: layers against the others (an activation swapped, input normalisation dropped, dropout)
+#: stays.  See :func:`relative_log`.
+RELATIVE_METRICS = ("rel_grad_rms", "rel_update_ratio")
+ALL_METRICS = TENSOR_METRICS + RELATIVE_METRICS
+#: The tensors whose median a relative figure is taken against: kernels and embeddings (biases
+#: and normalisation parameters are judged relative to them, never part of the yardstick).
+NORMALISER_ROLES = ("kernel", "embedding")
 #: Values below this are taken as this before the log (an update ratio of exactly 0).
 LOG_FLOOR = 1e-30
 #: The update ratio's norm floor per element, as the absolute checks' default (see checks.update_ratio).
@@ -72,10 +87,12 @@ def local_path(path: str, model: str | None) -> str:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """A tensor as matching sees it: its local path (model prefix removed) and shape."""
+    """A tensor as matching sees it: its local path (model prefix removed) and shape; its role
+    (kernel, bias, ...) only says which tensors a relative figure is measured against."""
 
     path: str
     shape: tuple | None = None
+    role: str | None = field(default=None, compare=False)
 
 
 def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -138,7 +155,7 @@ def record_keys(run: Run) -> list[tuple]:
 
 def tensor_refs(run: Run) -> list[TensorRef]:
     model = run.model_name
-    return [TensorRef(local_path(t.path, model), t.shape) for t in run.tensors]
+    return [TensorRef(local_path(t.path, model), t.shape, t.role) for t in run.tensors]
 
 
 def run_figure(run: Run, metric: str) -> np.ndarray:
@@ -150,6 +167,21 @@ def run_figure(run: Run, metric: str) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         floor = np.fmax(prev, UPDATE_MIN_RMS * np.sqrt(run.metric("size")))
         return run.metric("d_l2") / np.where(np.isnan(prev), np.nan, floor)
+
+
+def relative_log(logs: np.ndarray, yardstick: np.ndarray) -> np.ndarray:
+    """A figure (log10, (..., records, tensors)) relative to the median of the ``yardstick``
+    tensors (a boolean mask over the last axis) at each record: ``log10(v / median kernel v)``.
+
+    Why: a tensor's own band must be wide enough for a reseeded run whose
+    every layer learns a little faster; against the run's median kernel that
+    common movement cancels, and what is left is how the layers share the
+    training between them, which a swapped activation, dropped input
+    normalisation or heavy dropout changes.  All NaN without a yardstick.
+    """
+    if not yardstick.any():
+        return np.full_like(logs, np.nan)
+    return logs - _nanmedian(logs[..., yardstick], -1)[..., None]
 
 
 def to_log(v: np.ndarray) -> np.ndarray:
@@ -314,6 +346,7 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
         notes.append("the references' updates span different records at some epochs (recorded with "
                      "different freq=?): their update ratios are left out there")
     metrics = {}
+    yardstick = np.array([names[j].role in NORMALISER_ROLES for j in tkeep], dtype=bool)
     for metric in TENSOR_METRICS:
         stack = np.stack([to_log(run_figure(r, metric))[np.ix_(rm[rkeep], tm[tkeep])]
                           for r, rm, tm in zip(runs, rec_maps, ten_maps)])
@@ -323,6 +356,10 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
         if np.isnan(stack).all():
             continue  # e.g. no gradient estimates: the gradient check will say so
         metrics[metric] = Band.learn(stack)
+        if "rel_" + metric in RELATIVE_METRICS:
+            rel = relative_log(stack, yardstick)
+            if not np.isnan(rel).all():
+                metrics["rel_" + metric] = Band.learn(rel)
     logs = {}
     skipped_logs = []
     for key in first.log_keys:
@@ -382,6 +419,20 @@ class Alignment:
         self.extra = [run.tensors[i].path for i in np.flatnonzero(self.ten_map < 0)]
         self.missing_logs = [k for k in baseline.logs if not run.log_present(k).any()]
         self._cache: dict = {}
+
+    def relative_figure(self, metric: str) -> np.ndarray:
+        """A relative figure (``rel_update_ratio``, ``rel_grad_rms``) of the run's tensors, as a
+        factor: each tensor's figure over the median of the run's kernels and embeddings that
+        the baseline measures its own against (those matched to its yardstick tensors)."""
+        got = self._cache.get(("relative", metric))
+        if got is None:
+            base = self.baseline.tensors
+            yardstick = np.array([j >= 0 and base[j].role in NORMALISER_ROLES for j in self.ten_map],
+                                 dtype=bool)
+            with np.errstate(invalid="ignore", over="ignore"):
+                got = 10.0 ** relative_log(to_log(run_figure(self.run, metric[len("rel_"):])), yardstick)
+            self._cache[("relative", metric)] = got
+        return got
 
     @property
     def compared_records(self) -> int:
@@ -449,7 +500,7 @@ class Alignment:
         out = a[np.ix_(rows, np.where(cols >= 0, cols, 0))] if a.size else np.full(
             (rows.size, cols.size), np.nan)
         ok_r = self.rec_map >= 0
-        if metric == "update_ratio":
+        if metric in ("update_ratio", "rel_update_ratio"):
             ok_r = ok_r & self.same_span
         out = np.where(ok_r[:, None] & (cols >= 0)[None, :], out, np.nan)
         return out
@@ -486,6 +537,8 @@ def departures(a: Run, b: Run) -> tuple[list[Departure], Alignment]:
     labels = [r.label for r in a.records]
     idx = np.arange(len(a.tensors))
     for metric, band in base.metrics.items():
+        if metric in RELATIVE_METRICS:
+            continue  # diff shows the figures themselves
         theirs = al._gather(10.0 ** band.center, idx, metric)
         with np.errstate(invalid="ignore", divide="ignore"):
             mine = run_figure(a, metric)

@@ -7,15 +7,19 @@ versioned (``"format": "weightwatch-baseline", "version": 1``)::
      "references": [{"run": "runs/main-s0", "records": 11, "tensors": 8, "model": "sequential"}],
      "records": [{"epoch": 0, "batch": null, "step": 0, "trigger": "begin",
                   "key": ["epoch", 0, 0], "prev": null}, ...],
-     "tensors": [{"path": "dense/kernel", "shape": [8, 16]}, ...],
+     "tensors": [{"path": "dense/kernel", "shape": [8, 16], "role": "kernel"}, ...],
      "metrics": {"l2": {"center": [[...], ...], "sigma": [[...], ...]}, ...},
      "logs": {"loss": {"center": [...], "sigma": [...]}},
      "notes": ["..."]}
 
 ``metrics`` holds (records x tensors) arrays, ``logs`` one value per record;
 every number is log10 of the figure (``center``: the references' median;
-``sigma``: 1.4826 x their median absolute deviation), rounded to 5
-significant digits, ``null`` where undefined.  A reader refuses any other
+``sigma``: their spread, range / d2(k) for k <= 9 references, 1.4826 x their
+median absolute deviation from 10 on), rounded to 5 significant digits,
+``null`` where undefined.  The figures are ``l2``, ``update_ratio`` and
+``grad_rms``, and ``rel_update_ratio`` / ``rel_grad_rms``: the same relative
+to the run's median kernel at each record (the tensors' ``role`` says which
+are kernels and embeddings; a file without roles has no relative bands).  A reader refuses any other
 format or version, and any array of the wrong shape, with one line naming
 the file.
 """
@@ -32,7 +36,7 @@ from ..run.files import read_bytes
 from ..run.jsonio import dumps, loads, write_json
 from ..run.model import Run
 from ..run.schema import TRIGGERS
-from .baseline import TENSOR_METRICS, Band, Baseline, TensorRef, learn_baseline
+from .baseline import ALL_METRICS, Band, Baseline, TensorRef, learn_baseline
 
 FORMAT = "weightwatch-baseline"
 VERSION = 1
@@ -57,7 +61,8 @@ def baseline_to_dict(b: Baseline) -> dict:
     return {
         "format": FORMAT, "version": VERSION, "weightwatch": __version__,
         "references": b.references, "records": b.records,
-        "tensors": [{"path": t.path, "shape": None if t.shape is None else list(t.shape)} for t in b.tensors],
+        "tensors": [{"path": t.path, "shape": None if t.shape is None else list(t.shape), "role": t.role}
+                    for t in b.tensors],
         "metrics": {m: {"center": _rows(band.center), "sigma": _rows(band.sigma)} for m, band in b.metrics.items()},
         "logs": {k: {"center": _rows(band.center[:, 0]), "sigma": _rows(band.sigma[:, 0])}
                  for k, band in b.logs.items()},
@@ -127,14 +132,15 @@ def baseline_from_dict(doc, path) -> Baseline:
     for i, t in enumerate(doc["tensors"]):
         shape = t.get("shape") if isinstance(t, dict) else None
         if (not isinstance(t, dict) or not isinstance(t.get("path"), str)
-                or not (shape is None or (isinstance(shape, list) and all(_is_int(s) for s in shape)))):
-            raise bad(f"tensor {i} is not an object with a path and a shape")
-        tensors.append(TensorRef(t["path"], None if shape is None else tuple(shape)))
+                or not (shape is None or (isinstance(shape, list) and all(_is_int(s) for s in shape)))
+                or not (t.get("role") is None or isinstance(t.get("role"), str))):
+            raise bad(f"tensor {i} is not an object with a path, a shape and a role")
+        tensors.append(TensorRef(t["path"], None if shape is None else tuple(shape), t.get("role")))
     R, T = len(records), len(tensors)
     metrics = {}
     for name, band in doc["metrics"].items():
-        if name not in TENSOR_METRICS:
-            raise bad(f'unknown figure "{name}" in "metrics" (known: {", ".join(TENSOR_METRICS)})')
+        if name not in ALL_METRICS:
+            raise bad(f'unknown figure "{name}" in "metrics" (known: {", ".join(ALL_METRICS)})')
         metrics[name] = _band(band, (R, T), f'metrics "{name}"', bad)
     logs = {}
     for key, band in doc["logs"].items():
