@@ -94,7 +94,8 @@ def test_a_reseeded_run_passes_and_a_threefold_learning_rate_fails(tmp_path, ref
     assert not ok.failed, ok.failed
     assert set(_baseline_results(ok)) == {"baseline-norm", "baseline-update-ratio", "baseline-gradient",
                                           "baseline-loss", "baseline-metrics", "baseline-tensors",
-                                          "baseline-relative-gradient", "baseline-relative-update"}
+                                          "baseline-relative-gradient", "baseline-relative-update",
+                                          "baseline-update-noise"}
     bad = check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base)
     failed = {r.id for r in bad.failed}
     assert failed == {"baseline-update-ratio"}, failed
@@ -187,10 +188,27 @@ def test_a_layer_learning_out_of_step_fails_the_relative_update_check(tmp_path, 
     assert all("below" in m for t, m in sides.items() if t != "sequential/dense_1/kernel")
 
 
+def test_noisier_steps_fail_the_update_noise_check(tmp_path):
+    refs = [_run(tmp_path / f"ref{s}", cos=0.9, jitter=0.02 * (s + 1)) for s in range(3)]
+    base = learn_baseline(refs)
+    assert "incoherence" in base.metrics
+    ok = _baseline_results(check(_run(tmp_path / "seed", cos=0.9, jitter=0.05), baseline=base))
+    assert ok["baseline-update-noise"].status == "passed"
+    # consecutive updates agree less (cos 0.5: 1 - cos five times the references' 0.1)
+    r = _baseline_results(check(_run(tmp_path / "dropout", cos=0.5, jitter=0.05), baseline=base))[
+        "baseline-update-noise"]
+    assert r.status == "failed"
+    f = r.findings[0]
+    assert "update incoherence (1 - cos with the previous update)" in f.message
+    assert "above the reference band at epoch 3" in f.message    # the 2nd update (epoch 2) + patience
+    assert f.value == pytest.approx(0.5, rel=0.2)
+
+
 def test_relative_checks_need_two_references(tmp_path, refs):
     report = check(_run(tmp_path / "bias", grad={"dense/bias": 5.0}, jitter=0.05), baseline=learn_baseline(refs[:1]))
-    r = _baseline_results(report)["baseline-relative-gradient"]
-    assert r.status == "skipped" and "two or more reference runs" in r.note
+    for rid in ("baseline-relative-gradient", "baseline-relative-update", "baseline-update-noise"):
+        r = _baseline_results(report)[rid]
+        assert r.status == "skipped" and "two or more reference runs" in r.note, rid
 
 
 def test_a_run_without_gradient_estimates_skips_the_relative_gradient(tmp_path, refs):

@@ -53,7 +53,12 @@ from ..run.model import Run
 from ..run.schema import BATCH, GUARD, where_label
 
 #: The tensor figures a baseline holds, and how each is read from a run.
-TENSOR_METRICS = ("l2", "update_ratio", "grad_rms")
+TENSOR_METRICS = ("l2", "update_ratio", "grad_rms", "incoherence")
+#: Figures of an update that compare it with the previous update as well: judged where both
+#: spans are the baseline's.
+TWO_SPAN_METRICS = ("incoherence",)
+#: Figures of an update (its span must be the baseline's).
+SPAN_METRICS = ("update_ratio", "rel_update_ratio") + TWO_SPAN_METRICS
 #: The same figures relative to the run's own median kernel at each record (``rel_`` + figure):
 #: a change that moves every layer together (a learning rate) cancels out, one that moves some
 #: layers against the others (an activation swapped, input normalisation dropped, dropout)
@@ -159,7 +164,19 @@ def tensor_refs(run: Run) -> list[TensorRef]:
 
 
 def run_figure(run: Run, metric: str) -> np.ndarray:
-    """A tensor figure's history (records, tensors) as a baseline compares it."""
+    """A tensor figure's history (records, tensors) as a baseline compares it.
+
+    ``incoherence`` is ``1 - cos`` between an update and the previous one: 0
+    when consecutive updates point the same way, 1 when they are orthogonal.
+    Why a baseline bands it: it measures how noisy the steps are, which
+    heavier dropout, a smaller batch or noisier inputs raise while the
+    update's size and the weights' norm may stay where the references have
+    them.  Read from ``d_cos``; NaN where the run recorded none.
+    """
+    if metric == "incoherence":
+        if not run.has_column("d_cos"):
+            return np.full_like(run.metric("l2"), np.nan)
+        return 1.0 - run.metric("d_cos")
     if metric != "update_ratio":
         return run.metric(metric)
     prev = np.full_like(run.metric("l2"), np.nan)
@@ -350,9 +367,11 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
     for metric in TENSOR_METRICS:
         stack = np.stack([to_log(run_figure(r, metric))[np.ix_(rm[rkeep], tm[tkeep])]
                           for r, rm, tm in zip(runs, rec_maps, ten_maps)])
-        if metric == "update_ratio":
+        if metric in SPAN_METRICS:
             for i, ok in enumerate(span_ok):
                 stack[i][~ok] = np.nan
+                if metric in TWO_SPAN_METRICS:
+                    stack[i][~np.r_[False, ok[:-1]]] = np.nan
         if np.isnan(stack).all():
             continue  # e.g. no gradient estimates: the gradient check will say so
         metrics[metric] = Band.learn(stack)
@@ -500,8 +519,10 @@ class Alignment:
         out = a[np.ix_(rows, np.where(cols >= 0, cols, 0))] if a.size else np.full(
             (rows.size, cols.size), np.nan)
         ok_r = self.rec_map >= 0
-        if metric in ("update_ratio", "rel_update_ratio"):
+        if metric in SPAN_METRICS:
             ok_r = ok_r & self.same_span
+        if metric in TWO_SPAN_METRICS:
+            ok_r = ok_r & np.r_[False, self.same_span[:-1]]
         out = np.where(ok_r[:, None] & (cols >= 0)[None, :], out, np.nan)
         return out
 

@@ -32,6 +32,11 @@ def _band_options() -> dict:
     }
 
 
+def _relative_options() -> dict:
+    """The band options without ``single_tolerance``: checks that need two references (a learnt spread) have no single-reference band."""
+    return {k: v for k, v in _band_options().items() if k != "single_tolerance"}
+
+
 def _alignment(h):
     if h.baseline is None:
         raise NotApplicable("no baseline given (--baseline REF, or baseline = [...] in the project "
@@ -64,6 +69,8 @@ def _departure(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, what: str) ->
 
 
 def _tensor_band(h, metric: str, values: np.ndarray, what: str, spread, tolerance, single_tolerance):
+    from .baseline import SPAN_METRICS
+
     a = _alignment(h)
     band = a.tensor_band(metric, h.index, spread=spread, tolerance=tolerance,
                          single_tolerance=single_tolerance)
@@ -73,7 +80,7 @@ def _tensor_band(h, metric: str, values: np.ndarray, what: str, spread, toleranc
     if np.isnan(lo).all():
         if not a.compared_records:
             why = "no record of this run has a counterpart in the baseline (compare runs of the same configuration)"
-        elif metric in ("update_ratio", "rel_update_ratio") and not a.same_span.any():
+        elif metric in SPAN_METRICS and not a.same_span.any():
             why = ("no update of this run spans the same records as the baseline's (recorded with "
                    "another freq=?)")
         else:
@@ -132,18 +139,44 @@ def baseline_gradient(h, spread, tolerance, single_tolerance):
     return _tensor_band(h, "grad_rms", h("grad_rms"), "gradient RMS", spread, tolerance, single_tolerance)
 
 
-def _relative_options() -> dict:
-    """The band options without ``single_tolerance``: a relative check needs two references."""
-    return {k: v for k, v in _band_options().items() if k != "single_tolerance"}
+@check("baseline-update-noise", message=_BAND_MESSAGE, metric="incoherence", options=_relative_options(),
+       judges=UPDATE, baseline=True, fields=_BAND_FIELDS + ("what",), keywords=("baseline", "noise"))
+def baseline_update_noise(h, spread, tolerance):
+    """Fails when a tensor's consecutive updates agree much less (or more) than in the reference runs.
+
+    Why: ``1 - cos`` between an update and the previous one is how noisy the
+    steps are.  Dropout raised from 0.1 to 0.6 barely moves a layer's norm or
+    update size, but each step now follows a different thinned network and
+    consecutive steps agree less; reseeding leaves that agreement where the
+    references have it.  Read from the recorded ``d_cos``; compared where
+    both updates span the same records as the baseline's.  Needs two or more
+    references: one reference's agreement says nothing of how much a seed
+    moves it.
+    """
+    from .baseline import run_figure
+
+    _needs_two(h, "how much a reseeded run's steps agree differs cannot be told from one", (
+        "a fixed band around one reference fails 43 of 220 reseeded pairs at 4x and 3 at 16x"))
+    if not h.run.has_column("d_cos") or not np.isfinite(h("d_cos")).any():
+        raise NotApplicable("the run records no cosine between consecutive updates (d_cos) for the "
+                            "selected tensors")
+    values = run_figure(h.run, "incoherence")[:, h.index]
+    return _tensor_band(h, "incoherence", values, "update incoherence (1 - cos with the previous update)",
+                        spread, tolerance, tolerance)
+
+
+def _needs_two(h, why: str, measured: str) -> None:
+    """Skip a check whose band is only worth having from a learnt spread (``measured``: what a
+    fixed band around a single reference did on benchmarks/baseline, for the code's reader)."""
+    if _alignment(h).baseline.n_references < 2:
+        raise NotApplicable(f"needs two or more reference runs: {why}")
 
 
 def _relative_band(h, metric: str, what: str, spread, tolerance):
     a = _alignment(h)
-    if a.baseline.n_references < 2:
-        # Measured on benchmarks/baseline: a fixed band around one reference's relative figure
-        # fails 22 of 220 reseeded pairs at 4x, and still 4 at 10x, for recall a 20x band has none of.
-        raise NotApplicable("needs two or more reference runs: how far a reseeded run's layers "
-                            "share the training differently cannot be told from one")
+    _needs_two(h, "how far a reseeded run's layers share the training differently cannot be told from one",
+               "a fixed band around one reference's relative figure fails 22 of 220 reseeded pairs at "
+               "4x and still 4 at 10x")
     if metric not in a.baseline.metrics:
         raise NotApplicable(f"the baseline holds no {what} (its reference runs recorded no "
                             f"{'gradient estimate' if 'grad' in metric else 'update'}, or no kernel "
