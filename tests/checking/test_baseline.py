@@ -54,6 +54,39 @@ def test_unequal_groups_pair_only_identical_paths_and_list_the_rest():
     assert unmatched == [(1, "not in this run"), (2, "shape (3, 2) here, (3, 1) in the reference")]
 
 
+def test_an_added_layer_with_shifted_counters_pairs_by_shape_in_model_order():
+    # The references: Dense 16->8, 8->8, 8->4 (dense, dense_1, dense_2).  The candidate, from
+    # another process, inserts a Dense 8->6 after the first: dense_4 .. dense_7.  Identical paths
+    # pair nothing; in model order by shape, dense_4/5/7 are the references' three layers.
+    theirs = [TensorRef("dense/kernel", (16, 8)), TensorRef("dense_1/kernel", (8, 8)),
+              TensorRef("dense_2/kernel", (8, 4))]
+    ours = [TensorRef("dense_4/kernel", (16, 8)), TensorRef("dense_5/kernel", (8, 8)),
+            TensorRef("dense_6/kernel", (8, 6)), TensorRef("dense_7/kernel", (8, 4))]
+    got, unmatched = match_tensors(ours, theirs)
+    assert got.tolist() == [0, 1, -1, 2] and unmatched == []
+    # the same process (counters not shifted): identical paths still pair where that pairs more
+    same = [TensorRef("dense/kernel", (16, 8)), TensorRef("dense_1/kernel", (8, 8)),
+            TensorRef("dense_3/kernel", (8, 8)), TensorRef("dense_2/kernel", (8, 4))]
+    got, unmatched = match_tensors(same, theirs)
+    assert got.tolist() == [0, 1, -1, 2] and unmatched == []
+
+
+def test_an_added_layer_in_another_process_is_reported_as_such(tmp_path, refs):
+    # The candidate inserts a Dense 3->3 before the last layer, and its counters come from another
+    # process (dense_4, dense_5, dense_6): the references' tensors all find their counterpart, the
+    # added layer alone is listed, and the run passes.
+    layout = {"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape": [3]},
+              "added/kernel": {"shape": [3, 3]}, "dense_1/kernel": {"shape": [3, 2]}}
+    names = {"dense/kernel": "dense_4/kernel", "dense/bias": "dense_4/bias", "added/kernel": "dense_5/kernel",
+             "dense_1/kernel": "dense_6/kernel"}
+    run = _run(tmp_path / "added", layout=layout, names=names, model="sequential_2", jitter=0.05)
+    report = check(run, baseline=learn_baseline(refs))
+    assert report.baseline["missing"] == []
+    assert report.baseline["only_here"] == ["dense_5/kernel"]
+    assert _baseline_results(report)["baseline-tensors"].status == "passed"
+    assert not report.failed, report.failed
+
+
 def test_records_match_by_epoch_and_by_step_for_batch_records(tmp_path):
     run = open_run(write_run(tmp_path / "r", tensors={"d/kernel": {}}, records=[
         {"epoch": 0, "trigger": "begin", "step": 0}, {"epoch": 0, "batch": 1, "trigger": "batch", "step": 2},
@@ -280,12 +313,12 @@ def test_tensors_only_this_run_has_are_listed_never_dropped_silently(tmp_path, c
     refs = [_run(tmp_path / f"small{s}", drop=("dense_1/kernel",), jitter=0.02 * (s + 1)) for s in range(2)]
     run = _run(tmp_path / "bigger", jitter=0.05)
     report = check(run, baseline=learn_baseline(refs))
-    assert report.baseline["only_here"] == ["sequential/dense_1/kernel"]
+    assert report.baseline["only_here"] == ["dense_1/kernel"]     # local paths, as under "missing here"
     assert not report.failed
     capsys.readouterr()
     assert main(["check", str(run), "--no-config", *(a for r in refs for a in ("--baseline", str(r)))]) == 0
     out = capsys.readouterr().out
-    assert "baseline: 2 reference runs" in out and "only in this run: sequential/dense_1/kernel" in out
+    assert "baseline: 2 reference runs" in out and "only in this run: dense_1/kernel" in out
 
 
 def _logged(path, losses, val_losses=None, epochs=None):
@@ -337,3 +370,16 @@ def test_references_with_other_update_spans_say_so(tmp_path, refs):
         model="sequential")
     base = learn_baseline([plain, batchy])
     assert any("span different records" in n for n in base.notes)
+
+
+def test_a_log_only_some_references_have_is_banded_from_those_and_says_so(tmp_path):
+    losses = [2 / (1 + r) for r in range(5)]
+    refs = [_logged(tmp_path / "r0", losses, val_losses=[v * 1.1 for v in losses]),
+            _logged(tmp_path / "r1", [v * 1.01 for v in losses], val_losses=[v * 1.12 for v in losses]),
+            _logged(tmp_path / "r2", [v * 0.99 for v in losses])]          # logs no val_loss
+    base = learn_baseline(refs)
+    assert "val_loss" in base.logs
+    assert any("fewer references than the baseline has" in n and "val_loss (2 of 3)" in n for n in base.notes)
+    assert not any("loss (" in n.replace("val_loss", "") for n in base.notes)   # loss: all three
+    full = learn_baseline(refs[:2])
+    assert not any("fewer references" in n for n in full.notes)

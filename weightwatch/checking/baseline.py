@@ -31,7 +31,11 @@ Matching between runs:
   ``sequential/dense/kernel`` of another process): paths are grouped by their
   name with counters removed (``dense_7`` -> ``dense``) and, within a group of
   the same size on both sides, paired in model order; a shape that differs
-  is no match.  What does not match is listed, never dropped silently.
+  is no match.  Where a group's sizes differ (a layer added or removed) and
+  the counters shifted, identical paths would pair the wrong layers: the
+  group is then paired in model order by shape (the most pairs of equal
+  shape that keep the order), unless identical paths pair more.  What does
+  not match is listed, never dropped silently.
 * **Records by epoch** (and by step, for batch records), the n-th occurrence
   with the n-th; runs of different lengths are compared over their common
   part, and the alignment says so.
@@ -106,8 +110,10 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
 
     Groups by counter-free path; a group of equal size on both sides pairs in
     order (the same architecture creates its layers in the same order, whatever
-    the counters), otherwise only identical paths pair.  A pair whose shapes
-    differ is no match.
+    the counters).  Otherwise identical paths pair, unless pairing in model
+    order by shape pairs more (a layer added in another process shifts the
+    later counters: ``dense_5`` there is ``dense_4`` here).  A pair whose
+    shapes differ is no match.
     """
     mine: dict[str, list[int]] = defaultdict(list)
     other: dict[str, list[int]] = defaultdict(list)
@@ -124,6 +130,11 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
         else:
             by_path = {ours[i].path: i for i in is_}
             pairs = [(by_path[theirs[j].path], j) for j in js if theirs[j].path in by_path]
+            # A layer added or removed in another process shifts every later counter, so identical
+            # paths name different layers: pair in model order by shape instead, when that pairs more.
+            by_order = _pair_in_order(ours, theirs, is_, js)
+            if len(by_order) > sum(_same_shape(ours[i].shape, theirs[j].shape) for i, j in pairs):
+                pairs = by_order
         paired = set()
         for i, j in pairs:
             a, b = ours[i].shape, theirs[j].shape
@@ -136,6 +147,38 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
         unmatched += [(j, "not in this run") for j in js if j not in paired]
     unmatched.sort()
     return out, unmatched
+
+
+def _same_shape(a, b) -> bool:
+    return a is None or b is None or tuple(a) == tuple(b)
+
+
+#: Above this many tensors on either side of one name group, order-and-shape pairing is skipped
+#: (a quadratic alignment): identical paths pair, the rest are listed.
+_ALIGN_MAX = 2000
+
+
+def _pair_in_order(ours, theirs, is_: list[int], js: list[int]) -> list[tuple[int, int]]:
+    """The most pairs of equal shape that keep both sides in model order (a longest common
+    subsequence over the shapes of one counter-free name group)."""
+    n, m = len(is_), len(js)
+    if not n or not m or n > _ALIGN_MAX or m > _ALIGN_MAX:
+        return []
+    eq = np.array([[_same_shape(ours[i].shape, theirs[j].shape) for j in js] for i in is_], dtype=bool)
+    table = np.zeros((n + 1, m + 1), dtype=np.int32)
+    for a in range(n - 1, -1, -1):
+        for b in range(m - 1, -1, -1):
+            table[a, b] = table[a + 1, b + 1] + 1 if eq[a, b] else max(table[a + 1, b], table[a, b + 1])
+    pairs, a, b = [], 0, 0
+    while a < n and b < m:
+        if eq[a, b] and table[a, b] == table[a + 1, b + 1] + 1:
+            pairs.append((is_[a], js[b]))
+            a, b = a + 1, b + 1
+        elif table[a + 1, b] >= table[a, b + 1]:
+            a += 1
+        else:
+            b += 1
+    return pairs
 
 
 def _shape(s) -> str:
@@ -380,7 +423,7 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
             if not np.isnan(rel).all():
                 metrics["rel_" + metric] = Band.learn(rel)
     logs = {}
-    skipped_logs = []
+    skipped_logs, fewer = [], []
     for key in first.log_keys:
         cols = []
         for r, rm in zip(runs, rec_maps):
@@ -392,8 +435,16 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
                 skipped_logs.append(key)
                 continue
         logs[key] = Band.learn(to_log(stack)[:, :, None])
+        having = int(np.isfinite(stack).any(axis=1).sum())
+        if having < len(runs):
+            fewer.append(f"{key} ({having} of {len(runs)})")
     if skipped_logs:
         notes.append("logs not banded (a value <= 0 or non-finite in a reference): " + _few(skipped_logs))
+    if fewer:
+        # Why a note: a band from fewer references is narrower by chance than the others, and with
+        # a single one it is the fixed tolerance around it, not a learnt spread.
+        notes.append("logs banded from fewer references than the baseline has (the others do not log "
+                     "them): " + _few(fewer))
     recs = []
     kept_pos = [positions0[k] for k in kept_keys]
     at = {p: i for i, p in enumerate(kept_pos)}
@@ -435,7 +486,8 @@ class Alignment:
                 self.same_span[i] = prev is not None and self.rec_map[i - 1] == prev
         self.ten_map, unmatched = match_tensors(tensor_refs(run), baseline.tensors)
         self.missing = [(baseline.tensors[j].path, why) for j, why in unmatched]
-        self.extra = [run.tensors[i].path for i in np.flatnonzero(self.ten_map < 0)]
+        # local paths (model prefix removed), as the baseline's own paths under "missing here"
+        self.extra = [local_path(run.tensors[i].path, run.model_name) for i in np.flatnonzero(self.ten_map < 0)]
         self.missing_logs = [k for k in baseline.logs if not run.log_present(k).any()]
         self._cache: dict = {}
 
@@ -558,8 +610,8 @@ def departures(a: Run, b: Run) -> tuple[list[Departure], Alignment]:
     labels = [r.label for r in a.records]
     idx = np.arange(len(a.tensors))
     for metric, band in base.metrics.items():
-        if metric in RELATIVE_METRICS:
-            continue  # diff shows the figures themselves
+        if metric in RELATIVE_METRICS or metric in TWO_SPAN_METRICS:
+            continue  # diff shows the figures themselves; 1 - cos swings widely from seed to seed
         theirs = al._gather(10.0 ** band.center, idx, metric)
         with np.errstate(invalid="ignore", divide="ignore"):
             mine = run_figure(a, metric)
