@@ -269,6 +269,23 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     assert check(lr3, baseline=path).baseline["baseline"] == f"{path} (3 reference runs)"
 
 
+def test_a_version_1_file_with_numbers_in_lists_still_reads(tmp_path, refs):
+    base = learn_baseline(refs)
+    doc = baseline_to_dict(base)
+    assert doc["version"] == 2 and set(doc["metrics"]["l2"]["center"]) == {"float32"}
+    doc["version"] = 1
+    for name, band in doc["metrics"].items():      # version 1: every array a nested list
+        for part in ("center", "sigma"):
+            band[part] = [[None if math.isnan(v) else v for v in row]
+                          for row in getattr(base.metrics[name], part).tolist()]
+    path = tmp_path / "v1.baseline.json"
+    path.write_text(json.dumps(doc))
+    again = read_baseline(path)
+    np.testing.assert_allclose(again.metrics["update_ratio"].center, base.metrics["update_ratio"].center)
+    lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
+    assert {r.id for r in check(lr3, baseline=path).failed} == {"baseline-update-ratio"}
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.update(format="nope"), 'no "format": "weightwatch-baseline"'),
     (lambda d: d.update(version=99), "baseline file version 99"),
@@ -277,6 +294,10 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     (lambda d: d["metrics"].update(l3={}), 'unknown figure "l3"'),
     (lambda d: d.update(version=True), "baseline file version True"),
     (lambda d: d["records"][1].update(batch={"x": 1}), "record 1: batch and step must be whole numbers"),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float32": "not base64!"}), 'metrics "l2" sigma: not an array'),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float32": "AAAAAA=="}),
+     'metrics "l2" sigma: 1 float32 values, expected 18 (6, 3)'),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float64": "AAAAAA=="}), 'metrics "l2" sigma: not an array'),
 ])
 def test_a_bad_baseline_file_is_one_line_naming_it(tmp_path, refs, edit, message):
     doc = baseline_to_dict(learn_baseline(refs))

@@ -118,7 +118,7 @@ def test_baseline_learn_writes_a_file_that_check_accepts(runs, tmp_path):
     assert p.returncode == 0, p.stderr
     assert f"wrote {out}" in p.stdout and "3 reference runs" in p.stdout
     doc = json.loads(out.read_text())
-    assert doc["format"] == "weightwatch-baseline" and doc["version"] == 1
+    assert doc["format"] == "weightwatch-baseline" and doc["version"] == 2
     assert out.stat().st_size < sum(f.stat().st_size for s in range(3) for f in runs[f"main-s{s}"].iterdir())
     assert cli("check", runs["pr-seed"], "--baseline", out).returncode == 0
     p = cli("check", runs["pr-lr3"], "--baseline", out, "--junitxml", tmp_path / "j.xml")

@@ -250,14 +250,23 @@ def to_log(v: np.ndarray) -> np.ndarray:
 
 
 def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
-    """np.nanmedian without its warning on all-NaN slices (they stay NaN)."""
-    if a.size == 0:
-        return np.nanmedian(a, axis=axis) if a.shape[axis] else np.full(np.delete(a.shape, axis), np.nan)
-    import warnings
+    """np.nanmedian without its warning on all-NaN slices (they stay NaN), and fast.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(a, axis=axis)
+    Why not np.nanmedian: with NaNs present (records without a band, tensors
+    without a gradient) it falls back to one Python call per slice, which for
+    1,000 records x 200 tensors cost more than the rest of the baseline
+    checks together.  Here: one sort (NaN sorts last) and a gather.
+    """
+    a = np.moveaxis(np.asarray(a, dtype=float), axis, -1)
+    if a.shape[-1] == 0:
+        return np.full(a.shape[:-1], np.nan)
+    ordered = np.sort(a, axis=-1)
+    n = (~np.isnan(a)).sum(axis=-1)
+    lo = np.maximum((n - 1) // 2, 0)[..., None]
+    hi = np.maximum(n // 2, 0)[..., None]
+    with np.errstate(invalid="ignore"):
+        med = 0.5 * (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0]
+    return np.where(n > 0, med, np.nan)
 
 
 @dataclass
