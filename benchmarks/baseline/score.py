@@ -407,8 +407,8 @@ def lofo(runs, cases, infos, ruleset, rules_file, overrides, spec: str, abs_cach
     def rule_ff(o):
         return o.kind == "healthy" and any(x in rids for x in o.base_rules)
 
-    lines = [f"Leave-one-family-out calibration of {rule}.{option} over {vals} (most sensitive first; "
-             f"{bench_specs.REFS} references; recall: of the regressions the absolute pack passes)",
+    lines = [(f"Leave-one-family-out calibration of {rule}.{option} over {vals} (most sensitive first; "
+              f"{bench_specs.REFS} references; recall: of the regressions the absolute pack passes)"),
              f"  {'held out':12s} {'chosen':>8s} {'rule ff':>8s} {'pack ff':>12s} {'95% upper':>10s} {'recall':>12s}"]
     tot = Counter()
     for fam in bench_specs.FAMILIES:

@@ -33,7 +33,8 @@ def _band_options() -> dict:
 
 
 def _relative_options() -> dict:
-    """The band options without ``single_tolerance``: checks that need two references (a learnt spread) have no single-reference band."""
+    """The band options without ``single_tolerance``: the checks that need two references (a
+    learnt spread) have no single-reference band."""
     return {k: v for k, v in _band_options().items() if k != "single_tolerance"}
 
 
@@ -155,8 +156,9 @@ def baseline_update_noise(h, spread, tolerance):
     """
     from .baseline import run_figure
 
-    _needs_two(h, "how much a reseeded run's steps agree differs cannot be told from one", (
-        "a fixed band around one reference fails 43 of 220 reseeded pairs at 4x and 3 at 16x"))
+    # On benchmarks/baseline a fixed band around one reference failed 43 of 220 reseeded pairs at
+    # 4x and still 3 at 16x.
+    _needs_two(h, "one run does not say how far a reseeded run's steps may agree more or less")
     if not h.run.has_column("d_cos") or not np.isfinite(h("d_cos")).any():
         raise NotApplicable("the run records no cosine between consecutive updates (d_cos) for the "
                             "selected tensors")
@@ -165,18 +167,18 @@ def baseline_update_noise(h, spread, tolerance):
                         spread, tolerance, tolerance)
 
 
-def _needs_two(h, why: str, measured: str) -> None:
-    """Skip a check whose band is only worth having from a learnt spread (``measured``: what a
-    fixed band around a single reference did on benchmarks/baseline, for the code's reader)."""
+def _needs_two(h, why: str) -> None:
+    """Skip a check whose band is only worth having from a learnt spread: around a single
+    reference any fixed band either fails reseeded runs or catches nothing."""
     if _alignment(h).baseline.n_references < 2:
         raise NotApplicable(f"needs two or more reference runs: {why}")
 
 
 def _relative_band(h, metric: str, what: str, spread, tolerance):
     a = _alignment(h)
-    _needs_two(h, "how far a reseeded run's layers share the training differently cannot be told from one",
-               "a fixed band around one reference's relative figure fails 22 of 220 reseeded pairs at "
-               "4x and still 4 at 10x")
+    # On benchmarks/baseline a fixed band around one reference's relative figures failed 22 of 220
+    # reseeded pairs at 4x and still 4 at 10x.
+    _needs_two(h, "one run does not say how differently a reseeded run's layers may share the training")
     if metric not in a.baseline.metrics:
         raise NotApplicable(f"the baseline holds no {what} (its reference runs recorded no "
                             f"{'gradient estimate' if 'grad' in metric else 'update'}, or no kernel "
