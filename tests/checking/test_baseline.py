@@ -404,3 +404,14 @@ def test_a_log_only_some_references_have_is_banded_from_those_and_says_so(tmp_pa
     assert not any("loss (" in n.replace("val_loss", "") for n in base.notes)   # loss: all three
     full = learn_baseline(refs[:2])
     assert not any("fewer references" in n for n in full.notes)
+
+
+def test_every_baseline_check_has_a_diagnosis_cause(tmp_path):
+    from weightwatch.checking.checks import CHECKS
+    from weightwatch.checking.diagnosis import CAUSE_OF_CHECK
+
+    missing = [c for c, d in CHECKS.items() if d.baseline and c not in CAUSE_OF_CHECK]
+    assert not missing
+    refs = [_run(tmp_path / f"ref{s}", cos=0.9, jitter=0.02 * (s + 1)) for s in range(3)]
+    report = check(_run(tmp_path / "dropout", cos=0.5, jitter=0.05), baseline=learn_baseline(refs))
+    assert report.diagnosis[0].id == "baseline"
