@@ -241,23 +241,29 @@ TRAJECTORY_TENSORS = {"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape":
 
 
 def trajectory_run(path, *, scale=1.0, lr=1.0, loss_scale=1.0, records=6, names=None, model="sequential",
-         jitter=0.0, drop=()):
+         jitter=0.0, drop=(), grad=None, update=None, cos=None, layout=None):
     """A run for baseline tests, whose tensors' norms and updates follow a smooth curve: ``scale`` multiplies the
-    norms, ``lr`` the updates, ``loss_scale`` the loss; ``jitter`` is a seed's spread (relative)."""
+    norms, ``lr`` the updates, ``loss_scale`` the loss; ``jitter`` is a seed's spread (relative); ``grad`` and
+    ``update`` ({path: factor}) multiply one tensor's gradient RMS or update (a factor None: no gradient); ``cos``, where given, is the cosine between consecutive updates
+    (from the second update on; its distance from 1 jittered); ``layout`` ({path: spec}, in model order)
+    replaces :data:`TRAJECTORY_TENSORS` (a layer inserted, say)."""
+    grad, update = grad or {}, update or {}
+    layout = layout or TRAJECTORY_TENSORS
     rng = np.random.default_rng(int(jitter * 1e6) % 2 ** 32)
-    names = names or {p: p for p in TRAJECTORY_TENSORS}
-    tensors = {f"{model}/{names[p]}": spec for p, spec in TRAJECTORY_TENSORS.items() if p not in drop}
+    names = names or {p: p for p in layout}
+    tensors = {f"{model}/{names[p]}": spec for p, spec in layout.items() if p not in drop}
     recs = []
     for r in range(records):
         rows = {}
-        for p in TRAJECTORY_TENSORS:
+        for p in layout:
             if p in drop:
                 continue
             noise = 1 + jitter * rng.standard_normal()
             l2 = scale * (1.0 + 0.1 * r) * noise
             rows[f"{model}/{names[p]}"] = {"l2": l2} | ({} if r == 0 else {
-                "d_l2": lr * 0.05 * scale * (1 + 0.1 * (r - 1)) * noise / (1 + 0.2 * r),
-                "changed": True, "grad_rms": 0.01 * noise})
+                "d_l2": update.get(p, 1.0) * lr * 0.05 * scale * (1 + 0.1 * (r - 1)) * noise / (1 + 0.2 * r),
+                "changed": True, "grad_rms": None if grad.get(p, 1.0) is None else grad.get(p, 1.0) * 0.01 * noise}
+                | ({"d_cos": 1 - (1 - cos) * noise} if cos is not None and r >= 2 else {}))
         recs.append({"logs": {"loss": loss_scale * 2.0 / (1 + r) * (1 + jitter * rng.standard_normal())},
                      "rows": rows})
     return write_run(path, tensors=tensors, records=recs, model=model)

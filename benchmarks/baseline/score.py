@@ -8,6 +8,7 @@
     python benchmarks/baseline/score.py --sweep 'baseline-*.tolerance=1.5,2,3'   # every rule with it
     python benchmarks/baseline/score.py --set baseline-norm.tolerance=0.3 --rules my.toml
     python benchmarks/baseline/score.py --only 'mlp-*,cnn-c0'       # configurations (globs)
+    python benchmarks/baseline/score.py --lofo baseline-relative-gradient.spread=4,6,8,10
 
 Every candidate is checked twice:
 
@@ -25,7 +26,11 @@ any rule of the combined check.
 Tables: healthy pairs (n, failures, rate, 95% Wilson upper bound; per family and per rule);
 recall per regression class, absolute vs baseline vs either, side by side, on all regression
 runs and on the *visible* ones, with the baseline rule that fired first; the same in
-one-reference mode.  A regression run is **visible** when, on figures read straight from the
+one-reference mode.  ``--lofo RULE.OPTION=v1,v2,...`` (most sensitive first) calibrates one
+option leaving one family out, as ``benchmarks/zoo/score.py`` does: for each held-out family,
+the first value under which the pack fails no more healthy pairs of the *other* families than
+under its least sensitive value (3 references), and the held-out family's false failures and
+recall under it.  A regression run is **visible** when, on figures read straight from the
 runs (never from the rules), it leaves the envelope of the configuration's 5 healthy seeds
 widened by the envelope's own width on both sides (at least 5% of the value) -- on the last
 logged loss, or on some tensor's last L2 norm or mean update ratio (``d_l2 / l2``; biases
@@ -382,6 +387,51 @@ def list_details(outs: list[Outcome]) -> list[str]:
     return lines
 
 
+# --------------------------------------------------------------------------- leave one family out
+
+
+def lofo(runs, cases, infos, ruleset, rules_file, overrides, spec: str, abs_cache: dict) -> list[str]:
+    """Leave-one-family-out calibration of one option over candidate values (most sensitive
+    first): a threshold chosen without the family it is then judged on."""
+    rule, option, vals = _parse_sweep(spec)
+    rids = expand_rules(ruleset, rule, option)
+    per_value = {}
+    for v in vals:
+        ov = json.loads(json.dumps(overrides))
+        for rid in rids:
+            ov.setdefault(rid, {})[option] = v
+        sc = Scorer(runs, cases, load_ruleset(rules_file, ov))
+        sc._abs = abs_cache if option not in RULE_FIELDS or all(r.startswith("baseline-") for r in rids) else {}
+        per_value[v] = score_pairs(sc, cases, infos, bench_specs.REFS)
+
+    def rule_ff(o):
+        return o.kind == "healthy" and any(x in rids for x in o.base_rules)
+
+    lines = [(f"Leave-one-family-out calibration of {rule}.{option} over {vals} (most sensitive first; "
+              f"{bench_specs.REFS} references; recall: of the regressions the absolute pack passes)"),
+             f"  {'held out':12s} {'chosen':>8s} {'rule ff':>8s} {'pack ff':>12s} {'95% upper':>10s} {'recall':>12s}"]
+    tot = Counter()
+    for fam in bench_specs.FAMILIES:
+        # the first value that fails no healthy pair of the other families the least sensitive
+        # value passes (a pair other rules fail anyway, a bad seed, does not veto every value)
+        ff_rest = {v: {o.candidate for o in per_value[v] if o.family != fam and o.kind == "healthy"
+                       and o.base_failed} for v in vals}
+        floor = min(len(x) for x in ff_rest.values())
+        chosen = next(v for v in vals if len(ff_rest[v]) == floor)
+        outs = [o for o in per_value[chosen] if o.family == fam]
+        h = [o for o in outs if o.kind == "healthy"]
+        q = [o for o in outs if o.kind != "healthy" and not o.abs_failed]
+        row = Counter(rff=sum(map(rule_ff, h)), ff=sum(o.base_failed for o in h), h=len(h),
+                      det=sum(o.base_failed for o in q), q=len(q))
+        tot.update(row)
+        vv = chosen if isinstance(chosen, str) else f"{chosen:g}"
+        lines.append(f"  {fam:12s} {vv:>8s} {row['rff']:8d} {row['ff']:5d}/{row['h']:<5d} "
+                     f"{100 * wilson_upper(row['ff'], row['h']):9.2f}% {row['det']:4d}/{row['q']:<3d}{_pct(row['det'], row['q']):>6s}")
+    lines.append(f"  {'ALL':12s} {'':>8s} {tot['rff']:8d} {tot['ff']:5d}/{tot['h']:<5d} "
+                 f"{100 * wilson_upper(tot['ff'], tot['h']):9.2f}% {tot['det']:4d}/{tot['q']:<3d}{_pct(tot['det'], tot['q']):>6s}")
+    return lines
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -426,6 +476,8 @@ def main(argv=None) -> int:
                     help="override one rule option for every table (repeatable)")
     ap.add_argument("--sweep", action="append", default=[], metavar="RULE.OPTION=v1,v2,...",
                     help="score each value of one rule option (3 and 1 references)")
+    ap.add_argument("--lofo", action="append", default=[], metavar="RULE.OPTION=v1,v2,...",
+                    help="leave-one-family-out calibration of one option (values most sensitive first)")
     ap.add_argument("--only", help="comma-separated globs over configurations or case ids")
     ap.add_argument("--json", help="write every pair's outcome here")
     ap.add_argument("--no-lists", action="store_true", help="leave out the lists of failures and misses")
@@ -486,6 +538,9 @@ def main(argv=None) -> int:
                       f"{len(r):5d} {_pct(sum(o.base_failed for o in r), len(r)):>8s} "
                       f"{_pct(sum(o.base_failed for o in rv), len(rv)):>8s} "
                       f"{_pct(sum(o.base_failed for o in rq), len(rq)):>9s} {rfirst:10d}")
+        print()
+    for s in args.lofo:
+        print("\n".join(lofo(runs, cases, infos, ruleset, args.rules, overrides, s, scorer._abs)))
         print()
     if args.json:
         Path(args.json).write_text(json.dumps({

@@ -54,6 +54,39 @@ def test_unequal_groups_pair_only_identical_paths_and_list_the_rest():
     assert unmatched == [(1, "not in this run"), (2, "shape (3, 2) here, (3, 1) in the reference")]
 
 
+def test_an_added_layer_with_shifted_counters_pairs_by_shape_in_model_order():
+    # The references: Dense 16->8, 8->8, 8->4 (dense, dense_1, dense_2).  The candidate, from
+    # another process, inserts a Dense 8->6 after the first: dense_4 .. dense_7.  Identical paths
+    # pair nothing; in model order by shape, dense_4/5/7 are the references' three layers.
+    theirs = [TensorRef("dense/kernel", (16, 8)), TensorRef("dense_1/kernel", (8, 8)),
+              TensorRef("dense_2/kernel", (8, 4))]
+    ours = [TensorRef("dense_4/kernel", (16, 8)), TensorRef("dense_5/kernel", (8, 8)),
+            TensorRef("dense_6/kernel", (8, 6)), TensorRef("dense_7/kernel", (8, 4))]
+    got, unmatched = match_tensors(ours, theirs)
+    assert got.tolist() == [0, 1, -1, 2] and unmatched == []
+    # the same process (counters not shifted): identical paths still pair where that pairs more
+    same = [TensorRef("dense/kernel", (16, 8)), TensorRef("dense_1/kernel", (8, 8)),
+            TensorRef("dense_3/kernel", (8, 8)), TensorRef("dense_2/kernel", (8, 4))]
+    got, unmatched = match_tensors(same, theirs)
+    assert got.tolist() == [0, 1, -1, 2] and unmatched == []
+
+
+def test_an_added_layer_in_another_process_is_reported_as_such(tmp_path, refs):
+    # The candidate inserts a Dense 3->3 before the last layer, and its counters come from another
+    # process (dense_4, dense_5, dense_6): the references' tensors all find their counterpart, the
+    # added layer alone is listed, and the run passes.
+    layout = {"dense/kernel": {"shape": [4, 3]}, "dense/bias": {"shape": [3]},
+              "added/kernel": {"shape": [3, 3]}, "dense_1/kernel": {"shape": [3, 2]}}
+    names = {"dense/kernel": "dense_4/kernel", "dense/bias": "dense_4/bias", "added/kernel": "dense_5/kernel",
+             "dense_1/kernel": "dense_6/kernel"}
+    run = _run(tmp_path / "added", layout=layout, names=names, model="sequential_2", jitter=0.05)
+    report = check(run, baseline=learn_baseline(refs))
+    assert report.baseline["missing"] == []
+    assert report.baseline["only_here"] == ["dense_5/kernel"]
+    assert _baseline_results(report)["baseline-tensors"].status == "passed"
+    assert not report.failed, report.failed
+
+
 def test_records_match_by_epoch_and_by_step_for_batch_records(tmp_path):
     run = open_run(write_run(tmp_path / "r", tensors={"d/kernel": {}}, records=[
         {"epoch": 0, "trigger": "begin", "step": 0}, {"epoch": 0, "batch": 1, "trigger": "batch", "step": 2},
@@ -93,7 +126,9 @@ def test_a_reseeded_run_passes_and_a_threefold_learning_rate_fails(tmp_path, ref
     ok = check(_run(tmp_path / "seed", jitter=0.05), baseline=base)
     assert not ok.failed, ok.failed
     assert set(_baseline_results(ok)) == {"baseline-norm", "baseline-update-ratio", "baseline-gradient",
-                                          "baseline-loss", "baseline-metrics", "baseline-tensors"}
+                                          "baseline-loss", "baseline-metrics", "baseline-tensors",
+                                          "baseline-relative-gradient", "baseline-relative-update",
+                                          "baseline-update-noise"}
     bad = check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base)
     failed = {r.id for r in bad.failed}
     assert failed == {"baseline-update-ratio"}, failed
@@ -152,6 +187,71 @@ def test_one_reference_uses_the_single_tolerance(tmp_path, refs):
     assert check(_run(tmp_path / "lr6", lr=6.0, jitter=0.05), baseline=base).failed   # 4x band
 
 
+# -- relative figures ---------------------------------------------------------------------------
+def test_a_gradient_shifted_between_layers_fails_the_relative_check_a_global_one_does_not(tmp_path, refs):
+    base = learn_baseline(refs)
+    assert {"rel_grad_rms", "rel_update_ratio"} <= set(base.metrics)
+    # the whole network's gradient 2.5x: every tensor's own band sees it, the relative one not
+    everywhere = {p: 2.5 for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
+    glob = _baseline_results(check(_run(tmp_path / "all", grad=everywhere, jitter=0.05), baseline=base))
+    assert glob["baseline-gradient"].status == "failed"
+    assert glob["baseline-relative-gradient"].status == "passed"
+    # the bias's gradient alone 5x: the relative band (here its 3x floor) is left, by 5 / 3
+    one = _baseline_results(check(_run(tmp_path / "bias", grad={"dense/bias": 5.0}, jitter=0.05), baseline=base))
+    r = one["baseline-relative-gradient"]
+    assert r.status == "failed" and {f.tensor for f in r.findings} == {"sequential/dense/bias"}
+    f = r.findings[0]
+    assert "sequential/dense/bias gradient RMS relative to the run's median kernel" in f.message
+    assert "above the reference band" in f.message
+    assert f.value / f.band[1] == pytest.approx(5 / 3, rel=0.15)
+
+
+def test_a_layer_learning_out_of_step_fails_the_relative_update_check(tmp_path, refs):
+    base = learn_baseline(refs)
+    lr3 = _baseline_results(check(_run(tmp_path / "lr3", lr=3.0, jitter=0.05), baseline=base))
+    assert lr3["baseline-relative-update"].status == "passed"          # a global change cancels
+    # dense_1/kernel learns 16x faster; the median of two kernels is their geometric mean, so
+    # relative to it dense_1/kernel is sqrt(16) = 4x up (past the 3x floor), dense/kernel 4x down
+    fast = _baseline_results(check(_run(tmp_path / "fast", update={"dense_1/kernel": 16.0}, jitter=0.05),
+                                   baseline=base))
+    r = fast["baseline-relative-update"]
+    assert r.status == "failed"
+    sides = {f.tensor: f.message for f in r.findings}
+    assert "above the reference band" in sides["sequential/dense_1/kernel"]
+    assert all("below" in m for t, m in sides.items() if t != "sequential/dense_1/kernel")
+
+
+def test_noisier_steps_fail_the_update_noise_check(tmp_path):
+    refs = [_run(tmp_path / f"ref{s}", cos=0.9, jitter=0.02 * (s + 1)) for s in range(3)]
+    base = learn_baseline(refs)
+    assert "incoherence" in base.metrics
+    ok = _baseline_results(check(_run(tmp_path / "seed", cos=0.9, jitter=0.05), baseline=base))
+    assert ok["baseline-update-noise"].status == "passed"
+    # consecutive updates agree less (cos 0.5: 1 - cos five times the references' 0.1)
+    r = _baseline_results(check(_run(tmp_path / "dropout", cos=0.5, jitter=0.05), baseline=base))[
+        "baseline-update-noise"]
+    assert r.status == "failed"
+    f = r.findings[0]
+    assert "update incoherence (1 - cos with the previous update)" in f.message
+    assert "above the reference band at epoch 3" in f.message    # the 2nd update (epoch 2) + patience
+    assert f.value == pytest.approx(0.5, rel=0.2)
+
+
+def test_relative_checks_need_two_references(tmp_path, refs):
+    report = check(_run(tmp_path / "bias", grad={"dense/bias": 5.0}, jitter=0.05), baseline=learn_baseline(refs[:1]))
+    for rid in ("baseline-relative-gradient", "baseline-relative-update", "baseline-update-noise"):
+        r = _baseline_results(report)[rid]
+        assert r.status == "skipped" and "two or more reference runs" in r.note, rid
+
+
+def test_a_run_without_gradient_estimates_skips_the_relative_gradient(tmp_path, refs):
+    base = learn_baseline(refs)
+    none = {p: None for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
+    r = _baseline_results(check(_run(tmp_path / "nograd", grad=none, jitter=0.05), baseline=base))[
+        "baseline-relative-gradient"]
+    assert r.status == "skipped" and "no gradient estimate" in r.note
+
+
 # -- the baseline file --------------------------------------------------------------------------
 def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     base = learn_baseline(refs)
@@ -161,9 +261,29 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     again = read_baseline(path)
     assert [t.path for t in again.tensors] == [t.path for t in base.tensors]
     np.testing.assert_allclose(again.metrics["l2"].center, base.metrics["l2"].center, rtol=1e-4)
+    assert [t.role for t in again.tensors] == ["kernel", "bias", "kernel"]
+    np.testing.assert_allclose(again.metrics["rel_grad_rms"].sigma, base.metrics["rel_grad_rms"].sigma,
+                               rtol=1e-4, atol=1e-9)
     lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
     assert {r.id for r in check(lr3, baseline=path).failed} == {"baseline-update-ratio"}
     assert check(lr3, baseline=path).baseline["baseline"] == f"{path} (3 reference runs)"
+
+
+def test_a_version_1_file_with_numbers_in_lists_still_reads(tmp_path, refs):
+    base = learn_baseline(refs)
+    doc = baseline_to_dict(base)
+    assert doc["version"] == 2 and set(doc["metrics"]["l2"]["center"]) == {"float32"}
+    doc["version"] = 1
+    for name, band in doc["metrics"].items():      # version 1: every array a nested list
+        for part in ("center", "sigma"):
+            band[part] = [[None if math.isnan(v) else v for v in row]
+                          for row in getattr(base.metrics[name], part).tolist()]
+    path = tmp_path / "v1.baseline.json"
+    path.write_text(json.dumps(doc))
+    again = read_baseline(path)
+    np.testing.assert_allclose(again.metrics["update_ratio"].center, base.metrics["update_ratio"].center)
+    lr3 = _run(tmp_path / "lr3", lr=3.0, jitter=0.05)
+    assert {r.id for r in check(lr3, baseline=path).failed} == {"baseline-update-ratio"}
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -174,6 +294,10 @@ def test_baseline_file_round_trips_and_is_strict_json(tmp_path, refs):
     (lambda d: d["metrics"].update(l3={}), 'unknown figure "l3"'),
     (lambda d: d.update(version=True), "baseline file version True"),
     (lambda d: d["records"][1].update(batch={"x": 1}), "record 1: batch and step must be whole numbers"),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float32": "not base64!"}), 'metrics "l2" sigma: not an array'),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float32": "AAAAAA=="}),
+     'metrics "l2" sigma: 1 float32 values, expected 18 (6, 3)'),
+    (lambda d: d["metrics"]["l2"].update(sigma={"float64": "AAAAAA=="}), 'metrics "l2" sigma: not an array'),
 ])
 def test_a_bad_baseline_file_is_one_line_naming_it(tmp_path, refs, edit, message):
     doc = baseline_to_dict(learn_baseline(refs))
@@ -210,12 +334,12 @@ def test_tensors_only_this_run_has_are_listed_never_dropped_silently(tmp_path, c
     refs = [_run(tmp_path / f"small{s}", drop=("dense_1/kernel",), jitter=0.02 * (s + 1)) for s in range(2)]
     run = _run(tmp_path / "bigger", jitter=0.05)
     report = check(run, baseline=learn_baseline(refs))
-    assert report.baseline["only_here"] == ["sequential/dense_1/kernel"]
+    assert report.baseline["only_here"] == ["dense_1/kernel"]     # local paths, as under "missing here"
     assert not report.failed
     capsys.readouterr()
     assert main(["check", str(run), "--no-config", *(a for r in refs for a in ("--baseline", str(r)))]) == 0
     out = capsys.readouterr().out
-    assert "baseline: 2 reference runs" in out and "only in this run: sequential/dense_1/kernel" in out
+    assert "baseline: 2 reference runs" in out and "only in this run: dense_1/kernel" in out
 
 
 def _logged(path, losses, val_losses=None, epochs=None):
@@ -267,3 +391,27 @@ def test_references_with_other_update_spans_say_so(tmp_path, refs):
         model="sequential")
     base = learn_baseline([plain, batchy])
     assert any("span different records" in n for n in base.notes)
+
+
+def test_a_log_only_some_references_have_is_banded_from_those_and_says_so(tmp_path):
+    losses = [2 / (1 + r) for r in range(5)]
+    refs = [_logged(tmp_path / "r0", losses, val_losses=[v * 1.1 for v in losses]),
+            _logged(tmp_path / "r1", [v * 1.01 for v in losses], val_losses=[v * 1.12 for v in losses]),
+            _logged(tmp_path / "r2", [v * 0.99 for v in losses])]          # logs no val_loss
+    base = learn_baseline(refs)
+    assert "val_loss" in base.logs
+    assert any("fewer references than the baseline has" in n and "val_loss (2 of 3)" in n for n in base.notes)
+    assert not any("loss (" in n.replace("val_loss", "") for n in base.notes)   # loss: all three
+    full = learn_baseline(refs[:2])
+    assert not any("fewer references" in n for n in full.notes)
+
+
+def test_every_baseline_check_has_a_diagnosis_cause(tmp_path):
+    from weightwatch.checking.checks import CHECKS
+    from weightwatch.checking.diagnosis import CAUSE_OF_CHECK
+
+    missing = [c for c, d in CHECKS.items() if d.baseline and c not in CAUSE_OF_CHECK]
+    assert not missing
+    refs = [_run(tmp_path / f"ref{s}", cos=0.9, jitter=0.02 * (s + 1)) for s in range(3)]
+    report = check(_run(tmp_path / "dropout", cos=0.5, jitter=0.05), baseline=learn_baseline(refs))
+    assert report.diagnosis[0].id == "baseline"

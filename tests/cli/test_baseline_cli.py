@@ -16,17 +16,20 @@ keras = pytest.importorskip("keras")
 import weightwatch  # noqa: E402
 
 
-def _train(out, seed, *, lr=3e-3, freeze=False, width=16, bump=0, epochs=5):
+def _train(out, seed, *, lr=3e-3, freeze=False, width=16, bump=0, epochs=5, dropout=0.0, deeper=False):
     """An MLP on fixed generated data; ``seed`` changes only the initialisation and shuffling,
-    ``bump`` creates layers first so Keras' instance counters differ, as in another process."""
+    ``bump`` creates layers first so Keras' instance counters differ, as in another process;
+    ``dropout`` adds a Dropout after the first layer (no weights), ``deeper`` a Dense(12) there."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(384, 8)).astype("float32")
     y = (x @ rng.normal(size=(8, 3))).argmax(1)
     keras.utils.set_random_seed(seed)
     for _ in range(bump):
         keras.layers.Dense(1)
-    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(width, activation="relu"),
-                              keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
+    layers = [keras.Input((8,)), keras.layers.Dense(width, activation="relu")]
+    layers += [keras.layers.Dense(12, activation="relu")] if deeper else []
+    layers += [keras.layers.Dropout(dropout, seed=seed)] if dropout else []
+    model = keras.Sequential(layers + [keras.layers.Dense(16, activation="relu"), keras.layers.Dense(3)])
     if freeze:
         model.layers[0].trainable = False   # frozen by mistake, and properly: before compile
     model.compile(keras.optimizers.Adam(lr), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -43,6 +46,8 @@ def runs(tmp_path_factory):
     made["pr-lr3"] = _train(root / "pr-lr3", 11, lr=9e-3)
     made["pr-frozen"] = _train(root / "pr-frozen", 11, freeze=True)
     made["pr-wider"] = _train(root / "pr-wider", 11, width=24)
+    made["pr-dropout"] = _train(root / "pr-dropout", 11, dropout=0.6)
+    made["pr-deeper"] = _train(root / "pr-deeper", 11, deeper=True, bump=2)
     return made
 
 
@@ -88,13 +93,32 @@ def test_a_resized_layer_is_a_missing_tensor(runs):
     assert "has shape (8, 24) here, (8, 16) in the reference" in p.stdout
 
 
+def test_heavy_dropout_shows_in_the_update_noise(runs):
+    # Dropout 0.6 adds no weight and moves no norm out of its band: consecutive updates agree less
+    assert cli("check", runs["pr-dropout"]).returncode == 0
+    p = cli("check", runs["pr-dropout"], *_refs(runs), "--format", "json")
+    assert p.returncode == 1, p.stdout
+    failed = {r["rule"] for r in json.loads(p.stdout)["results"] if r["status"] == "failed"}
+    assert "baseline-update-noise" in failed, failed
+
+
+def test_an_inserted_layer_in_another_process_leaves_the_other_layers_matched(runs):
+    # A Dense(12) inserted after the first layer, counters shifted by two: the first and last
+    # layers and every bias still find their counterpart; the reference's middle kernel, whose
+    # input is now 12 wide, is the one missing tensor, and the inserted layer is listed
+    p = cli("check", runs["pr-deeper"], *_refs(runs), "--format", "json")
+    b = json.loads(p.stdout)["baseline"]
+    assert b["missing"] == ["dense_1/kernel (not in this run)"], b
+    assert len(b["only_here"]) == 3 and not any(x.startswith("sequential") for x in b["only_here"]), b
+
+
 def test_baseline_learn_writes_a_file_that_check_accepts(runs, tmp_path):
     out = tmp_path / "main.baseline.json"
     p = cli("baseline", "learn", *(runs[f"main-s{s}"] for s in range(3)), "-o", out)
     assert p.returncode == 0, p.stderr
     assert f"wrote {out}" in p.stdout and "3 reference runs" in p.stdout
     doc = json.loads(out.read_text())
-    assert doc["format"] == "weightwatch-baseline" and doc["version"] == 1
+    assert doc["format"] == "weightwatch-baseline" and doc["version"] == 2
     assert out.stat().st_size < sum(f.stat().st_size for s in range(3) for f in runs[f"main-s{s}"].iterdir())
     assert cli("check", runs["pr-seed"], "--baseline", out).returncode == 0
     p = cli("check", runs["pr-lr3"], "--baseline", out, "--junitxml", tmp_path / "j.xml")

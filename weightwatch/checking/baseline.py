@@ -9,14 +9,20 @@ breaks no absolute rule but leaves that band.
 
 The band is learnt in log10 space (these figures are scales: a factor of 3
 is the same departure at 1e-4 as at 10), as a **median** and a **robust
-spread**: ``sigma = 1.4826 * MAD`` over the references at each point (the
-median absolute deviation, scaled to a normal's standard deviation), raised
-to the tensor's (or log's) median ``sigma`` over all records, because two or
-three references can agree at one record by chance.  A check then accepts
+spread** at each point (``sigma = range / d2(k)`` of k <= 9 references, see
+:func:`spread_of`), raised to the tensor's (or log's) median ``sigma`` over
+all records, because two or three references can agree at one record by
+chance, and widened by the median's own error.  A check then accepts
 ``median +- max(spread * sigma, log10(tolerance))``: the band widens where
 the references disagree (right after a learning-rate restart, say) and is
 never narrower than ``tolerance`` either way.  With a single reference there
 is no spread, and the band is ``single_tolerance`` either way of it.
+
+Besides each tensor's own figures, the update ratio and the gradient are
+also banded *relative to the run's median kernel* at each record
+(:data:`RELATIVE_METRICS`): how the layers share the training between them,
+which a global learning-rate change leaves alone and an activation,
+normalisation or dropout change does not.
 
 Matching between runs:
 
@@ -25,7 +31,11 @@ Matching between runs:
   ``sequential/dense/kernel`` of another process): paths are grouped by their
   name with counters removed (``dense_7`` -> ``dense``) and, within a group of
   the same size on both sides, paired in model order; a shape that differs
-  is no match.  What does not match is listed, never dropped silently.
+  is no match.  Where a group's sizes differ (a layer added or removed) and
+  the counters shifted, identical paths would pair the wrong layers: the
+  group is then paired in model order by shape (the most pairs of equal
+  shape that keep the order), unless identical paths pair more.  What does
+  not match is listed, never dropped silently.
 * **Records by epoch** (and by step, for batch records), the n-th occurrence
   with the n-th; runs of different lengths are compared over their common
   part, and the alignment says so.
@@ -47,7 +57,21 @@ from ..run.model import Run
 from ..run.schema import BATCH, GUARD, where_label
 
 #: The tensor figures a baseline holds, and how each is read from a run.
-TENSOR_METRICS = ("l2", "update_ratio", "grad_rms")
+TENSOR_METRICS = ("l2", "update_ratio", "grad_rms", "incoherence")
+#: Figures of an update that compare it with the previous update as well: judged where both
+#: spans are the baseline's.
+TWO_SPAN_METRICS = ("incoherence",)
+#: Figures of an update (its span must be the baseline's).
+SPAN_METRICS = ("update_ratio", "rel_update_ratio") + TWO_SPAN_METRICS
+#: The same figures relative to the run's own median kernel at each record (``rel_`` + figure):
+#: a change that moves every layer together (a learning rate) cancels out, one that moves some
+#: layers against the others (an activation swapped, input normalisation dropped, dropout)
+#: stays.  See :func:`relative_log`.
+RELATIVE_METRICS = ("rel_grad_rms", "rel_update_ratio")
+ALL_METRICS = TENSOR_METRICS + RELATIVE_METRICS
+#: The tensors whose median a relative figure is taken against: kernels and embeddings (biases
+#: and normalisation parameters are judged relative to them, never part of the yardstick).
+NORMALISER_ROLES = ("kernel", "embedding")
 #: Values below this are taken as this before the log (an update ratio of exactly 0).
 LOG_FLOOR = 1e-30
 #: The update ratio's norm floor per element, as the absolute checks' default (see checks.update_ratio).
@@ -72,10 +96,12 @@ def local_path(path: str, model: str | None) -> str:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """A tensor as matching sees it: its local path (model prefix removed) and shape."""
+    """A tensor as matching sees it: its local path (model prefix removed) and shape; its role
+    (kernel, bias, ...) only says which tensors a relative figure is measured against."""
 
     path: str
     shape: tuple | None = None
+    role: str | None = field(default=None, compare=False)
 
 
 def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -84,8 +110,10 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
 
     Groups by counter-free path; a group of equal size on both sides pairs in
     order (the same architecture creates its layers in the same order, whatever
-    the counters), otherwise only identical paths pair.  A pair whose shapes
-    differ is no match.
+    the counters).  Otherwise identical paths pair, unless pairing in model
+    order by shape pairs more (a layer added in another process shifts the
+    later counters: ``dense_5`` there is ``dense_4`` here).  A pair whose
+    shapes differ is no match.
     """
     mine: dict[str, list[int]] = defaultdict(list)
     other: dict[str, list[int]] = defaultdict(list)
@@ -102,6 +130,11 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
         else:
             by_path = {ours[i].path: i for i in is_}
             pairs = [(by_path[theirs[j].path], j) for j in js if theirs[j].path in by_path]
+            # A layer added or removed in another process shifts every later counter, so identical
+            # paths name different layers: pair in model order by shape instead, when that pairs more.
+            by_order = _pair_in_order(ours, theirs, is_, js)
+            if len(by_order) > sum(_same_shape(ours[i].shape, theirs[j].shape) for i, j in pairs):
+                pairs = by_order
         paired = set()
         for i, j in pairs:
             a, b = ours[i].shape, theirs[j].shape
@@ -114,6 +147,38 @@ def match_tensors(ours: list[TensorRef], theirs: list[TensorRef]) -> tuple[np.nd
         unmatched += [(j, "not in this run") for j in js if j not in paired]
     unmatched.sort()
     return out, unmatched
+
+
+def _same_shape(a, b) -> bool:
+    return a is None or b is None or tuple(a) == tuple(b)
+
+
+#: Above this many tensors on either side of one name group, order-and-shape pairing is skipped
+#: (a quadratic alignment): identical paths pair, the rest are listed.
+_ALIGN_MAX = 2000
+
+
+def _pair_in_order(ours, theirs, is_: list[int], js: list[int]) -> list[tuple[int, int]]:
+    """The most pairs of equal shape that keep both sides in model order (a longest common
+    subsequence over the shapes of one counter-free name group)."""
+    n, m = len(is_), len(js)
+    if not n or not m or n > _ALIGN_MAX or m > _ALIGN_MAX:
+        return []
+    eq = np.array([[_same_shape(ours[i].shape, theirs[j].shape) for j in js] for i in is_], dtype=bool)
+    table = np.zeros((n + 1, m + 1), dtype=np.int32)
+    for a in range(n - 1, -1, -1):
+        for b in range(m - 1, -1, -1):
+            table[a, b] = table[a + 1, b + 1] + 1 if eq[a, b] else max(table[a + 1, b], table[a, b + 1])
+    pairs, a, b = [], 0, 0
+    while a < n and b < m:
+        if eq[a, b] and table[a, b] == table[a + 1, b + 1] + 1:
+            pairs.append((is_[a], js[b]))
+            a, b = a + 1, b + 1
+        elif table[a + 1, b] >= table[a, b + 1]:
+            a += 1
+        else:
+            b += 1
+    return pairs
 
 
 def _shape(s) -> str:
@@ -138,11 +203,23 @@ def record_keys(run: Run) -> list[tuple]:
 
 def tensor_refs(run: Run) -> list[TensorRef]:
     model = run.model_name
-    return [TensorRef(local_path(t.path, model), t.shape) for t in run.tensors]
+    return [TensorRef(local_path(t.path, model), t.shape, t.role) for t in run.tensors]
 
 
 def run_figure(run: Run, metric: str) -> np.ndarray:
-    """A tensor figure's history (records, tensors) as a baseline compares it."""
+    """A tensor figure's history (records, tensors) as a baseline compares it.
+
+    ``incoherence`` is ``1 - cos`` between an update and the previous one: 0
+    when consecutive updates point the same way, 1 when they are orthogonal.
+    Why a baseline bands it: it measures how noisy the steps are, which
+    heavier dropout, a smaller batch or noisier inputs raise while the
+    update's size and the weights' norm may stay where the references have
+    them.  Read from ``d_cos``; NaN where the run recorded none.
+    """
+    if metric == "incoherence":
+        if not run.has_column("d_cos"):
+            return np.full_like(run.metric("l2"), np.nan)
+        return 1.0 - run.metric("d_cos")
     if metric != "update_ratio":
         return run.metric(metric)
     prev = np.full_like(run.metric("l2"), np.nan)
@@ -152,20 +229,44 @@ def run_figure(run: Run, metric: str) -> np.ndarray:
         return run.metric("d_l2") / np.where(np.isnan(prev), np.nan, floor)
 
 
+def relative_log(logs: np.ndarray, yardstick: np.ndarray) -> np.ndarray:
+    """A figure (log10, (..., records, tensors)) relative to the median of the ``yardstick``
+    tensors (a boolean mask over the last axis) at each record: ``log10(v / median kernel v)``.
+
+    Why: a tensor's own band must be wide enough for a reseeded run whose
+    every layer learns a little faster; against the run's median kernel that
+    common movement cancels, and what is left is how the layers share the
+    training between them, which a swapped activation, dropped input
+    normalisation or heavy dropout changes.  All NaN without a yardstick.
+    """
+    if not yardstick.any():
+        return np.full_like(logs, np.nan)
+    return logs - _nanmedian(logs[..., yardstick], -1)[..., None]
+
+
 def to_log(v: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.log10(np.where(np.isnan(v), np.nan, np.fmax(v, LOG_FLOOR)))
 
 
 def _nanmedian(a: np.ndarray, axis: int) -> np.ndarray:
-    """np.nanmedian without its warning on all-NaN slices (they stay NaN)."""
-    if a.size == 0:
-        return np.nanmedian(a, axis=axis) if a.shape[axis] else np.full(np.delete(a.shape, axis), np.nan)
-    import warnings
+    """np.nanmedian without its warning on all-NaN slices (they stay NaN), and fast.
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmedian(a, axis=axis)
+    Why not np.nanmedian: with NaNs present (records without a band, tensors
+    without a gradient) it falls back to one Python call per slice, which for
+    1,000 records x 200 tensors cost more than the rest of the baseline
+    checks together.  Here: one sort (NaN sorts last) and a gather.
+    """
+    a = np.moveaxis(np.asarray(a, dtype=float), axis, -1)
+    if a.shape[-1] == 0:
+        return np.full(a.shape[:-1], np.nan)
+    ordered = np.sort(a, axis=-1)
+    n = (~np.isnan(a)).sum(axis=-1)
+    lo = np.maximum((n - 1) // 2, 0)[..., None]
+    hi = np.maximum(n // 2, 0)[..., None]
+    with np.errstate(invalid="ignore"):
+        med = 0.5 * (np.take_along_axis(ordered, lo, -1) + np.take_along_axis(ordered, hi, -1))[..., 0]
+    return np.where(n > 0, med, np.nan)
 
 
 @dataclass
@@ -314,17 +415,24 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
         notes.append("the references' updates span different records at some epochs (recorded with "
                      "different freq=?): their update ratios are left out there")
     metrics = {}
+    yardstick = np.array([names[j].role in NORMALISER_ROLES for j in tkeep], dtype=bool)
     for metric in TENSOR_METRICS:
         stack = np.stack([to_log(run_figure(r, metric))[np.ix_(rm[rkeep], tm[tkeep])]
                           for r, rm, tm in zip(runs, rec_maps, ten_maps)])
-        if metric == "update_ratio":
+        if metric in SPAN_METRICS:
             for i, ok in enumerate(span_ok):
                 stack[i][~ok] = np.nan
+                if metric in TWO_SPAN_METRICS:
+                    stack[i][~np.r_[False, ok[:-1]]] = np.nan
         if np.isnan(stack).all():
             continue  # e.g. no gradient estimates: the gradient check will say so
         metrics[metric] = Band.learn(stack)
+        if "rel_" + metric in RELATIVE_METRICS:
+            rel = relative_log(stack, yardstick)
+            if not np.isnan(rel).all():
+                metrics["rel_" + metric] = Band.learn(rel)
     logs = {}
-    skipped_logs = []
+    skipped_logs, fewer = [], []
     for key in first.log_keys:
         cols = []
         for r, rm in zip(runs, rec_maps):
@@ -336,8 +444,16 @@ def learn_baseline(references, *, source: str = "") -> Baseline:
                 skipped_logs.append(key)
                 continue
         logs[key] = Band.learn(to_log(stack)[:, :, None])
+        having = int(np.isfinite(stack).any(axis=1).sum())
+        if having < len(runs):
+            fewer.append(f"{key} ({having} of {len(runs)})")
     if skipped_logs:
         notes.append("logs not banded (a value <= 0 or non-finite in a reference): " + _few(skipped_logs))
+    if fewer:
+        # Why a note: a band from fewer references is narrower by chance than the others, and with
+        # a single one it is the fixed tolerance around it, not a learnt spread.
+        notes.append("logs banded from fewer references than the baseline has (the others do not log "
+                     "them): " + _few(fewer))
     recs = []
     kept_pos = [positions0[k] for k in kept_keys]
     at = {p: i for i, p in enumerate(kept_pos)}
@@ -379,9 +495,24 @@ class Alignment:
                 self.same_span[i] = prev is not None and self.rec_map[i - 1] == prev
         self.ten_map, unmatched = match_tensors(tensor_refs(run), baseline.tensors)
         self.missing = [(baseline.tensors[j].path, why) for j, why in unmatched]
-        self.extra = [run.tensors[i].path for i in np.flatnonzero(self.ten_map < 0)]
+        # local paths (model prefix removed), as the baseline's own paths under "missing here"
+        self.extra = [local_path(run.tensors[i].path, run.model_name) for i in np.flatnonzero(self.ten_map < 0)]
         self.missing_logs = [k for k in baseline.logs if not run.log_present(k).any()]
         self._cache: dict = {}
+
+    def relative_figure(self, metric: str) -> np.ndarray:
+        """A relative figure (``rel_update_ratio``, ``rel_grad_rms``) of the run's tensors, as a
+        factor: each tensor's figure over the median of the run's kernels and embeddings that
+        the baseline measures its own against (those matched to its yardstick tensors)."""
+        got = self._cache.get(("relative", metric))
+        if got is None:
+            base = self.baseline.tensors
+            yardstick = np.array([j >= 0 and base[j].role in NORMALISER_ROLES for j in self.ten_map],
+                                 dtype=bool)
+            with np.errstate(invalid="ignore", over="ignore"):
+                got = 10.0 ** relative_log(to_log(run_figure(self.run, metric[len("rel_"):])), yardstick)
+            self._cache[("relative", metric)] = got
+        return got
 
     @property
     def compared_records(self) -> int:
@@ -449,8 +580,10 @@ class Alignment:
         out = a[np.ix_(rows, np.where(cols >= 0, cols, 0))] if a.size else np.full(
             (rows.size, cols.size), np.nan)
         ok_r = self.rec_map >= 0
-        if metric == "update_ratio":
+        if metric in SPAN_METRICS:
             ok_r = ok_r & self.same_span
+        if metric in TWO_SPAN_METRICS:
+            ok_r = ok_r & np.r_[False, self.same_span[:-1]]
         out = np.where(ok_r[:, None] & (cols >= 0)[None, :], out, np.nan)
         return out
 
@@ -486,6 +619,8 @@ def departures(a: Run, b: Run) -> tuple[list[Departure], Alignment]:
     labels = [r.label for r in a.records]
     idx = np.arange(len(a.tensors))
     for metric, band in base.metrics.items():
+        if metric in RELATIVE_METRICS or metric in TWO_SPAN_METRICS:
+            continue  # diff shows the figures themselves; 1 - cos swings widely from seed to seed
         theirs = al._gather(10.0 ** band.center, idx, metric)
         with np.errstate(invalid="ignore", divide="ignore"):
             mine = run_figure(a, metric)

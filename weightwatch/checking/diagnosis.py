@@ -83,7 +83,8 @@ CAUSE_OF_CHECK = {
     "loss-at-chance": "not-learning", "update-jump": "divergence",
     "loss-above-chance": "divergence", "loss-unbounded": "wrong-sign", "loss-back-to-chance": "signal-lost",
     "baseline-norm": "baseline", "baseline-update-ratio": "baseline", "baseline-gradient": "baseline",
-    "baseline-log": "baseline", "baseline-tensors": "architecture",
+    "baseline-log": "baseline", "baseline-tensors": "architecture", "baseline-update-noise": "baseline",
+    "baseline-relative-gradient": "baseline", "baseline-relative-update": "baseline",
     "replica-divergence": "replicas",
 }
 
