@@ -834,18 +834,20 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     one may start above 0: a loss crossing 0); a fall smaller than
     ``min_fall`` times the loss before it does not count (noise around a
     converged loss), and neither do epochs whose logged ``learning_rate``
-    rose (warm-up, a restart), since a larger step speeds up any fall.  Runs
-    whose manifest records a ``loss_floor`` are skipped: ``loss-below-floor``
-    judges them exactly.
+    rose (warm-up, a restart), since a larger step speeds up any fall.  A
+    run whose manifest records a ``loss_floor`` passes: its loss is bounded
+    below, and ``loss-below-floor`` judges whether it stays above the floor.
 
     Passes: -0.2, -0.39, -0.61, -0.78, -0.95 (falls 0.19, 0.22, 0.17, 0.17).
     Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
     """
+    v, _ = h.epoch_log(key)
     floor = h.run.manifest.get("loss_floor")
     if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
-        raise NotApplicable(f"the run's loss cannot go below {floor:g} (its manifest's loss_floor): "
-                            "loss-below-floor judges it")
-    v, _ = h.epoch_log(key)
+        # The loss function is bounded below: it cannot fall without end (loss-below-floor judges
+        # whether it stays above its floor), and a plateau escape towards the floor is no ascent.
+        return Outcome(np.full((len(v), 1), np.nan), np.zeros((len(v), 1), dtype=bool), float(growth),
+                       subjects=[key], extra={"loss": v[:, None], "records": records})
     at = np.flatnonzero(record_mask(h.records, EPOCHS))
     e = v[at]
     fall = np.full(len(e), np.nan)
