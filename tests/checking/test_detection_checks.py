@@ -183,3 +183,20 @@ def test_loss_back_to_chance_leaves_a_divergence_far_above_chance_to_the_diverge
     run = _losses([LN4, 0.6 * LN4, 21.5 * LN4], chance=LN4)
     assert run_check(run, "loss-back-to-chance").status == "passed"
     assert run_check(run, "loss-back-to-chance", max_ratio=100).status == "failed"
+
+
+def test_loss_checks_count_epoch_records_only():
+    """freq=N: a batch record's loss is a running mean over part of an epoch; it neither counts
+    nor breaks a streak."""
+    def with_batches(losses, triggers, chance=None):
+        run = _losses(losses, chance=chance)
+        for rec, t in zip(run.records, ["begin"] + triggers):
+            rec.trigger = t
+        return run
+    # a batch record dipping under chance and back is no return to chance
+    dip = with_batches([LN4, 0.9 * LN4, LN4, 0.99 * LN4], ["epoch", "batch", "epoch", "epoch"], chance=LN4)
+    assert run_check(dip, "loss-back-to-chance").status == "passed"
+    # batch records between accelerating epochs: the epochs' streak stands
+    ascent = with_batches([-1.21, -1.5, -1.8, -2.2, -2.69, -3.98, -5.79],
+                          ["epoch", "batch", "epoch", "batch", "epoch", "epoch", "epoch"])
+    assert first(run_check(ascent, "loss-unbounded")).record == 7
