@@ -41,9 +41,13 @@ def _ruleset(pack: str | None) -> RuleSet:
 def list_rules(console, pack: str | None = None) -> None:
     rs = _ruleset(pack)
     console.print(f"[bold]{len(rs)} rules[/] from {escape(', '.join(rs.sources))}")
+    # The check column repeats most rule ids: on a narrow terminal it gives its room to the text
+    # (`weightwatch rules ID` names the check).
+    with_check = console.width >= 120
     table = Table(show_edge=False, pad_edge=False, box=None)
     table.add_column("rule", style="bold", no_wrap=True)
-    table.add_column("check", no_wrap=True)
+    if with_check:
+        table.add_column("check", no_wrap=True)
     table.add_column("severity", no_wrap=True)
     table.add_column("applies to")
     table.add_column("what it catches")
@@ -59,7 +63,7 @@ def list_rules(console, pack: str | None = None) -> None:
             scope += " (with --baseline)"
         what = (r.check_def.doc.splitlines() or [""])[0]
         sev = "[red]error[/]" if r.severity == "error" else "[yellow]warning[/]"
-        table.add_row(r.id, r.check, sev, escape(scope), rst(what))
+        table.add_row(*([r.id, r.check] if with_check else [r.id]), sev, escape(scope), rst(what))
     console.print(table)
     console.print("\n[dim]weightwatch rules ID explains one rule; weightwatch rules --checks documents "
                   "every check.[/]")
