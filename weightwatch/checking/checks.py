@@ -213,6 +213,12 @@ def _lt(a, b):
         return np.less(a, b) & ~np.isnan(a)
 
 
+def _streaks(mask: np.ndarray) -> np.ndarray:
+    """How many True values in a row end at each position of ``mask`` (0 where it is False)."""
+    pos = np.arange(mask.size)
+    return pos - np.maximum.accumulate(np.where(mask, -1, pos))
+
+
 def update_ratio(h: Histories, min_rms: float) -> np.ndarray:
     """||W_t - W_t-1|| / max(||W_t-1||, min_rms * sqrt(size)).
 
@@ -750,10 +756,8 @@ def loss_at_chance(h: Histories, key, tolerance, records):
     # The streak of consecutive epoch records at chance, ending at each of them.
     e = np.flatnonzero(epoch_end)
     near = ~_gt(dist[e], tolerance) & ~np.isnan(dist[e])
-    pos = np.arange(e.size)
-    streak = pos - np.maximum.accumulate(np.where(near, -1, pos))
     bad = np.zeros(len(v), dtype=bool)
-    bad[e] = streak >= records
+    bad[e] = _streaks(near) >= records
     return Outcome(dist[:, None], bad[:, None], float(tolerance), subjects=[key],
                    extra={"records": records})
 
@@ -865,12 +869,10 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
             rose[1:] = l[1:] > l[:-1]
         speed[rose] = np.nan
     fast = ~_lt(speed, growth) & ~np.isnan(speed)
-    pos = np.arange(len(e))
-    streak = pos - np.maximum.accumulate(np.where(fast, -1, pos))   # fast epochs in a row, ending here
     out = np.full(len(v), np.nan)
     out[at] = speed
     bad = np.zeros(len(v), dtype=bool)
-    bad[at] = fast & (streak >= records)
+    bad[at] = _streaks(fast) >= records
     return Outcome(out[:, None], bad[:, None], float(growth), subjects=[key],
                    extra={"loss": v[:, None], "records": records})
 
