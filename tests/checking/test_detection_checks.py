@@ -200,3 +200,47 @@ def test_loss_checks_count_epoch_records_only():
     ascent = with_batches([-1.21, -1.5, -1.8, -2.2, -2.69, -3.98, -5.79],
                           ["epoch", "batch", "epoch", "batch", "epoch", "epoch", "epoch"])
     assert first(run_check(ascent, "loss-unbounded")).record == 7
+
+
+# -- a positive loss that turns over below 0 in one epoch (a loss term's sign flipped) --------
+
+
+FLIP = [1.05, 0.907, -0.762]                 # a crossentropy negated at the third epoch (run zoo)
+
+
+def test_loss_sign_flip_fails_when_the_loss_turns_over_in_one_epoch():
+    f = first(run_check(_losses(FLIP), "loss-sign-flip"))
+    # a fall of 1.669 across 0 after one of 0.143
+    assert f.record == 3 and f.value == pytest.approx(1.669 / 0.143)
+    assert f.message == ("loss jumped across 0, from 0.907 to -0.762 in one epoch: a fall 11.7x the epoch "
+                         "before's (limit 5x)")
+    assert run_check(_losses(FLIP), "loss-sign-flip", ratio=12).status == "passed"
+
+
+def test_loss_sign_flip_passes_a_loss_that_crosses_zero_smoothly():
+    assert run_check(_losses([0.388, 0.184, -0.00584, -0.198]), "loss-sign-flip").status == "passed"
+    # the run's first epoch has no fall before it: a healthy NLL crossing at its second is not judged
+    assert run_check(_losses(NLL), "loss-sign-flip").status == "passed"
+    assert run_check(_losses([2.0, 1.0, 0.2, 0.05, 0.01]), "loss-sign-flip").status == "passed"
+
+
+def test_loss_sign_flip_from_a_plateau_or_a_rise():
+    # no fall before it: the epoch before's fall counts as min_fall x the loss (0.0092)
+    assert first(run_check(_losses([0.92, 0.92, -0.92]), "loss-sign-flip")).value == pytest.approx(1.84 / 0.0092)
+    assert first(run_check(_losses([0.9, 0.92, -0.92]), "loss-sign-flip")).record == 3
+
+
+def test_loss_sign_flip_leaves_known_floors_and_learning_rate_rises_alone():
+    run = _losses(FLIP)
+    run.manifest["loss_floor"] = 0.0                # loss-below-floor judges it exactly
+    assert run_check(run, "loss-sign-flip").status == "passed"
+    assert run_check(_losses(FLIP, lr=[1e-4, 2e-4, 4e-4]), "loss-sign-flip").status == "passed"
+    assert run_check(_losses(FLIP, lr=[1e-3] * 3), "loss-sign-flip").status == "failed"
+
+
+def test_loss_sign_flip_counts_epoch_records_only():
+    run = _losses([1.05, 0.95, 0.907, 0.1, -0.762])
+    for rec, t in zip(run.records, ["begin", "epoch", "batch", "epoch", "batch", "epoch"]):
+        rec.trigger = t
+    f = first(run_check(run, "loss-sign-flip"))
+    assert f.record == 5 and f.value == pytest.approx(1.669 / 0.143)

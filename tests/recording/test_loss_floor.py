@@ -67,3 +67,32 @@ def test_a_custom_loss_negated_by_mistake_is_caught_by_its_unbounded_fall(tmp_pa
     model.fit(x, y, epochs=8, batch_size=32, verbose=0,
               callbacks=[weightwatch.WatchCallback(tmp_path / "ok", verbose=0)])
     assert weightwatch.check(tmp_path / "ok").exit_code() == 0
+
+
+def test_a_loss_term_whose_sign_flips_mid_run_is_caught_at_the_flip(tmp_path):
+    """A loss weight scheduled through 0 (here: set to -1 from the fourth epoch) turns the loss over
+    in one epoch; loss-sign-flip flags that epoch, before the fall could speed up three times."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+    weight = keras.Variable(1.0, trainable=False, name="loss_weight")
+
+    def weighted_mse(y_true, y_pred):
+        return weight * keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+    def schedule(epoch, logs=None):
+        if epoch == 3:
+            weight.assign(-1.0)                 # BUG: the schedule overshoots through 0
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
+                              keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.Adam(1e-3), weighted_mse)
+    model.fit(x, y, epochs=6, batch_size=32, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_begin=schedule),
+                         weightwatch.WatchCallback(tmp_path / "r", verbose=0)])
+    report = weightwatch.check(tmp_path / "r")
+    flip = next(r for r in report.results if r.id == "loss-sign-flip")
+    assert flip.status == "failed", [(r.id, r.status) for r in report.results if r.status != "passed"]
+    assert flip.findings[0].epoch == 4 and "jumped across 0" in flip.findings[0].message
+    assert "wrong sign" in next(c for c in report.diagnosis if c.severity == "error").title

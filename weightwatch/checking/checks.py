@@ -877,6 +877,68 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
                    extra={"loss": v[:, None], "records": records})
 
 
+@check("loss-sign-flip", scope=LOG,
+       message="{key} jumped across 0, from {prev:.4g} to {loss:.4g} in one epoch: a fall {value:.3g}x "
+               "the epoch before's (limit {limit:g}x)",
+       metric="fall / previous fall", fields=("prev", "loss"), judges=EPOCHS, options={
+                "key": Option(str, "loss", "log entry to watch"),
+                "ratio": Option((int, float), 5.0,
+                                "smallest ratio of the fall across 0 to the epoch before's that "
+                                "counts as a flip", above=1),
+                "min_fall": Option((int, float), 0.01,
+                                   "the epoch before's fall is taken as at least this, relative to "
+                                   "the loss (a loss on a plateau, or rising, before it flips)",
+                                   above=0),
+            })
+def loss_sign_flip(h: Histories, key, ratio, min_fall):
+    """Fails when a positive loss jumps below 0 in one epoch, its fall many times the last one.
+
+    Why: a loss whose floor is unknown (a custom loss, a negative
+    log-likelihood) may cross 0, but a minimised one does so smoothly, its
+    fall no larger than the epochs before it.  A term whose sign flips in
+    the middle of a run (a loss weight scheduled through 0, a maximised
+    objective switched on, a custom loss negated on some branch) turns the
+    loss over at once: about the same size, the other sign, a fall many
+    times the previous epoch's; ``loss-unbounded`` needs three epochs of an
+    accelerating fall to say so.  The value judged at an epoch record whose
+    loss is below 0 while the epoch before's was above it is its fall over
+    the epoch before's fall, the latter taken as at least ``min_fall`` times
+    that loss (a loss flat on a plateau, or rising, before it flips); the
+    first epoch of a run has no fall before it and is not judged, nor are
+    epochs whose logged ``learning_rate`` rose.  A run whose manifest records
+    a ``loss_floor`` passes: ``loss-below-floor`` judges it exactly.
+
+    Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0).  Fails:
+    1.05, 0.91, -0.76 (a fall of 1.67 after one of 0.14: 12x).
+    """
+    v, _ = h.epoch_log(key)
+    prev = np.full((len(v), 1), np.nan)
+    floor = h.run.manifest.get("loss_floor")
+    if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
+        return Outcome(np.full((len(v), 1), np.nan), np.zeros((len(v), 1), dtype=bool), float(ratio),
+                       subjects=[key], extra={"prev": prev, "loss": v[:, None]})
+    at = np.flatnonzero(record_mask(h.records, EPOCHS))
+    e = v[at]
+    value = np.full(len(e), np.nan)
+    if len(e) >= 3:
+        before = e[:-2] - e[1:-1]                       # the fall into the epoch before the flip
+        with np.errstate(invalid="ignore"):
+            base = np.where(np.isnan(before), np.nan, np.fmax(before, min_fall * np.abs(e[1:-1])))
+            flip = (e[1:-1] > 0) & (e[2:] < 0)
+            value[2:] = np.where(flip & np.isfinite(base), (e[1:-1] - e[2:]) / base, np.nan)
+    lr, present = h.log("learning_rate")
+    if present.any():
+        l = np.where(present, lr, np.nan)[at]
+        with np.errstate(invalid="ignore"):
+            value[1:][l[1:] > l[:-1]] = np.nan
+    out = np.full(len(v), np.nan)
+    out[at] = value
+    p = np.full(len(v), np.nan)
+    p[at[1:]] = e[:-1]
+    return Outcome(out[:, None], (~_lt(out, ratio) & ~np.isnan(out))[:, None], float(ratio),
+                   subjects=[key], extra={"prev": p[:, None], "loss": v[:, None]})
+
+
 @check("loss-below-floor", scope=LOG,
        message="{key} fell to {value:.4g}, below {limit:g}, which its loss function cannot reach",
        metric="log", options={
