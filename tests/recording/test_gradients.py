@@ -262,6 +262,50 @@ def test_vanishing_gradients_under_adam_caught_where_weight_deltas_miss_it(tmp_p
     assert by_id["exploding-gradients"].status == "passed"
 
 
+def _disparity(run, path):
+    """The largest last-kernel / this-kernel gradient RMS over the run's records."""
+    kernels = [i for i, t in enumerate(run.tensors) if t.role == "kernel"]
+    g = run.metric("grad_rms")[1:, kernels]
+    j = [run.tensors[i].path for i in kernels].index(path)
+    return float(np.nanmax(g[:, -1] / g[:, j]))
+
+
+def test_vanishing_gradients_in_a_deep_tanh_network_under_nadam(tmp_path):
+    """Twelve tanh layers from a small initialisation (the run zoo's tanh faults): a gap of a few
+    thousand, short of the 3e4 the pack needed while attention's query and key kernels counted."""
+    x, y = classification(n=512, d=16, classes=4, seed=12)
+    keras.utils.set_random_seed(12)
+    init = keras.initializers.RandomNormal(stddev=0.05, seed=1)
+    model = keras.Sequential([keras.Input((16,))] + [layers.Dense(32, activation="tanh", kernel_initializer=init,
+                                                                  name=f"h{i}") for i in range(1, 13)]
+                             + [layers.Dense(4, name="out")], name="m")
+    run = fit(model, tmp_path / "run", keras.optimizers.Nadam(2e-4), x, y, epochs=3)
+    assert 1e3 < _disparity(run, "m/h1/kernel") < 3e4
+    report, by_id = _report(run)
+    assert by_id["vanishing-gradients"].status == "failed"
+    assert by_id["vanishing-updates"].status == "passed"     # Nadam's steps hide it
+
+
+def test_attention_query_and_key_gradients_are_not_a_vanishing_gradient(tmp_path):
+    """Near-uniform attention over small embeddings: the query and key kernels' gradients sit 1e3x-
+    1e5x below the output's in a healthy run (the loss falls), and the rule leaves them out."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 40, (512, 12)).astype("int32")
+    groups = (x - 1) * 3 // 39
+    y = np.stack([(groups == g).sum(1) for g in range(3)], 1).argmax(1).astype("int32")
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((12,), dtype="int32")
+    h = layers.Embedding(40, 16, name="embed")(inp)
+    h = layers.LayerNormalization(name="ln")(h + layers.MultiHeadAttention(2, 8, name="mha")(h, h))
+    model = keras.Model(inp, layers.Dense(3, name="out")(layers.GlobalAveragePooling1D()(h)), name="m")
+    run = fit(model, tmp_path / "run", keras.optimizers.SGD(0.05), x, y, epochs=3)
+    assert _disparity(run, "mha/query/kernel") > 1e3 and _disparity(run, "mha/key/kernel") > 1e3
+    assert run.log("loss")[-1] < 0.8 * run.log("loss")[1]
+    report, by_id = _report(run)
+    assert by_id["vanishing-gradients"].status == "passed"
+    assert report.exit_code() == 0
+
+
 def test_live_checks_halt_a_vanishing_run_at_its_first_epoch(tmp_path):
     x, y = classification(n=512, d=16, classes=4, seed=12)
     model = mlp(seed=12, d=16, classes=4, hidden=(32,) * 10, act="sigmoid")
