@@ -29,6 +29,15 @@ from weightwatch import RunDirNotEmptyError
 
 STATS = ("size", "nan", "inf", "l2", "mean", "std", "min", "max", "absmax", "zero_frac",
          "d_l2", "d_absmax", "changed", "dead_units", "d_cos")
+
+
+def _units(role, shape):
+    """Whose dead units the recorder counts, restated: a kernel's last axis, a bias's elements."""
+    if role == "kernel" and len(shape) >= 2:
+        return shape[-1]
+    return shape[0] if role == "bias" and len(shape) == 1 else None
+
+
 RUN_FILE_RE = re.compile(r"^(manifest\.json|history\.bin|record-\d{6}\.(json|npz))$")
 HIDDEN_TMP_RE = re.compile(r"^\.(manifest\.json|record-\d{6}\.(json|npz))\..+\.tmp$")
 
@@ -73,7 +82,7 @@ def assert_matches_saved_tensors(run, ref_row, check_row):
                 prev = arrays[i - 1].get(path)
                 if prev is not None and i > 1 and run.records[i - 1].trigger != "begin":
                     prevprev = arrays[i - 2].get(path)
-            units = t.shape[-1] if t.role == "kernel" and len(t.shape) >= 2 else None
+            units = _units(t.role, t.shape)
             check_row(got, ref_row(a, prev, prevprev, units=units),
                       where=f"{run.path.name} record {rec.index} {path}")
             checked += 1
@@ -503,7 +512,7 @@ def _check_killed_run(run_dir, ref_row, check_row):
     # d_l2's float32 accumulation over a 512k-element update is test_stats' business; here 1e-4.
     columns = [c for c in STATS if c not in ("d_cos", "d_l2")]
     for path, a in current.items():
-        units = a.shape[-1] if info[path].role == "kernel" else None
+        units = _units(info[path].role, a.shape)
         got = {c: run.history(path, c)[last] for c in STATS}
         expected = ref_row(a, previous.get(path), units=units)
         check_row(got, expected, where=f"{path} after kill", columns=columns)

@@ -64,7 +64,7 @@ def test_hand_written_run_reads(tmp_path):
     assert run.history("m/d/bias", "changed")[1:].tolist() == [1.0, 1.0]
     assert run.metric("l2").shape == (3, 2)
     assert run.log("loss").tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
-    assert run.tensors[0].shape == (2, 2) and run.tensors[0].units == 2 and run.tensors[1].units is None
+    assert run.tensors[0].shape == (2, 2) and run.tensors[0].units == 2 and run.tensors[1].units == 4
     assert run.records[2].label == "epoch 2" and run.records[2].step == 20
 
 

@@ -399,12 +399,15 @@ def update_ratio_band(h: Histories, min, max, min_rms):
                                        doc="largest fraction of units allowed to get no update"),
             }, judges=EPOCH_UPDATE)
 def dead_units(h: Histories, max_fraction):
-    """Fails when most output units of a kernel received no update at all.
+    """Fails when most output units of a kernel, or elements of a bias, received no update at all.
 
     Why: a ReLU unit whose pre-activation is negative for every input gets
     zero gradient and never recovers ("dead ReLU"); its column of the kernel
     is then bit-identical between records.  Sparse but alive units change in
     at least some records, so the check looks at whole units, not elements.
+    An L1 or L2 penalty (or weight decay) on the kernel keeps a dead unit's
+    column moving towards 0, so the kernel shows it alive; its bias, which
+    such penalties rarely cover, gets nothing and stays bit-identical.
     """
     units = np.array([t.units or np.nan for t in h.tensors], dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):

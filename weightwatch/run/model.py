@@ -17,7 +17,7 @@ from ..errors import RunFormatError
 from .files import read_bytes, run_file
 from .jsonio import loads
 from .npz import load_npz
-from .schema import COLUMNS, EPOCH, VERDICT, kernel_units, layer_of, where_label
+from .schema import COLUMNS, EPOCH, VERDICT, layer_of, output_units, where_label
 
 
 @dataclass
@@ -59,8 +59,9 @@ class TensorInfo:
 
     @property
     def units(self) -> int | None:
-        """Output units of a kernel (its last axis), for dead-unit checks."""
-        return kernel_units(self.role, self.shape) if self.shape else None
+        """Output units whose weights the tensor holds (a kernel's last axis, a bias's elements),
+        for dead-unit checks."""
+        return output_units(self.role, self.shape) if self.shape else None
 
 
 @dataclass(slots=True)

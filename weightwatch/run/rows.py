@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS, kernel_units, layer_of, tensor_role
+from .schema import COLUMNS, DELTA_COLUMNS, STAT_COLUMNS, layer_of, output_units, tensor_role
 from .stats import UpdateDirection, tensor_row_recycling
 
 _ROW_COLUMNS = STAT_COLUMNS + DELTA_COLUMNS
@@ -103,7 +103,7 @@ class RecordBuilder:
                      "dtype": dtype or str(array.dtype), "kind": role}
             if layer_path:
                 entry["layer_path"] = layer_path
-            known = self._static[key] = (entry, kernel_units(role, shape))
+            known = self._static[key] = (entry, output_units(role, shape))
         entry, units = known
         n = len(self._paths)
         if n == len(self._values):

@@ -109,9 +109,21 @@ def tensor_role(name: str, ndim: int | None) -> str:
     return role
 
 
-def kernel_units(role: str, shape) -> int | None:
-    """Output units of a kernel (its last axis), for the dead-unit figure; None for other tensors."""
-    return int(shape[-1]) if role == "kernel" and shape is not None and len(shape) >= 2 else None
+def output_units(role: str, shape) -> int | None:
+    """The output units a tensor holds weights of, for the dead-unit figure: a kernel's last axis,
+    a bias's every element; None for other tensors.
+
+    Why the bias too: a dead unit gets no gradient, but a kernel regularised (L1, L2) keeps moving
+    its column towards 0, so the kernel shows it alive; its bias, rarely regularised, stays
+    bit-identical.
+    """
+    if shape is None:
+        return None
+    if role == "kernel" and len(shape) >= 2:
+        return int(shape[-1])
+    if role == "bias" and len(shape) == 1 and shape[0] > 0:
+        return int(shape[0])
+    return None
 
 
 def unique_paths(paths) -> list[str]:

@@ -105,8 +105,9 @@ def tensor_row(
     """Statistics of ``x`` and of its update since ``prev``.
 
     ``units`` is the size of the output axis (the last one) of a kernel with
-    two or more dimensions; the number of units whose weights did not change
-    at all is reported as ``dead_units``.  Returns the figures by column name
+    two or more dimensions, or a bias's size (see :func:`~.schema.output_units`);
+    the number of units whose weights did not change at all is reported as
+    ``dead_units``.  Returns the figures by column name
     and the direction of this update, to pass back as ``prev_dir`` next time.
     """
     dt = x.dtype
