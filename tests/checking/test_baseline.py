@@ -415,3 +415,26 @@ def test_every_baseline_check_has_a_diagnosis_cause(tmp_path):
     refs = [_run(tmp_path / f"ref{s}", cos=0.9, jitter=0.02 * (s + 1)) for s in range(3)]
     report = check(_run(tmp_path / "dropout", cos=0.5, jitter=0.05), baseline=learn_baseline(refs))
     assert report.diagnosis[0].id == "baseline"
+
+
+def test_baseline_checks_are_registered_after_the_modules_are_dropped_and_imported_again():
+    """pytester's in-process runs and IPython's autoreload drop modules from sys.modules while the
+    package object stays: importing the rules again must register the baseline checks in the
+    fresh registry, not find the old module through the package's attribute."""
+    import subprocess
+    import sys
+
+    from conftest import subprocess_env
+
+    code = (
+        "import sys\n"
+        "import weightwatch.checking.rules\n"
+        "for name in [m for m in sys.modules if m.startswith('weightwatch.checking.')]:\n"
+        "    del sys.modules[name]\n"
+        "from weightwatch.checking.checks import CHECKS\n"
+        "from weightwatch.checking.config import load_rules\n"
+        "assert 'baseline-norm' in CHECKS, sorted(CHECKS)\n"
+        "assert load_rules(use_project_config=False).get('baseline-norm') is not None\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .checks import EPOCHS, STATE, SUBJECTS, UPDATE, NotApplicable, Option, Outcome, check
+from .checks import CHECKS, EPOCHS, STATE, SUBJECTS, UPDATE, NotApplicable, Option, Outcome, check
 
 #: A band whose top is below this sits at the log floor: the references' figure is exactly 0.
 FLOOR_BAND = 1e-25
@@ -293,3 +293,7 @@ def baseline_tensors(h):
                  for _, why in a.missing] if names else []
     return Outcome(np.full((n, len(names)), np.nan), bad, None, subjects=names, subject_tensors=True,
                    extra={"reason": reason})
+
+
+#: The checks this module registers: what :mod:`.rules` imports it for.
+BASELINE_CHECK_IDS = tuple(k for k, c in CHECKS.items() if c.baseline)

@@ -20,7 +20,11 @@ import numpy as np
 
 from ..errors import RuleError, did_you_mean
 from ..run.schema import ROLES
-from . import baseline_checks  # noqa: F401 (registers the baseline checks in CHECKS)
+# Registers the baseline checks in CHECKS.  A ``from`` import of the module itself, not ``from .
+# import baseline_checks``: that form returns the package's attribute when the package already has
+# one, so after a tool dropped these modules from sys.modules (pytester's in-process runs, IPython's
+# autoreload) a fresh ``checks`` would be paired with the old module and lack the baseline checks.
+from .baseline_checks import BASELINE_CHECK_IDS  # noqa: F401
 from .checks import CHECKS, LOG
 
 #: Rule fields and their meaning; the README's rule reference mirrors this table.
