@@ -244,3 +244,20 @@ def test_loss_sign_flip_counts_epoch_records_only():
         rec.trigger = t
     f = first(run_check(run, "loss-sign-flip"))
     assert f.record == 5 and f.value == pytest.approx(1.669 / 0.143)
+
+
+def test_loss_sign_flip_passes_noise_around_a_loss_converged_near_zero():
+    # the epoch before's fall is floored at 1% of the loss's largest size (1.0), not of 0.0101
+    assert run_check(_losses([1.0, 0.3, 0.0014, -0.0011]), "loss-sign-flip").status == "passed"
+    assert run_check(_losses([0.3, 0.1, 0.0101, 0.0100, -0.002]), "loss-sign-flip").status == "passed"
+    # a flip of the loss's own size still counts
+    assert first(run_check(_losses([1.0, 0.3, 0.29, -0.28]), "loss-sign-flip")).record == 4
+
+
+def test_loss_sign_flip_leaves_a_learning_rate_cut_alone_and_judges_a_smooth_decay():
+    losses = [0.2, 0.05, 0.048, -0.1]
+    cut = [1e-3, 1e-3, 1e-3, 1e-4]                   # ReduceLROnPlateau: a cut drops the loss at once
+    assert run_check(_losses(losses, lr=cut), "loss-sign-flip").status == "passed"
+    decay = [1e-3, 9e-4, 8.1e-4, 7.3e-4]               # an exponential decay
+    assert first(run_check(_losses(losses, lr=decay), "loss-sign-flip")).record == 4
+    assert run_check(_losses([1.05, 0.907, -math.inf]), "loss-sign-flip").status == "passed"

@@ -8,6 +8,7 @@ from weightwatch.checking import engine
 from weightwatch.checking.config import RuleSet, load_rules
 from weightwatch.checking.engine import _first_streak, evaluate, evaluate_rule
 from weightwatch.checking.rules import parse_rule
+from weightwatch.errors import RuleError
 
 
 def rules_of(*tables):
@@ -67,6 +68,16 @@ def test_select_role_and_dtype_narrow_the_tensors():
     assert [f.tensor for f in run_check(run, "nonfinite", select=["a/*"]).findings] == ["a/kernel", "a/bias"]
     assert [f.tensor for f in run_check(run, "nonfinite", role=["bias"]).findings] == ["a/bias"]
     assert [f.tensor for f in run_check(run, "nonfinite", select=["a"], exclude=["*/bias"]).findings] == ["a/kernel"]
+
+
+def test_a_dtype_list_keeps_only_those_dtypes():
+    run = make_run({"a/bias": {"nan": [0, 1]}, "b/bias": {"nan": [0, 1]}}, 2, shapes={"a/bias": (4,), "b/bias": (4,)})
+    run.tensors[1].dtype = "bfloat16"
+    assert [f.tensor for f in run_check(run, "nonfinite", dtype=["float32", "float64"]).findings] == ["a/bias"]
+    assert [f.tensor for f in run_check(run, "nonfinite", dtype="float").findings] == ["a/bias", "b/bias"]
+    for bad in (["float32", 3], [], "float32"):
+        with pytest.raises(RuleError, match="dtype must be"):
+            run_check(run, "nonfinite", dtype=bad)
 
 
 def test_a_select_that_matches_nothing_warns_instead_of_passing():

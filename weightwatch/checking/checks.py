@@ -395,7 +395,7 @@ def update_ratio_band(h: Histories, min, max, min_rms):
 @check("dead-units",
        message="{tensor}: {value:.0%} of output units received no update (limit {limit:.0%})",
        metric="dead_fraction", options={
-                "max_fraction": Option((int, float), 0.5, minimum=0,
+                "max_fraction": Option((int, float), 0.6, minimum=0,
                                        doc="largest fraction of units allowed to get no update"),
             }, judges=EPOCH_UPDATE)
 def dead_units(h: Histories, max_fraction):
@@ -880,6 +880,12 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
                    extra={"loss": v[:, None], "records": records})
 
 
+#: A learning rate that fell to this fraction of the epoch before's or less was cut (a step decay,
+#: ReduceLROnPlateau), not decayed smoothly (exponential or cosine decay lose a few percent an
+#: epoch): a cut can drop the loss at once, as a plateau escape does.
+LR_CUT = 2 / 3
+
+
 @check("loss-sign-flip", scope=LOG,
        message="{key} jumped across 0, from {prev:.4g} to {loss:.4g} in one epoch: a fall {value:.3g}x "
                "the epoch before's (limit {limit:g}x)",
@@ -890,8 +896,8 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
                                 "counts as a flip", above=1),
                 "min_fall": Option((int, float), 0.01,
                                    "the epoch before's fall is taken as at least this, relative to "
-                                   "the loss (a loss on a plateau, or rising, before it flips)",
-                                   above=0),
+                                   "the largest loss so far (a loss on a plateau, or rising, before "
+                                   "it flips; noise around a loss converged near 0)", above=0),
             })
 def loss_sign_flip(h: Histories, key, ratio, min_fall):
     """Fails when a positive loss jumps below 0 in one epoch, its fall many times the last one.
@@ -906,13 +912,20 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall):
     accelerating fall to say so.  The value judged at an epoch record whose
     loss is below 0 while the epoch before's was above it is its fall over
     the epoch before's fall, the latter taken as at least ``min_fall`` times
-    that loss (a loss flat on a plateau, or rising, before it flips); the
-    first epoch of a run has no fall before it and is not judged, nor are
-    epochs whose logged ``learning_rate`` rose.  A run whose manifest records
-    a ``loss_floor`` passes: ``loss-below-floor`` judges it exactly.
+    the largest loss so far (a loss flat on a plateau, or rising, before it
+    flips; and a loss converged near 0, whose noise crosses 0 both ways, is
+    measured against the loss's own scale, not against how close to 0 it
+    got).  The first epoch of a run has no fall before it and is not judged,
+    nor are epochs whose logged ``learning_rate`` rose (a warm-up, a restart)
+    or was cut to 2/3 or less (a step decay, ReduceLROnPlateau: a new step
+    size changes any fall; a smooth decay is judged), nor a
+    fall to a non-finite loss (``nonfinite-loss`` reports it).  A run whose
+    manifest records a ``loss_floor`` passes: ``loss-below-floor`` judges it
+    exactly.
 
-    Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0).  Fails:
-    1.05, 0.91, -0.76 (a fall of 1.67 after one of 0.14: 12x).
+    Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0); 1.0, 0.3,
+    0.0014, -0.0011 (noise at 0).  Fails: 1.05, 0.91, -0.76 (a fall of 1.67
+    after one of 0.14: 12x).
     """
     v, _ = h.epoch_log(key)
     prev = np.full((len(v), 1), np.nan)
@@ -925,15 +938,16 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall):
     value = np.full(len(e), np.nan)
     if len(e) >= 3:
         before = e[:-2] - e[1:-1]                       # the fall into the epoch before the flip
+        scale = np.fmax.accumulate(np.where(np.isfinite(e), np.abs(e), np.nan))   # the loss's size so far
         with np.errstate(invalid="ignore"):
-            base = np.where(np.isnan(before), np.nan, np.fmax(before, min_fall * np.abs(e[1:-1])))
-            flip = (e[1:-1] > 0) & (e[2:] < 0)
+            base = np.where(np.isnan(before), np.nan, np.fmax(before, min_fall * scale[1:-1]))
+            flip = (e[1:-1] > 0) & (e[2:] < 0) & np.isfinite(e[2:])
             value[2:] = np.where(flip & np.isfinite(base), (e[1:-1] - e[2:]) / base, np.nan)
     lr, present = h.log("learning_rate")
     if present.any():
         l = np.where(present, lr, np.nan)[at]
         with np.errstate(invalid="ignore"):
-            value[1:][l[1:] > l[:-1]] = np.nan
+            value[1:][(l[1:] > l[:-1]) | (l[1:] <= LR_CUT * l[:-1])] = np.nan
     out = np.full(len(v), np.nan)
     out[at] = value
     p = np.full(len(v), np.nan)

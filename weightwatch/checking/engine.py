@@ -114,6 +114,8 @@ def _static_selection(run: Run, rule: Rule, model: str | None) -> np.ndarray:
             continue
         if rule.dtype == "float" and t.dtype and not (t.dtype.startswith("float") or t.dtype == "bfloat16"):
             continue
+        if isinstance(rule.dtype, tuple) and t.dtype and t.dtype not in rule.dtype:
+            continue
         if not everything and not rule.matches(*t.names(model)):
             continue
         idx.append(i)

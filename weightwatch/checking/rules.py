@@ -37,7 +37,8 @@ FIELDS = {
     "kind": "older name of role",
     "trainable": "only tensors whose variable is (true) or is not (false) trainable at the record",
     "frozen": "only tensors whose layer or an ancestor has (true) or has not (false) trainable=False",
-    "dtype": "'float' to skip integer and boolean variables (default: any)",
+    "dtype": "'float' to skip integer and boolean variables, or a list of dtype names "
+             "(['float32', 'float64']) (default: any)",
     "severity": "'error' (fails the run) or 'warning' (fails only with --strict)",
     "patience": "consecutive violating records needed before the rule fails (default 1)",
     "after": "ignore the first N records (record 0 is before training)",
@@ -65,7 +66,7 @@ class Rule:
     role: tuple = ()
     trainable: bool | None = None
     frozen: bool | None = None
-    dtype: str = "any"
+    dtype: str | tuple = "any"
     severity: str = "error"
     patience: int = 1
     after: int = 0
@@ -110,7 +111,8 @@ class Rule:
 
 def rule_to_dict(rule: Rule) -> dict:
     d = {"id": rule.id, "check": rule.check, "select": list(rule.select),
-         "exclude": list(rule.exclude), "role": list(rule.role), "dtype": rule.dtype,
+         "exclude": list(rule.exclude), "role": list(rule.role),
+         "dtype": list(rule.dtype) if isinstance(rule.dtype, tuple) else rule.dtype,
          "severity": rule.severity, "patience": rule.patience, "after": rule.after,
          **({"until": rule.until} if rule.until is not None else {}),
          "message": rule.message, "hint": rule.hint, "rationale": rule.rationale}
@@ -228,8 +230,11 @@ def parse_rule(data: dict, *, source: str, line: int | None) -> Rule:
             raise RuleError(f'rule "{rid}": unknown tensor role "{k}"{did_you_mean(k, ROLES)}; '
                             f'known: {", ".join(ROLES)}', **where)
     dtype = data.get("dtype", "any")
-    if dtype not in ("any", "float"):
-        raise RuleError(f'rule "{rid}": dtype must be "any" or "float", got {dtype!r}', **where)
+    if isinstance(dtype, (list, tuple)) and dtype and all(isinstance(d, str) and d for d in dtype):
+        dtype = tuple(dtype)
+    elif dtype not in ("any", "float"):
+        raise RuleError(f'rule "{rid}": dtype must be "any", "float" or a list of dtype names '
+                        f'(["float32", "float64"]), got {dtype!r}', **where)
     select = strings("select", ("*",)) or ("*",)
     rule = Rule(
         id=rid, check=check, options=options, select=select, exclude=strings("exclude"),
