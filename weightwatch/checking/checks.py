@@ -918,14 +918,14 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall):
     got).  The first epoch of a run has no fall before it and is not judged,
     nor are epochs whose logged ``learning_rate`` rose (a warm-up, a restart)
     or was cut to 2/3 or less (a step decay, ReduceLROnPlateau: a new step
-    size changes any fall; a smooth decay is judged), nor a
-    fall to a non-finite loss (``nonfinite-loss`` reports it).  A run whose
-    manifest records a ``loss_floor`` passes: ``loss-below-floor`` judges it
-    exactly.
+    size changes any fall; a smooth decay is judged), nor a fall to a
+    non-finite loss (``nonfinite-loss`` reports it).  A run whose manifest
+    records a ``loss_floor`` passes: ``loss-below-floor`` judges it exactly.
 
-    Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0); 1.0, 0.3,
-    0.0014, -0.0011 (noise at 0).  Fails: 1.05, 0.91, -0.76 (a fall of 1.67
-    after one of 0.14: 12x).
+    Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0); 0.3, 0.1,
+    0.0101, 0.0100, -0.002 (noise at 0 after a flat epoch: a fall of 0.012
+    against 1% of 0.3, 4x).  Fails: 1.05, 0.91, -0.76 (a fall of 1.67 after
+    one of 0.14: 12x).
     """
     v, _ = h.epoch_log(key)
     prev = np.full((len(v), 1), np.nan)
