@@ -180,6 +180,9 @@ def test_rules_lists_a_pack_once_and_renders_its_docs(tmp_path):
     for text in (cli("rules", "exploding-norm").stdout, cli("rules", "--checks").stdout):
         assert "``" not in text, "RST literals must be rendered, not printed"
     assert "allowed: absmax, l2, rms" in " ".join(cli("rules", "--checks").stdout.split())
+    applies = " ".join(cli("rules", "dead-bias-units").stdout.split())
+    assert "of role bias, of dtype float32, float64," in applies and "except ['*/beta', '*/key/bias']" in applies
+    assert "of a floating-point dtype" in " ".join(cli("rules", "dead-units").stdout.split())
 
 
 def test_all_rules_skipped_exits_0_nothing_selected_exits_5(runs):

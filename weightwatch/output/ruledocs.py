@@ -132,6 +132,10 @@ def _subjects_text(rule) -> str:
         parts.append(f"except {list(rule.exclude)}")
     if rule.role:
         parts.append(f"of role {', '.join(rule.role)}")
+    if rule.dtype == "float":
+        parts.append("of a floating-point dtype")
+    elif isinstance(rule.dtype, tuple):
+        parts.append(f"of dtype {', '.join(rule.dtype)}")
     if rule.trainable is not None:
         parts.append("whose variable is trainable" if rule.trainable else "whose variable is not trainable")
     if rule.frozen is not None:
