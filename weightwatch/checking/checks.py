@@ -813,6 +813,20 @@ def loss_back_to_chance(h: Histories, key, below, tolerance, max_ratio):
                    extra={"best": np.where(np.isfinite(prev_best), prev_best, np.nan)[:, None]})
 
 
+def _loss_floor(h: Histories) -> float | None:
+    """The manifest's ``loss_floor`` (the least value the compiled loss can take), or None."""
+    floor = h.run.manifest.get("loss_floor")
+    if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
+        return float(floor)
+    return None
+
+
+def _learning_rate_at(h: Histories, at: np.ndarray) -> np.ndarray | None:
+    """The logged ``learning_rate`` at the records ``at`` (NaN where absent), or None without one."""
+    lr, present = h.log("learning_rate")
+    return np.where(present, lr, np.nan)[at] if present.any() else None
+
+
 @check("loss-unbounded", scope=LOG,
        message="{key} is below 0 and falls faster every epoch: {loss:.4g}, its fall grown {limit:g}x or "
                "more each epoch for {records} epochs (the last {value:.3g}x)",
@@ -849,8 +863,7 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
     """
     v, _ = h.epoch_log(key)
-    floor = h.run.manifest.get("loss_floor")
-    if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
+    if _loss_floor(h) is not None:
         # The loss function is bounded below: it cannot fall without end (loss-below-floor judges
         # whether it stays above its floor), and a plateau escape towards the floor is no ascent.
         return Outcome(np.full((len(v), 1), np.nan), np.zeros((len(v), 1), dtype=bool), float(growth),
@@ -864,13 +877,10 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     speed = np.full(len(e), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         speed[2:] = np.where((fall[1:-1] > 0) & (e[1:-1] < 0) & (e[2:] < 0), fall[2:] / fall[1:-1], np.nan)
-    lr, present = h.log("learning_rate")
-    if present.any():
-        l = np.where(present, lr, np.nan)[at]
+    l = _learning_rate_at(h, at)
+    if l is not None:
         with np.errstate(invalid="ignore"):
-            rose = np.zeros(len(e), dtype=bool)
-            rose[1:] = l[1:] > l[:-1]
-        speed[rose] = np.nan
+            speed[1:][l[1:] > l[:-1]] = np.nan
     fast = ~_lt(speed, growth) & ~np.isnan(speed)
     out = np.full(len(v), np.nan)
     out[at] = speed
@@ -929,8 +939,7 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall):
     """
     v, _ = h.epoch_log(key)
     prev = np.full((len(v), 1), np.nan)
-    floor = h.run.manifest.get("loss_floor")
-    if isinstance(floor, (int, float)) and not isinstance(floor, bool) and np.isfinite(floor):
+    if _loss_floor(h) is not None:
         return Outcome(np.full((len(v), 1), np.nan), np.zeros((len(v), 1), dtype=bool), float(ratio),
                        subjects=[key], extra={"prev": prev, "loss": v[:, None]})
     at = np.flatnonzero(record_mask(h.records, EPOCHS))
@@ -943,9 +952,8 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall):
             base = np.where(np.isnan(before), np.nan, np.fmax(before, min_fall * scale[1:-1]))
             flip = (e[1:-1] > 0) & (e[2:] < 0) & np.isfinite(e[2:])
             value[2:] = np.where(flip & np.isfinite(base), (e[1:-1] - e[2:]) / base, np.nan)
-    lr, present = h.log("learning_rate")
-    if present.any():
-        l = np.where(present, lr, np.nan)[at]
+    l = _learning_rate_at(h, at)
+    if l is not None:
         with np.errstate(invalid="ignore"):
             value[1:][(l[1:] > l[:-1]) | (l[1:] <= LR_CUT * l[:-1])] = np.nan
     out = np.full(len(v), np.nan)
@@ -975,8 +983,8 @@ def loss_below_floor(h: Histories, key, tolerance):
     when every compiled loss is such a built-in); runs without one are
     skipped (a custom loss, cosine similarity and Poisson can go below 0).
     """
-    floor = h.run.manifest.get("loss_floor")
-    if not isinstance(floor, (int, float)) or isinstance(floor, bool) or not np.isfinite(floor):
+    floor = _loss_floor(h)
+    if floor is None:
         raise NotApplicable("the run records no loss_floor (a custom or possibly negative loss, or a "
                             "run recorded before weightwatch recorded it)")
     v, present = h.log(key)
