@@ -212,7 +212,7 @@ def test_loss_sign_flip_fails_when_the_loss_turns_over_in_one_epoch():
     f = first(run_check(_losses(FLIP), "loss-sign-flip"))
     # a fall of 1.669 across 0 after one of 0.143
     assert f.record == 3 and f.value == pytest.approx(1.669 / 0.143)
-    assert f.message == ("loss jumped across 0, from 0.907 to -0.762 in one epoch: a fall 11.7x the epoch "
+    assert f.message == ("loss fell from 0.907 to -0.762 in one epoch, to below 0: a fall 11.7x the epoch "
                          "before's (limit 5x)")
     assert run_check(_losses(FLIP), "loss-sign-flip", ratio=12).status == "passed"
 
@@ -252,6 +252,21 @@ def test_loss_sign_flip_passes_noise_around_a_loss_converged_near_zero():
     assert run_check(_losses([0.3, 0.1, 0.0101, 0.0100, -0.002]), "loss-sign-flip").status == "passed"
     # a flip of the loss's own size still counts
     assert first(run_check(_losses([1.0, 0.3, 0.29, -0.28]), "loss-sign-flip")).record == 4
+
+
+def test_loss_sign_flip_judges_a_jump_further_below_zero_by_the_loss_size():
+    # a negated crossentropy crossing 0 smoothly (1.2x), then taking over (zoo: cnn, epoch 6)
+    taking_over = [1.07, 0.284, 0.0406, 0.0117, -0.0231, -64.08]
+    f = first(run_check(_losses(taking_over), "loss-sign-flip"))
+    assert f.record == 6 and f.value == pytest.approx(64.06 / 0.0348, rel=1e-3)
+    assert run_check(_losses(taking_over), "loss-sign-flip", min_drop=100).status == "passed"
+    # negated from the start: -0.53, -5.17 (no fall before it), then -120
+    assert first(run_check(_losses([-0.525, -5.17, -120.1]), "loss-sign-flip")).record == 3
+    # a healthy NLL speeding its fall up 5.4x below 0, by 0.23x its largest size: converging
+    assert run_check(_losses([0.884, 0.193, -0.0465, -0.244, -0.282, -0.487, -0.619]),
+                     "loss-sign-flip").status == "passed"
+    assert first(run_check(_losses([0.884, 0.193, -0.0465, -0.244, -0.282, -0.487]), "loss-sign-flip",
+                           min_drop=0.2)).record == 6
 
 
 def test_loss_sign_flip_leaves_a_learning_rate_cut_alone_and_judges_a_smooth_decay():

@@ -94,5 +94,5 @@ def test_a_loss_term_whose_sign_flips_mid_run_is_caught_at_the_flip(tmp_path):
     report = weightwatch.check(tmp_path / "r")
     flip = next(r for r in report.results if r.id == "loss-sign-flip")
     assert flip.status == "failed", [(r.id, r.status) for r in report.results if r.status != "passed"]
-    assert flip.findings[0].epoch == 4 and "jumped across 0" in flip.findings[0].message
+    assert flip.findings[0].epoch == 4 and "to below 0" in flip.findings[0].message
     assert "wrong sign" in next(c for c in report.diagnosis if c.severity == "error").title
