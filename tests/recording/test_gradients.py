@@ -180,6 +180,36 @@ def test_slots_are_mapped_by_keras_index_not_by_name(tmp_path):
     assert got["twins/twin/kernel#1"] / got["twins/twin/kernel"] == pytest.approx(100, rel=0.5)
 
 
+@pytest.mark.parametrize("momentum", [0.9, 0.0], ids=["sgd-momentum", "sgd"])
+def test_a_learning_rate_cut_by_a_callback_before_the_recorder_is_no_gradient_jump(tmp_path, momentum):
+    """ReduceLROnPlateau ahead of the recorder cuts the rate to 1/100 at every epoch end: the
+    estimate divides by the rate the epoch trained at (the one it logged), not the next one."""
+    x, y = classification()
+    model = mlp()
+    model.compile(keras.optimizers.SGD(0.05, momentum=momentum), LOSS)
+    cut = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.01, patience=0, min_delta=100,
+                                            min_lr=0.0, verbose=0)
+    model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0, shuffle=True,
+              callbacks=[cut, weightwatch.WatchCallback(tmp_path / "run", check=False, verbose=0)])
+    run = weightwatch.open_run(tmp_path / "run")
+    lr = run.log("learning_rate")
+    assert lr[1:] == pytest.approx([0.05, 0.05, 5e-4])    # the rates the epochs trained at (cut after 2, 3)
+    # at 5e-4 the last epoch barely moves the weights: their gradient stays what it was
+    g = run.metric("grad_rms")
+    jump = g[-1] / g[-2]
+    assert ((2 / 3 < jump) & (jump < 1.5)).all(), jump   # 28x with momentum before
+    if not momentum:  # the update over the epoch's 12 steps at the rate it trained at, exactly
+        size = np.array([math.prod(t.shape) for t in run.tensors])
+        step_rms = run.metric("d_l2")[-1] / np.sqrt(size)
+        assert g[-1] == pytest.approx(step_rms / (5e-4 * len(x) / BATCH), rel=1e-4)   # 2x before
+    reference = tape_reference(model, x, y)
+    got = last_grad(run)
+    ratios = {p: got[p] / r[1] for p, r in reference.items() if p.endswith("kernel")}
+    assert all(1 / 4 <= q <= 4 for q in ratios.values()), {p: round(q, 2) for p, q in ratios.items()}
+    result = {r.id: r for r in evaluate(run, load_rules(use_project_config=False)).results}
+    assert result["exploding-gradients"].status == "passed"
+
+
 def test_no_estimate_where_the_optimizer_state_says_nothing(tmp_path):
     """null: frozen and non-trainable variables, unknown optimizers, SGD with weight decay."""
     x, y = classification()

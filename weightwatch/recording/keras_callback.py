@@ -280,7 +280,8 @@ class WatchCallback(keras.callbacks.Callback):
             if known:
                 self._chance_pending = False
                 self.session.annotate({"chance_loss": chance})
-        gradient = self._gradients.for_record(getattr(self.model, "optimizer", None))
+        gradient = self._gradients.for_record(getattr(self.model, "optimizer", None),
+                                              lr=logs.get("learning_rate"))
         if variables is None:
             variables = list(self._variables())
             if any(local_copies(v.handle) is not None for v in variables[:1]):  # several devices

@@ -19,12 +19,24 @@ Adagrad             ``adagrad-accum...`` ``sqrt((mean(acc) - initial_accumulator
 Adamax              ``adamax-norm``      ``mean(u)``: u is a running max of |g| per
                                          element, so this is a max-abs figure, above the
                                          RMS (1.6-2x it in the tests)
-SGD, momentum > 0   ``sgd-momentum``     ``rms(m) * (1 - momentum) / lr``
+SGD, momentum > 0   ``sgd-momentum``     ``rms(m) * (1 - momentum) / lr``, lr as the
+                                         buffer weighs it: ``lr + (lr_prev - lr) *
+                                         momentum^steps`` after the previous record's
 SGD, no momentum    ``sgd-update``       ``rms(W_t - W_t-1) / (lr * steps since the
-                                         previous record)``, lr averaged over the two
-                                         records, from the update the record computes
+                                         previous record)``, from the update the record
+                                         computes; a schedule's lr averaged over the
+                                         two records
 anything else       (``null``)           ``null``
 ==================  ===================  ===============================================
+
+``lr`` is the rate the last steps were taken at: the record's logged
+``learning_rate`` where there is one.  ``ReduceLROnPlateau`` and
+``LearningRateScheduler`` log the rate the epoch trained at before they
+change it, and may run before this callback at the end of an epoch; the
+optimizer's own rate is then already the next epoch's (a cut to 1/100
+read there made the momentum buffer's gradient 100x too large).  Keras'
+momentum buffer is a decaying sum of ``lr x g``: for an epoch after a cut
+it still holds the faster steps before it, hence the weighting above.
 
 The second-moment estimators (Adam, Nadam, RMSprop, Adagrad) estimate the
 RMS of the mini-batch gradient, noise included; the momentum and update
@@ -102,8 +114,11 @@ class GradientReader:
         """A new run: no previous record."""
         self._last = None
 
-    def for_record(self, optimizer):
-        """``gradient(variable) -> float | FromUpdate | None`` for this record, or None."""
+    def for_record(self, optimizer, lr=None):
+        """``gradient(variable) -> float | FromUpdate | None`` for this record, or None.
+
+        ``lr``: the learning rate the record logs (see the module doc), else the
+        optimizer's is read."""
         found = estimator(optimizer) if optimizer is not None else None
         if found is None:
             self._last = None
@@ -112,10 +127,12 @@ class GradientReader:
         opt = unwrap(optimizer)
         try:
             t = int(self.read(opt.iterations))
-            lr = float(self.read(opt.learning_rate))
+            if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+                lr = float(self.read(opt.learning_rate))
         except Exception:  # a learning rate that is no scalar, an optimizer not set up
             self._last = None
             return None
+        lr = float(lr)
         last, self._last = self._last, (id(opt), t, lr)
         if t <= 0 or not opt.built:
             return None
@@ -130,7 +147,11 @@ class GradientReader:
         if attr is None:  # plain SGD: from the update the record computes
             if last is None or last[0] != id(opt) or t <= last[1]:
                 return None
-            step = FromUpdate(0.5 * (lr + last[2]) * (t - last[1]))
+            # A schedule changes the rate every step: its mean over the steps is about the mean of
+            # the two ends.  A rate a callback sets holds for the epoch: the record's is the one.
+            scheduled = isinstance(getattr(opt, "_learning_rate", None),
+                                   keras.optimizers.schedules.LearningRateSchedule)
+            step = FromUpdate((0.5 * (lr + last[2]) if scheduled else lr) * (t - last[1]))
             return lambda v: step if position(v) is not None else None
         slots = getattr(opt, attr, None)
         if not slots:
@@ -139,7 +160,13 @@ class GradientReader:
         if name == "sgd-momentum":
             if not lr > 0:
                 return None
-            scale = (1.0 - float(opt.momentum)) / lr
+            momentum = float(opt.momentum)
+            rate = lr
+            if last is not None and last[0] == id(opt) and t > last[1]:
+                # Keras' buffer sums lr x g: the steps before a rate change still weigh in it,
+                # momentum^steps of them taken at the previous record's rate.
+                rate = lr + (last[2] - lr) * momentum ** (t - last[1])
+            scale = (1.0 - momentum) / rate
 
             def figure(a):
                 a = a.reshape(-1)
