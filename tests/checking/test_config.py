@@ -118,6 +118,10 @@ def test_discovery_nearest_wins_and_stops_at_repo_root(tmp_path):
     ("[[rule]]\nid = 'a'\ncheck = 'nonfinite'\nafter = 3\nuntil = 2\n", r'"until" \(2\) is before "after" \(3\)'),
     ("extends = ['defualt']\n", r'extends "defualt": no such pack \(did you mean "default"\?\)'),
     ("[override.no-such-rule]\nmax_ratio = 2\n", r'override for unknown rule "no-such-rule"'),
+    # a built-in rule "redefined" to tune it: pointed at [override.ID]
+    ("[[rule]]\nid = 'exploding-norm'\nmax_ratio = 8\n",
+     r'rule "exploding-norm" is already defined \(by .*default.toml:\d+\) .*write \[override.exploding-norm\]'),
+    ("[[rule]]\nid = 'a'\nmax_ratio = 8\n", r'rule "a": missing "check"'),
     ("disable = ['nonfinite-weight']\n", r'cannot disable unknown rule "nonfinite-weight" \(did you mean "nonfinite-weights"\?\)'),
     ("rules = []\n", r'unknown key "rules" \(did you mean "rule"\?\)'),
 ])

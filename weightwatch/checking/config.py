@@ -151,6 +151,12 @@ class _Builder:
         for data in rules:
             rid = data.get("id") if isinstance(data, dict) else None
             line = _line_of(text, rf'^\s*id\s*=\s*["\']{re.escape(str(rid))}["\']') if rid else None
+            if rid in self.rules and isinstance(data, dict) and "check" not in data:
+                # Meant to tune the rule it names, most likely: say how, not only what is missing.
+                raise RuleError(f'rule "{rid}" is already defined (by {self.rules[rid].source or "a pack"}) '
+                                f'and this [[rule]] has no "check": to change its options, write '
+                                f'[override.{rid}]; to replace it, give the new rule a "check"',
+                                path=source, line=line)
             rule = parse_rule(data, source=source, line=line)
             self.rules[rule.id] = rule
         overrides = doc.get("override", {})
