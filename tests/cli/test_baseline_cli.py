@@ -155,9 +155,22 @@ def test_diff_puts_the_changed_layer_first(runs):
     assert p.returncode == 0, p.stderr
     rows = [ln for ln in p.stdout.splitlines() if ln.startswith(("update ratio", "L2 norm", "gradient", "log"))]
     assert len(rows) == 5
-    frozen_layer = weightwatch.open_run(runs["pr-frozen"]).tensors[0].layer   # the first Dense
-    assert f" {frozen_layer}/" in rows[0] and " 0x " in rows[0], rows
+    run = weightwatch.open_run(runs["pr-frozen"])
+    frozen_layer = run.tensors[0].layer.split("/")[-1]   # the first Dense, without the model's name
+    assert f"  {frozen_layer}/" in rows[0] and " 0x " in rows[0], rows
+    assert f"tensor paths below are in model {run.model_name!r}" in p.stdout
     assert any(ch in p.stdout for ch in "▁▂▃▄▅▆▇█")
+
+
+def test_diff_sparklines_keep_a_spike_when_they_shorten_a_long_history():
+    from weightwatch.output.diff import _shared_sparklines
+
+    a = np.full(100, 1.0)
+    b = np.full(100, 1.0)
+    b[37] = 50.0                       # one record of 100 departs
+    spark_a, spark_b = _shared_sparklines(a, b, 24)
+    assert len(spark_a) == len(spark_b) == 24
+    assert "█" in spark_b and "█" not in spark_a
 
 
 def test_baseline_without_an_action_teaches_and_diff_of_a_missing_run_is_one_line(tmp_path):
