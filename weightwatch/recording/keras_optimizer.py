@@ -19,9 +19,11 @@ Adagrad             ``adagrad-accum...`` ``sqrt((mean(acc) - initial_accumulator
 Adamax              ``adamax-norm``      ``mean(u)``: u is a running max of |g| per
                                          element, so this is a max-abs figure, above the
                                          RMS (1.6-2x it in the tests)
-SGD, momentum > 0   ``sgd-momentum``     ``rms(m) * (1 - momentum) / lr``, lr as the
-                                         buffer weighs it: ``lr + (lr_prev - lr) *
-                                         momentum^steps`` after the previous record's
+SGD, momentum > 0   ``sgd-momentum``     ``rms(m) / W``, ``W`` the buffer's weight:
+                                         ``W_t = momentum^k W_prev + lr (1 -
+                                         momentum^k) / (1 - momentum)`` over the k
+                                         steps since the previous record, from 0 (at a
+                                         constant rate, ``rms(m) (1 - momentum) / lr``)
 SGD, no momentum    ``sgd-update``       ``rms(W_t - W_t-1) / (lr * steps since the
                                          previous record)``, from the update the record
                                          computes; a schedule's lr averaged over the
@@ -35,8 +37,9 @@ anything else       (``null``)           ``null``
 change it, and may run before this callback at the end of an epoch; the
 optimizer's own rate is then already the next epoch's (a cut to 1/100
 read there made the momentum buffer's gradient 100x too large).  Keras'
-momentum buffer is a decaying sum of ``lr x g``: for an epoch after a cut
-it still holds the faster steps before it, hence the weighting above.
+momentum buffer is a decaying sum of ``lr x g``: for records after a cut
+it still holds the faster steps before it, hence ``W``, carried from record
+to record (exact for a steady gradient, whatever the rates were).
 
 The second-moment estimators (Adam, Nadam, RMSprop, Adagrad) estimate the
 RMS of the mini-batch gradient, noise included; the momentum and update
@@ -62,6 +65,11 @@ from ..run.rows import FromUpdate
 
 #: Losses whose constant-predictor loss is known: the loss function Keras wraps, by name.
 _CROSSENTROPY = ("sparse_categorical_crossentropy", "categorical_crossentropy", "binary_crossentropy")
+
+
+def _geometric(ratio: float, n: int) -> float:
+    """1 + ratio + ... + ratio^(n-1)."""
+    return float(n) if ratio == 1 else (1.0 - ratio ** n) / (1.0 - ratio)
 
 
 def unwrap(optimizer):
@@ -108,7 +116,8 @@ class GradientReader:
 
     def __init__(self, read):
         self.read = read
-        self._last: tuple | None = None   # (optimizer id, iterations, lr) at the previous record
+        # (optimizer id, iterations, lr, momentum buffer's weight or None) at the previous record
+        self._last: tuple | None = None
 
     def reset(self) -> None:
         """A new run: no previous record."""
@@ -127,13 +136,26 @@ class GradientReader:
         opt = unwrap(optimizer)
         try:
             t = int(self.read(opt.iterations))
-            if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
                 lr = float(self.read(opt.learning_rate))
+            momentum = float(opt.momentum) if name == "sgd-momentum" else None
         except Exception:  # a learning rate that is no scalar, an optimizer not set up
             self._last = None
             return None
         lr = float(lr)
-        last, self._last = self._last, (id(opt), t, lr)
+        last = self._last
+        same = last is not None and last[0] == id(opt) and t >= last[1]
+        weight = None
+        if momentum is not None:
+            # Keras' buffer is m <- momentum * m - lr * g, from 0: for a steady gradient, g times
+            # the sum of momentum^j * lr over past steps.  Tracked from record to record, so a rate
+            # changed any number of times weighs its steps as long as they stay in the buffer.
+            if same and last[3] is not None:
+                k = t - last[1]
+                weight = last[3] * momentum ** k + lr * _geometric(momentum, k)
+            else:  # first record seen: as if the rate had been this one from the first step
+                weight = lr * _geometric(momentum, t)
+        self._last = (id(opt), t, lr, weight)
         if t <= 0 or not opt.built:
             return None
         index = opt._get_variable_index
@@ -145,7 +167,7 @@ class GradientReader:
                 return None  # not a variable this optimizer trains
 
         if attr is None:  # plain SGD: from the update the record computes
-            if last is None or last[0] != id(opt) or t <= last[1]:
+            if not same or t == last[1]:
                 return None
             # A schedule changes the rate every step: its mean over the steps is about the mean of
             # the two ends.  A rate a callback sets holds for the epoch: the record's is the one.
@@ -158,15 +180,9 @@ class GradientReader:
             return None
         read = self.read
         if name == "sgd-momentum":
-            if not lr > 0:
+            if not weight > 0:
                 return None
-            momentum = float(opt.momentum)
-            rate = lr
-            if last is not None and last[0] == id(opt) and t > last[1]:
-                # Keras' buffer sums lr x g: the steps before a rate change still weigh in it,
-                # momentum^steps of them taken at the previous record's rate.
-                rate = lr + (last[2] - lr) * momentum ** (t - last[1])
-            scale = (1.0 - momentum) / rate
+            scale = 1.0 / weight
 
             def figure(a):
                 a = a.reshape(-1)
