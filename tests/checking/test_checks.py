@@ -68,8 +68,18 @@ def test_dead_units_fraction():
 
 def test_oscillation_needs_patience():
     run = make_run({"a/kernel": {"d_cos": [None, None, -0.95, 0.2, -0.97, -0.99]}}, 6)
-    f = first(run_check(run, "oscillation", patience=2))
+    f = first(run_check(run, "oscillation", patience=2, min_ratio=0))
     assert f.record == 5
+
+
+def test_oscillation_leaves_a_bounce_at_the_minimum_alone():
+    """A reversal counts when the update rewrites min_ratio of the weights or more (l2 1.0 here)."""
+    cos = [None, None, -0.95, -0.97, -0.99]
+    jump = make_run({"a/kernel": {"d_cos": cos, "l2": 1.0, "d_l2": 0.3}}, 5)
+    bounce = make_run({"a/kernel": {"d_cos": cos, "l2": 1.0, "d_l2": 0.05}}, 5)
+    assert first(run_check(jump, "oscillation")).record == 2        # the check's default: 0.13
+    assert run_check(bounce, "oscillation").status == "passed"
+    assert first(run_check(bounce, "oscillation", min_ratio=0.04)).record == 2
 
 
 def test_update_disparity_against_last_tensor():

@@ -269,6 +269,16 @@ def test_loss_sign_flip_judges_a_jump_further_below_zero_by_the_loss_size():
                            min_drop=0.2)).record == 6
 
 
+def test_loss_sign_flip_leaves_a_return_across_zero_alone():
+    # a Gaussian NLL at a large step size: below 0, a spike above it, back below (review run)
+    assert run_check(_losses([-1.9, -2.16, 4.21, -0.81]), "loss-sign-flip").status == "passed"
+    assert run_check(_losses([-0.1, -0.28, 0.049, -0.345]), "loss-sign-flip").status == "passed"
+    # below 0, a rise, then a big fall: recovering, not a term taking over
+    assert run_check(_losses([-0.3, -0.35, -0.2, -1.2]), "loss-sign-flip").status == "passed"
+    # a loss landing on exactly 0 on its way down still crosses for the first time
+    assert first(run_check(_losses([1.0, 0.5, 0.0, -50.0]), "loss-sign-flip")).record == 4
+
+
 def test_loss_sign_flip_leaves_a_learning_rate_cut_alone_and_judges_a_smooth_decay():
     losses = [0.2, 0.05, 0.048, -0.1]
     cut = [1e-3, 1e-3, 1e-3, 1e-4]                   # ReduceLROnPlateau: a cut drops the loss at once

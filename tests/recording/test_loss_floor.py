@@ -37,8 +37,12 @@ def test_a_regulariser_with_the_wrong_sign_is_caught_by_the_loss_going_below_zer
     assert below.status == "failed" and "wrong sign" in report.diagnosis[0].title
 
 
-def test_a_custom_loss_negated_by_mistake_is_caught_by_its_unbounded_fall(tmp_path):
-    """A custom loss has no known floor, so loss-below-zero cannot judge it: its fall speeding up can."""
+@pytest.mark.parametrize("lr, fails, warns", [(1e-2, "loss-unbounded", None),
+                                              (3e-3, None, "loss-unbounded-slow")], ids=["fast", "slow"])
+def test_a_custom_loss_negated_by_mistake_is_caught_by_its_unbounded_fall(tmp_path, lr, fails, warns):
+    """A custom loss has no known floor, so loss-below-zero cannot judge it: its fall speeding up
+    can.  Growing by half an epoch (Adam at 1e-2) it fails; by a fifth (3e-3) it only warns, as a
+    healthy negative log-likelihood escaping a plateau can grow that fast."""
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(256, 8)).astype("float32")
@@ -49,16 +53,20 @@ def test_a_custom_loss_negated_by_mistake_is_caught_by_its_unbounded_fall(tmp_pa
 
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
                               keras.layers.Dense(1, name="o")], name="m")
-    model.compile(keras.optimizers.Adam(3e-3), negated_mse)
+    model.compile(keras.optimizers.Adam(lr), negated_mse)
     model.fit(x, y, epochs=8, batch_size=32, verbose=0,
               callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0)])
     run = weightwatch.open_run(tmp_path / "r")
     assert run.manifest["loss_floor"] is None
     report = weightwatch.check(tmp_path / "r")
-    unbounded = next(r for r in report.results if r.id == "loss-unbounded")
-    assert unbounded.status == "failed", [(r.id, r.status) for r in report.results if r.status != "passed"]
-    assert "falls faster every epoch" in unbounded.findings[0].message
-    assert "wrong sign" in next(c for c in report.diagnosis if c.severity == "error").title
+    status = {r.id: r.status for r in report.results}
+    assert status["loss-unbounded"] == ("failed" if fails else "passed"), status
+    assert status["loss-unbounded-slow"] == ("warning" if warns else "passed") or fails, status
+    flagged = next(r for r in report.results if r.id == (fails or warns))
+    assert "falls faster every epoch" in flagged.findings[0].message
+    assert "wrong sign" in report.diagnosis[0].title
+    if not fails:
+        return
     # the same model minimising its loss passes
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
@@ -96,3 +104,34 @@ def test_a_loss_term_whose_sign_flips_mid_run_is_caught_at_the_flip(tmp_path):
     assert flip.status == "failed", [(r.id, r.status) for r in report.results if r.status != "passed"]
     assert flip.findings[0].epoch == 4 and "to below 0" in flip.findings[0].message
     assert "wrong sign" in next(c for c in report.diagnosis if c.severity == "error").title
+
+
+def _gaussian_nll(y, out):
+    mu, var = out[:, :1], keras.ops.softplus(out[:, 1:]) + 1e-6
+    return keras.ops.mean(0.5 * keras.ops.log(var) + 0.5 * keras.ops.square(y - mu) / var)
+
+
+@pytest.mark.parametrize("seed, amp, freq, noise, lr, batch, epochs, quieted", [
+    (0, 0.7, 3, 0.003, 0.003, 64, 30, "loss-unbounded"),      # a plateau escape: -0.83, -0.85, -0.87 ...
+    (0, 0.5, 3, 0.01, 0.05, 32, 25, "loss-sign-flip"),        # a spike above 0 and back: -0.28, 0.05, -0.35
+    (1, 0.3, 6, 0.003, 0.02, 32, 30, "oscillating-updates"),  # Adam bouncing around its minimum
+], ids=["plateau-escape", "spike-and-back", "bounce-at-minimum"])
+def test_healthy_gaussian_nll_runs_pass(tmp_path, seed, amp, freq, noise, lr, batch, epochs, quieted):
+    """A Gaussian negative log-likelihood of a nearly noiseless target has no floor weightwatch
+    knows and falls below 0 as the model fits: healthy runs that tripped `quieted` before its
+    thresholds were checked against such runs (made for review, not in the zoo)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (256, 1)).astype("float32")
+    y = (amp * np.sin(freq * x) + noise * rng.standard_normal((256, 1))).astype("float32")
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(32, activation="tanh"),
+                              keras.layers.Dense(32, activation="tanh"), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.Adam(lr), _gaussian_nll)
+    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", check=False, verbose=0)])
+    run = weightwatch.open_run(tmp_path / "r")
+    assert run.manifest["loss_floor"] is None and np.nanmin(run.log("loss")) < 0
+    report = weightwatch.check(run)
+    failed = [(r.id, r.findings[0].message) for r in report.results if r.status == "failed"]
+    assert not failed, failed
+    assert next(r for r in report.results if r.id == quieted).status == "passed"   # judged, not skipped

@@ -425,18 +425,28 @@ def dead_units(h: Histories, max_fraction):
                                   minimum=-1),
                 "min_size": Option(int, 4, "skip tensors with fewer elements: the direction of a "
                                            "1-3 element update flips by chance", minimum=1),
+                "min_ratio": Option((int, float), 0.13,
+                                    "judge only updates of at least this ||dW|| / ||W||: a jump across "
+                                    "the valley, not a bounce at the bottom of it", minimum=0),
             }, judges=EPOCH_UPDATES)
-def oscillation(h: Histories, max_cos, min_size):
-    """Fails when consecutive updates point in opposite directions.
+def oscillation(h: Histories, max_cos, min_size, min_ratio):
+    """Fails when consecutive updates point in opposite directions, each rewriting the weights.
 
     Why: with a step size just above the stability limit, gradient descent
     overshoots the minimum and jumps back: the update of each record undoes
     the previous one (cosine near -1) while the loss stalls.  Healthy updates
-    are uncorrelated or aligned (cosine >= 0).
+    are uncorrelated or aligned (cosine >= 0), but a model that has reached
+    its minimum under a constant step size (Adam at 0.01, a few steps an
+    epoch) bounces around it and its epoch updates reverse too: by a few
+    percent of the weights, while those of an unstable descent rewrite a
+    fifth of them or more.  Updates smaller than ``min_ratio`` times the
+    weights' norm (``update-ratio``'s figure, floored the same way) are not
+    judged.
     """
     c = h("d_cos")
     with np.errstate(invalid="ignore"):
-        bad = np.less_equal(c, max_cos) & ~np.isnan(c) & (h("size") >= min_size)
+        bad = (np.less_equal(c, max_cos) & ~np.isnan(c) & (h("size") >= min_size)
+               & ~_lt(update_ratio(h, 1e-3), min_ratio))
     return Outcome(c, bad, float(max_cos))
 
 
@@ -837,9 +847,11 @@ def _learning_rate_at(h: Histories, at: np.ndarray) -> np.ndarray | None:
                                  "speeding up", above=1),
                 "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
                                   maximum=1000),
-                "min_fall": Option((int, float), 0.01,
-                                   "smallest fall that counts, relative to the loss before it (noise "
-                                   "around a converged loss is smaller)", minimum=0),
+                "min_fall": Option((int, float), 0.35,
+                                   "smallest fall that counts, relative to the loss before it: a loss "
+                                   "without a floor grows by a third or more an epoch, one converging "
+                                   "to its floor (a negative log-likelihood escaping a plateau) by less",
+                                   minimum=0),
             })
 def loss_unbounded(h: Histories, key, growth, records, min_fall):
     """Fails when a negative loss falls faster and faster: the optimizer climbs, not descends.
@@ -853,11 +865,16 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     judged at an epoch record is its fall over the fall of the epoch before,
     where the loss is below 0 at both ends of the later fall (the earlier
     one may start above 0: a loss crossing 0); a fall smaller than
-    ``min_fall`` times the loss before it does not count (noise around a
-    converged loss), and neither do epochs whose logged ``learning_rate``
+    ``min_fall`` times the loss before it does not count, and neither do
+    epochs whose logged ``learning_rate``
     rose (warm-up, a restart), since a larger step speeds up any fall.  A
     run whose manifest records a ``loss_floor`` passes: its loss is bounded
     below, and ``loss-below-floor`` judges whether it stays above the floor.
+    Why ``min_fall`` is large: a healthy negative log-likelihood that
+    escapes a plateau speeds its fall up for epochs too (-0.83, -0.85,
+    -0.87, -0.89, -0.92 ...), but by a few percent of the loss an epoch; a
+    loss without a floor grows by a third or more an epoch (by half, in the
+    run zoo's negated squared errors).
 
     Passes: -0.2, -0.39, -0.61, -0.78, -0.95 (falls 0.19, 0.22, 0.17, 0.17).
     Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
@@ -936,13 +953,16 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     non-finite loss (``nonfinite-loss`` reports it).  A run whose manifest
     records a ``loss_floor`` passes: ``loss-below-floor`` judges it exactly.
 
-    A loss already below 0 that falls by more than ``min_drop`` times its
-    largest size so far, many times faster than the epoch before, is the
-    same term taking over after it crossed (or a loss negated from the
-    start whose weights begin to blow up): it is judged the same way.  A
-    healthy loss converging below 0 falls by a fraction of its size (a
-    Gaussian NLL sped its fall up 5.4x from -0.28 to -0.49, a fall of 0.23x
-    its largest loss, 0.88).
+    A loss that has been below 0 before and comes back across it is
+    recovering from a spike, not flipping (a Gaussian NLL at a large step
+    size: -2.16, +4.21, -0.81), and is not judged.  A loss already below 0
+    that falls by more than ``min_drop`` times its largest size so far, many
+    times faster than it fell the epoch before, is the same term taking over
+    after it crossed (or a loss negated from the start whose weights begin
+    to blow up): it is judged the same way.  A healthy loss converging below
+    0 falls by a fraction of its size (a Gaussian NLL sped its fall up 5.4x
+    from -0.28 to -0.49, a fall of 0.23x its largest loss, 0.88); one that
+    rose the epoch before is recovering, and is not judged.
 
     Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0); 0.3, 0.1,
     0.0101, 0.0100, -0.002 (noise at 0 after a flat epoch: a fall of 0.012
@@ -965,7 +985,11 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
             base = np.where(np.isnan(before), np.nan, np.fmax(before, min_fall * scale[1:-1]))
             fall = e[1:-1] - e[2:]
             below = (e[2:] < 0) & np.isfinite(e[2:])
-            flip = below & ((e[1:-1] > 0) | ((e[1:-1] < 0) & (fall >= min_drop * scale[1:-1])))
+            # A crossing counts while the loss had never been below 0: one that was, rose across 0
+            # (a spike) and comes back is recovering.  Below 0, the epoch before must have fallen too.
+            never_below = ~np.logical_or.accumulate(np.where(np.isnan(e), False, e < 0))[:-2]
+            flip = below & (((e[1:-1] >= 0) & never_below)
+                            | ((e[1:-1] < 0) & (before > 0) & (fall >= min_drop * scale[1:-1])))
             value[2:] = np.where(flip & np.isfinite(base), fall / base, np.nan)
     l = _learning_rate_at(h, at)
     if l is not None:
