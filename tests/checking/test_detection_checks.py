@@ -279,6 +279,13 @@ def test_loss_sign_flip_leaves_a_return_across_zero_alone():
     assert first(run_check(_losses([1.0, 0.5, 0.0, -50.0]), "loss-sign-flip")).record == 4
 
 
+def test_loss_sign_flip_needs_the_loss_to_land_well_below_zero():
+    # a healthy NLL on a plateau near 0 dipping under it (held-out benchmark run): 0.063 -> -0.006
+    assert run_check(_losses([0.2, 0.063, 0.0626, -0.006]), "loss-sign-flip").status == "passed"
+    # the same fall to a quarter of the loss below 0 or further is a flip
+    assert first(run_check(_losses([0.2, 0.063, 0.0626, -0.016]), "loss-sign-flip")).record == 4
+
+
 def test_loss_sign_flip_leaves_a_learning_rate_cut_alone_and_judges_a_smooth_decay():
     losses = [0.2, 0.05, 0.048, -0.1]
     cut = [1e-3, 1e-3, 1e-3, 1e-4]                   # ReduceLROnPlateau: a cut drops the loss at once

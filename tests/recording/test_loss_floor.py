@@ -135,3 +135,22 @@ def test_healthy_gaussian_nll_runs_pass(tmp_path, seed, amp, freq, noise, lr, ba
     failed = [(r.id, r.findings[0].message) for r in report.results if r.status == "failed"]
     assert not failed, failed
     assert next(r for r in report.results if r.id == quieted).status == "passed"   # judged, not skipped
+
+
+def test_the_negative_losses_benchmark_runs_end_to_end(tmp_path):
+    """benchmarks/negative_losses.py, two healthy draws and one negated: its table and its truth."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import subprocess_env
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "negative_losses.py"
+    p = subprocess.run([sys.executable, str(script), "--healthy", "2", "--negated", "1", "--seed", "5",
+                        "--keep", str(tmp_path)], capture_output=True, text=True, env=subprocess_env(),
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Healthy runs failing (any error finding)" in p.stdout and "Negated losses (1)" in p.stdout
+    assert sorted(d.name for d in tmp_path.iterdir()) == ["healthy-000", "healthy-001", "negated-002"]
+    negated = weightwatch.open_run(tmp_path / "negated-002")
+    assert np.nanmax(negated.log("loss")) < 0        # a squared error with its sign flipped

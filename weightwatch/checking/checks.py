@@ -848,10 +848,10 @@ def _learning_rate_at(h: Histories, at: np.ndarray) -> np.ndarray | None:
                 "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
                                   maximum=1000),
                 "min_fall": Option((int, float), 0.35,
-                                   "smallest fall that counts, relative to the loss before it: a loss "
-                                   "without a floor grows by a third or more an epoch, one converging "
-                                   "to its floor (a negative log-likelihood escaping a plateau) by less",
-                                   minimum=0),
+                                   "smallest fall that counts, relative to the largest loss so far: a "
+                                   "loss without a floor grows by a third or more an epoch, one "
+                                   "converging to its floor (a negative log-likelihood escaping a "
+                                   "plateau) by less", minimum=0),
             })
 def loss_unbounded(h: Histories, key, growth, records, min_fall):
     """Fails when a negative loss falls faster and faster: the optimizer climbs, not descends.
@@ -865,7 +865,9 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     judged at an epoch record is its fall over the fall of the epoch before,
     where the loss is below 0 at both ends of the later fall (the earlier
     one may start above 0: a loss crossing 0); a fall smaller than
-    ``min_fall`` times the loss before it does not count, and neither do
+    ``min_fall`` times the largest loss so far (in size) does not count -
+    not the loss just before it, whose size is no yardstick right after it
+    crossed 0 - and neither do
     epochs whose logged ``learning_rate``
     rose (warm-up, a restart), since a larger step speeds up any fall.  A
     run whose manifest records a ``loss_floor`` passes: its loss is bounded
@@ -889,8 +891,9 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     e = v[at]
     fall = np.full(len(e), np.nan)
     fall[1:] = e[:-1] - e[1:]
+    scale = np.fmax.accumulate(np.where(np.isfinite(e), np.abs(e), np.nan))   # the loss's size so far
     with np.errstate(invalid="ignore"):
-        fall[1:][~(fall[1:] >= min_fall * np.abs(e[:-1]))] = np.nan   # too small to count
+        fall[1:][~(fall[1:] >= min_fall * scale[:-1])] = np.nan   # too small to count
     speed = np.full(len(e), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         speed[2:] = np.where((fall[1:-1] > 0) & (e[1:-1] < 0) & (e[2:] < 0), fall[2:] / fall[1:-1], np.nan)
@@ -906,6 +909,12 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     return Outcome(out[:, None], bad[:, None], float(growth), subjects=[key],
                    extra={"loss": v[:, None], "records": records})
 
+
+#: A loss term whose sign flipped lands about as far below 0 as the loss was above it (a
+#: crossentropy negated at 0.91 reads -0.76); a loss that only dips below 0 lands far closer to it
+#: (a healthy NLL near its floor: 0.063 to -0.006).  A crossing counts when it lands at least this
+#: fraction of the loss before it below 0.
+FLIP_DEPTH = 0.25
 
 #: A learning rate that fell to this fraction of the epoch before's or less was cut (a step decay,
 #: ReduceLROnPlateau), not decayed smoothly (exponential or cosine decay lose a few percent an
@@ -939,7 +948,7 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     the middle of a run (a loss weight scheduled through 0, a maximised
     objective switched on, a custom loss negated on some branch) turns the
     loss over at once: about the same size, the other sign, a fall many
-    times the previous epoch's; ``loss-unbounded`` needs three epochs of an
+    times the previous epoch's; ``loss-unbounded`` needs five epochs of an
     accelerating fall to say so.  The value judged at an epoch record whose
     loss is below 0 while the epoch before's was above it is its fall over
     the epoch before's fall, the latter taken as at least ``min_fall`` times
@@ -955,7 +964,8 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
 
     A loss that has been below 0 before and comes back across it is
     recovering from a spike, not flipping (a Gaussian NLL at a large step
-    size: -2.16, +4.21, -0.81), and is not judged.  A loss already below 0
+    size: -2.16, +4.21, -0.81), and is not judged; nor is one that lands
+    less than :data:`FLIP_DEPTH` of its size below 0 (it dipped under it).  A loss already below 0
     that falls by more than ``min_drop`` times its largest size so far, many
     times faster than it fell the epoch before, is the same term taking over
     after it crossed (or a loss negated from the start whose weights begin
@@ -988,7 +998,7 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
             # A crossing counts while the loss had never been below 0: one that was, rose across 0
             # (a spike) and comes back is recovering.  Below 0, the epoch before must have fallen too.
             never_below = ~np.logical_or.accumulate(np.where(np.isnan(e), False, e < 0))[:-2]
-            flip = below & (((e[1:-1] >= 0) & never_below)
+            flip = below & (((e[1:-1] >= 0) & never_below & (-e[2:] >= FLIP_DEPTH * e[1:-1]))
                             | ((e[1:-1] < 0) & (before > 0) & (fall >= min_drop * scale[1:-1])))
             value[2:] = np.where(flip & np.isfinite(base), fall / base, np.nan)
     l = _learning_rate_at(h, at)
