@@ -254,6 +254,15 @@ def test_loss_sign_flip_passes_noise_around_a_loss_converged_near_zero():
     assert first(run_check(_losses([1.0, 0.3, 0.29, -0.28]), "loss-sign-flip")).record == 4
 
 
+def test_loss_unbounded_after_a_large_positive_start_waits_for_falls_of_its_size():
+    # a loss that falls from 2.3, crosses 0 and then grows 1.5x an epoch: its falls count once they
+    # reach 35% of 2.3, and five accelerating ones later it fails
+    ascent = [2.3, 1.2, 0.6, 0.3, 0.12, 0.05] + [-0.05 * 1.5 ** i for i in range(20)]
+    f = first(run_check(_losses(ascent), "loss-unbounded", min_fall=0.35, records=5))   # the pack's
+    assert -ascent[f.record - 1] > 10 and f.record < len(ascent)
+    assert first(run_check(_losses(ascent), "loss-unbounded")).record < f.record        # the warning's
+
+
 def test_loss_sign_flip_judges_a_jump_further_below_zero_by_the_loss_size():
     # a negated crossentropy crossing 0 smoothly (1.2x), then taking over (zoo: cnn, epoch 6)
     taking_over = [1.07, 0.284, 0.0406, 0.0117, -0.0231, -64.08]
@@ -282,8 +291,13 @@ def test_loss_sign_flip_leaves_a_return_across_zero_alone():
 def test_loss_sign_flip_needs_the_loss_to_land_well_below_zero():
     # a healthy NLL on a plateau near 0 dipping under it (held-out benchmark run): 0.063 -> -0.006
     assert run_check(_losses([0.2, 0.063, 0.0626, -0.006]), "loss-sign-flip").status == "passed"
-    # the same fall to a quarter of the loss below 0 or further is a flip
-    assert first(run_check(_losses([0.2, 0.063, 0.0626, -0.016]), "loss-sign-flip")).record == 4
+    # landing well below 0, by a fall of half the loss's largest size or more, is a flip
+    assert first(run_check(_losses([0.2, 0.063, 0.0626, -0.05]), "loss-sign-flip")).record == 4
+    # noise around 0 after a shallow dip crosses it by a fraction of the loss's size (held-out run)
+    assert run_check(_losses([0.18, 0.1, 0.0626, -0.0061, 0.014, -0.0185]), "loss-sign-flip").status == "passed"
+    # ... and a shallow dip does not stop a later flip from being judged
+    dip_then_flip = [0.5, 0.2, 0.063, -0.006, 0.05, 0.04, 0.039, -0.9, -1.0]
+    assert first(run_check(_losses(dip_then_flip), "loss-sign-flip")).record == 8
 
 
 def test_loss_sign_flip_leaves_a_learning_rate_cut_alone_and_judges_a_smooth_decay():

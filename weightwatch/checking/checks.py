@@ -847,11 +847,11 @@ def _learning_rate_at(h: Histories, at: np.ndarray) -> np.ndarray | None:
                                  "speeding up", above=1),
                 "records": Option(int, 3, "consecutive epochs whose fall speeds up", minimum=1,
                                   maximum=1000),
-                "min_fall": Option((int, float), 0.35,
-                                   "smallest fall that counts, relative to the largest loss so far: a "
-                                   "loss without a floor grows by a third or more an epoch, one "
-                                   "converging to its floor (a negative log-likelihood escaping a "
-                                   "plateau) by less", minimum=0),
+                "min_fall": Option((int, float), 0.01,
+                                   "smallest fall that counts, relative to the largest loss so far "
+                                   "(the built-in loss-unbounded asks 0.35 and 5 epochs: a healthy "
+                                   "negative log-likelihood escaping a plateau speeds up too)",
+                                   minimum=0),
             })
 def loss_unbounded(h: Histories, key, growth, records, min_fall):
     """Fails when a negative loss falls faster and faster: the optimizer climbs, not descends.
@@ -872,11 +872,14 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     rose (warm-up, a restart), since a larger step speeds up any fall.  A
     run whose manifest records a ``loss_floor`` passes: its loss is bounded
     below, and ``loss-below-floor`` judges whether it stays above the floor.
-    Why ``min_fall`` is large: a healthy negative log-likelihood that
-    escapes a plateau speeds its fall up for epochs too (-0.83, -0.85,
-    -0.87, -0.89, -0.92 ...), but by a few percent of the loss an epoch; a
-    loss without a floor grows by a third or more an epoch (by half, in the
-    run zoo's negated squared errors).
+    The check's defaults are its sensitive side (the warning
+    ``loss-unbounded-slow``); the built-in error rule asks falls of 35% of
+    the largest loss for 5 epochs, because a healthy negative
+    log-likelihood speeds its fall up for epochs too, escaping a plateau
+    (-0.83, -0.85, -0.87, -0.89, -0.92 ...) or descending from a small
+    positive start (-0.003, -0.015, -0.03 ... -0.66, 1.6x an epoch for 8
+    epochs), while the run zoo's negated squared errors grow by half an
+    epoch and go on.
 
     Passes: -0.2, -0.39, -0.61, -0.78, -0.95 (falls 0.19, 0.22, 0.17, 0.17).
     Fails: -1.21, -1.8, -2.69, -3.98, -5.79 (falls 0.59, 0.89, 1.29, 1.81).
@@ -891,7 +894,11 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
     e = v[at]
     fall = np.full(len(e), np.nan)
     fall[1:] = e[:-1] - e[1:]
-    scale = np.fmax.accumulate(np.where(np.isfinite(e), np.abs(e), np.nan))   # the loss's size so far
+    # A fall's yardstick is the loss's largest size so far, not the loss just before the fall: right
+    # after a crossing that is near 0, and a healthy NLL descending from a small positive start
+    # grows 1.6x an epoch for 8 epochs there (-0.003, -0.015, -0.03 ... -0.66).  The price: after a
+    # large positive start, a negated loss counts only once its falls reach a third of that size.
+    scale = np.fmax.accumulate(np.where(np.isfinite(e), np.abs(e), np.nan))
     with np.errstate(invalid="ignore"):
         fall[1:][~(fall[1:] >= min_fall * scale[:-1])] = np.nan   # too small to count
     speed = np.full(len(e), np.nan)
@@ -915,6 +922,10 @@ def loss_unbounded(h: Histories, key, growth, records, min_fall):
 #: (a healthy NLL near its floor: 0.063 to -0.006).  A crossing counts when it lands at least this
 #: fraction of the loss before it below 0.
 FLIP_DEPTH = 0.25
+#: ... and moves it by about twice its size: a crossing counts when it falls by at least this
+#: fraction of the largest loss so far (noise around 0 crosses it by far less: 0.014 to -0.018,
+#: a healthy NLL whose loss had been 0.18).
+FLIP_SIZE = 0.5
 
 #: A learning rate that fell to this fraction of the epoch before's or less was cut (a step decay,
 #: ReduceLROnPlateau), not decayed smoothly (exponential or cosine decay lose a few percent an
@@ -965,7 +976,9 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     A loss that has been below 0 before and comes back across it is
     recovering from a spike, not flipping (a Gaussian NLL at a large step
     size: -2.16, +4.21, -0.81), and is not judged; nor is one that lands
-    less than :data:`FLIP_DEPTH` of its size below 0 (it dipped under it).  A loss already below 0
+    less than :data:`FLIP_DEPTH` of its size below 0, or falls by less than
+    :data:`FLIP_SIZE` of its largest size (it dipped under 0: noise).  A dip
+    that shallow does not count as having been below 0.  A loss already below 0
     that falls by more than ``min_drop`` times its largest size so far, many
     times faster than it fell the epoch before, is the same term taking over
     after it crossed (or a loss negated from the start whose weights begin
@@ -975,8 +988,9 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     rose the epoch before is recovering, and is not judged.
 
     Passes: 0.39, 0.18, -0.006, -0.2 (falls 0.21, 0.19 across 0); 0.3, 0.1,
-    0.0101, 0.0100, -0.002 (noise at 0 after a flat epoch: a fall of 0.012
-    against 1% of 0.3, 4x); 0.88, 0.19, -0.05, -0.24, -0.28, -0.49.  Fails:
+    0.0101, 0.0100, -0.002 (noise at 0 after a flat epoch: a fall of 0.012,
+    4x 1% of 0.3, to a landing 0.2x the loss below 0); 0.88, 0.19, -0.05,
+    -0.24, -0.28, -0.49.  Fails:
     1.05, 0.91, -0.76 (a fall of 1.67 after one of 0.14: 12x); 1.07, 0.28,
     0.012, -0.023, -64 (a fall of 64 after one of 0.035, 60x the largest loss).
     """
@@ -997,8 +1011,12 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
             below = (e[2:] < 0) & np.isfinite(e[2:])
             # A crossing counts while the loss had never been below 0: one that was, rose across 0
             # (a spike) and comes back is recovering.  Below 0, the epoch before must have fallen too.
-            never_below = ~np.logical_or.accumulate(np.where(np.isnan(e), False, e < 0))[:-2]
-            flip = below & (((e[1:-1] >= 0) & never_below & (-e[2:] >= FLIP_DEPTH * e[1:-1]))
+            # Been below 0: by a quarter of its size so far or more; a shallow dip, which is no flip
+            # either, does not stop a later crossing from being judged.
+            deep = np.where(np.isnan(e), False, (e < 0) & (-e >= FLIP_DEPTH * scale))
+            never_below = ~np.logical_or.accumulate(deep)[:-2]
+            flip = below & (((e[1:-1] >= 0) & never_below & (-e[2:] >= FLIP_DEPTH * e[1:-1])
+                             & (fall >= FLIP_SIZE * scale[1:-1]))
                             | ((e[1:-1] < 0) & (before > 0) & (fall >= min_drop * scale[1:-1])))
             value[2:] = np.where(flip & np.isfinite(base), fall / base, np.nan)
     l = _learning_rate_at(h, at)
