@@ -162,17 +162,6 @@ def test_diff_puts_the_changed_layer_first(runs):
     assert any(ch in p.stdout for ch in "▁▂▃▄▅▆▇█")
 
 
-def test_diff_sparklines_keep_a_spike_when_they_shorten_a_long_history():
-    from weightwatch.output.diff import _shared_sparklines
-
-    a = np.full(100, 1.0)
-    b = np.full(100, 1.0)
-    b[37] = 50.0                       # one record of 100 departs
-    spark_a, spark_b = _shared_sparklines(a, b, 24)
-    assert len(spark_a) == len(spark_b) == 24
-    assert "█" in spark_b and "█" not in spark_a
-
-
 def test_baseline_without_an_action_teaches_and_diff_of_a_missing_run_is_one_line(tmp_path):
     p = cli("baseline")
     assert p.returncode == 4 and "learn" in p.stdout and "weightwatch baseline learn" in p.stdout
