@@ -59,6 +59,13 @@ SEEDS = 5
 REFS = 3
 SEED_STEP = 10
 
+#: Configuration sets: the id letter and the offset of their zoo draws (the 4 indices of a
+#: family's configurations, mod 35, never overlap between sets).  ``tune`` is what the baseline
+#: rules were first calibrated on; ``heldout`` (other draws of the same families) was recorded
+#: after that calibration and scored once, then joined the tuning data; ``proof`` was recorded
+#: after the second calibration, for the figures the README reports as held out.
+CONFIG_SETS = {"tune": ("c", 0), "heldout": ("h", 20), "proof": ("p", 10)}
+
 #: Bump when what a case trains changes: cached cases of another version are recorded again.
 BENCH_VERSION = 1
 
@@ -127,12 +134,14 @@ class Case:
                    variant=d.get("variant", ""))
 
 
-def config_spec(family: str, c: int) -> zoo_specs.Spec:
-    """Configuration ``c`` (0-3) of a family: a zoo healthy draw, normalised for seed pairs."""
+def config_spec(family: str, c: int, config_set: str = "tune") -> zoo_specs.Spec:
+    """Configuration ``c`` (0-3) of a family in a :data:`CONFIG_SETS` set: a zoo healthy draw,
+    normalised for seed pairs."""
+    letter, offset = CONFIG_SETS[config_set]
     fi = FAMILIES.index(family)
-    i = (CONFIGS_PER_FAMILY * fi + c) % 35          # < 35: the zoo cycles optimizers there
+    i = (CONFIGS_PER_FAMILY * fi + c + offset) % 35   # < 35: the zoo cycles optimizers there
     s = zoo_specs.draw_healthy(family, i)
-    s = dataclasses.replace(s, id=f"{family}-c{c}", arch=dict(s.arch), callbacks=(), freq="epoch",
+    s = dataclasses.replace(s, id=f"{family}-{letter}{c}", arch=dict(s.arch), callbacks=(), freq="epoch",
                             validation_split=0.0)
     if s.schedule == "plateau":
         s.schedule = "constant"
@@ -173,32 +182,35 @@ def _variant(regression: str, c: int) -> str:
     return ""
 
 
-def configs() -> list[zoo_specs.Spec]:
-    return [config_spec(f, c) for f in FAMILIES for c in range(CONFIGS_PER_FAMILY)]
+def configs(config_set: str = "tune") -> list[zoo_specs.Spec]:
+    return [config_spec(f, c, config_set) for f in FAMILIES for c in range(CONFIGS_PER_FAMILY)]
 
 
-def healthy_cases() -> list[Case]:
+def healthy_cases(config_set: str = "tune") -> list[Case]:
     out = []
     for f in FAMILIES:
         for c in range(CONFIGS_PER_FAMILY):
-            base = config_spec(f, c)
+            base = config_spec(f, c, config_set)
             out += [_case(base, f, c, k) for k in range(SEEDS)]
     return out
 
 
-def regression_cases() -> list[Case]:
+def regression_cases(config_set: str = "tune") -> list[Case]:
     out = []
     for f in FAMILIES:
         for c in range(CONFIGS_PER_FAMILY):
-            base = config_spec(f, c)
+            base = config_spec(f, c, config_set)
             for cls, (fams, cs) in REGRESSIONS.items():
                 if f in fams and c in cs:
                     out.append(_case(base, f, c, 0, cls, _variant(cls, c)))
     return out
 
 
-def all_cases() -> list[Case]:
-    cases = healthy_cases() + regression_cases()
+def all_cases(config_set: str = "tune") -> list[Case]:
+    """Every case of a :data:`CONFIG_SETS` set, or of both (``"all"``)."""
+    if config_set == "all":
+        return [c for name in CONFIG_SETS for c in all_cases(name)]
+    cases = healthy_cases(config_set) + regression_cases(config_set)
     ids = [c.id for c in cases]
     assert len(set(ids)) == len(ids), "duplicate case ids"
     return cases
@@ -254,8 +266,10 @@ def summary(cases: list[Case]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--list", action="store_true", help="print every case as JSON, one a line")
+    ap.add_argument("--configs", choices=[*CONFIG_SETS, "all"], default="tune",
+                    help="configuration set (default: %(default)s)")
     args = ap.parse_args(argv)
-    cases = all_cases()
+    cases = all_cases(args.configs)
     if args.list:
         for c in cases:
             print(json.dumps(c.to_dict()))

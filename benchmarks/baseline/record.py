@@ -223,7 +223,7 @@ def _record_star(item):
 
 
 def select(args) -> list:
-    cases = bench_specs.fast_subset() if args.subset == "fast" else bench_specs.all_cases()
+    cases = bench_specs.fast_subset() if args.subset == "fast" else bench_specs.all_cases(args.configs)
     if args.only:
         pats = args.only.split(",")
         cases = [c for c in cases if any(fnmatch.fnmatchcase(c.id, p) for p in pats)]
@@ -239,6 +239,9 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated glob patterns over case ids")
     ap.add_argument("--limit", type=int, help="at most this many cases (after --only)")
     ap.add_argument("--subset", choices=["fast"], help="the test's tiny set (6 runs)")
+    ap.add_argument("--configs", choices=[*bench_specs.CONFIG_SETS, "all"], default="tune",
+                    help="configuration set: 'tune' (calibrated on), 'heldout' (proved on) or both "
+                         "(default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="record again even when finished")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
     args = ap.parse_args(argv)

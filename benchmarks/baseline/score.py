@@ -74,10 +74,11 @@ DEFAULT_CACHE = HERE / ".cache"
 # --------------------------------------------------------------------------- loading
 
 
-def load_cases(cache: Path, only: str | None = None):
-    """{id: Case} of the finished cases in the cache that match the current enumeration, and
-    {id: info}.  A case whose training raised is kept (its run is whatever was recorded)."""
-    current = {c.id: c for c in bench_specs.all_cases()}
+def load_cases(cache: Path, only: str | None = None, config_set: str = "tune"):
+    """{id: Case} of the finished cases in the cache that match the current enumeration (of one
+    :data:`bench_specs.CONFIG_SETS` set), and {id: info}.  A case whose training raised is kept
+    (its run is whatever was recorded)."""
+    current = {c.id: c for c in bench_specs.all_cases(config_set)}
     cases, infos, stale = {}, {}, 0
     for d in sorted(p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not (d / "info.json").exists():
@@ -92,6 +93,24 @@ def load_cases(cache: Path, only: str | None = None):
         cases[c.id] = c
         infos[c.id] = json.loads((d / "info.json").read_text())
     return cases, infos, stale
+
+
+def unhealthy_configs(cases: dict, infos: dict) -> dict[str, str]:
+    """{configuration: why} for configurations whose healthy seeds are not healthy runs: a seed
+    whose logged loss went non-finite (the configuration diverges, whatever the seed).  Its
+    pairs say nothing about seed-to-seed spread, and its regressions nothing about a change:
+    the tables leave them out and say so."""
+    bad: dict[str, list[int]] = defaultdict(list)
+    seeds: Counter = Counter()
+    for cid, c in cases.items():
+        if not c.healthy:
+            continue
+        seeds[c.config] += 1
+        loss = infos[cid].get("loss") or []
+        if any(v is None or not math.isfinite(v) for v in loss):
+            bad[c.config].append(c.seed_index)
+    return {cfg: f"the loss went non-finite in {len(ks)} of its {seeds[cfg]} seeds"
+            for cfg, ks in sorted(bad.items())}
 
 
 class Runs:
@@ -479,12 +498,17 @@ def main(argv=None) -> int:
     ap.add_argument("--lofo", action="append", default=[], metavar="RULE.OPTION=v1,v2,...",
                     help="leave-one-family-out calibration of one option (values most sensitive first)")
     ap.add_argument("--only", help="comma-separated globs over configurations or case ids")
+    ap.add_argument("--configs", choices=[*bench_specs.CONFIG_SETS, "all"], default="tune",
+                    help="configuration set: 'tune' (calibrated on) or 'heldout' (recorded after the "
+                         "calibration; its own --cache) (default: %(default)s)")
     ap.add_argument("--json", help="write every pair's outcome here")
     ap.add_argument("--no-lists", action="store_true", help="leave out the lists of failures and misses")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     cache = Path(args.cache)
-    cases, infos, stale = load_cases(cache, args.only)
+    cases, infos, stale = load_cases(cache, args.only, args.configs)
+    dropped = unhealthy_configs(cases, infos)
+    cases = {k: c for k, c in cases.items() if c.config not in dropped}
     overrides: dict = {}
     plain = load_ruleset(args.rules, {})
     for s in args.set:
@@ -498,6 +522,7 @@ def main(argv=None) -> int:
     head = [f"cache: {cache}: {len(cases)} cases ({n_h} healthy seeds, {len(cases) - n_h} regressions)"
             + (f"; {stale} stale cases ignored" if stale else "")
             + (f"; {len(train_err)} with a training error: {', '.join(train_err[:5])}" if train_err else ""),
+            *(f"dropped configuration {cfg} and its regressions: {why}" for cfg, why in dropped.items()),
             f"rules: default pack" + (f" + {args.rules}" if args.rules else "")
             + (f"; overrides {json.dumps(overrides)}" if overrides else ""), ""]
     parts = head + table_healthy(three, f"{bench_specs.REFS} references") + [""]

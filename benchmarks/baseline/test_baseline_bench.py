@@ -46,6 +46,34 @@ def test_enumeration_is_deterministic_and_round_trips():
         assert bs.Case.from_dict(json.loads(json.dumps(c.to_dict()))) == c
 
 
+def test_configuration_sets_are_disjoint_draws_of_the_same_make_up():
+    """Calibrated on one set, proved on another: no configuration may be in two sets."""
+    sets = {name: bs.all_cases(name) for name in bs.CONFIG_SETS}
+    specs = {name: {json.dumps({**c.spec.to_dict(), "id": "", "seed": 0}, sort_keys=True)
+                    for c in cases if c.healthy} for name, cases in sets.items()}
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not specs[a] & specs[b], (a, b)
+            assert not {c.data_seed for c in sets[a]} & {c.data_seed for c in sets[b]}
+    for name, cases in sets.items():
+        letter = bs.CONFIG_SETS[name][0]
+        assert all(c.config.rsplit("-", 1)[1].startswith(letter) for c in cases)
+        assert len(cases) == len(sets["tune"]) and {c.regression for c in cases} == {
+            c.regression for c in sets["tune"]}
+    assert len(bs.all_cases("all")) == sum(map(len, sets.values()))
+
+
+def test_a_configuration_whose_seeds_diverge_is_left_out():
+    score = _load("score")
+    cases = {c.id: c for c in bs.all_cases() if c.config in ("mlp-c0", "cnn-c0")}
+    infos = {cid: {"loss": [1.0, 0.5]} for cid in cases}
+    assert score.unhealthy_configs(cases, infos) == {}
+    infos["cnn-c0-s2"] = {"loss": [1.0, None]}        # NaN is null in strict JSON
+    assert score.unhealthy_configs(cases, infos) == {
+        "cnn-c0": "the loss went non-finite in 1 of its 5 seeds"}
+
+
 def test_sizes_families_and_pairs():
     cases = bs.all_cases()
     healthy = [c for c in cases if c.healthy]
