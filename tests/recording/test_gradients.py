@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -442,3 +443,21 @@ def test_healthy_runs_stay_quiet(tmp_path, build):
         assert by_id[rid].status == "passed", (rid, by_id[rid].note,
                                                [f.message for f in by_id[rid].findings])
     assert not report.failed, [f.message for r in report.failed for f in r.findings]
+
+
+def test_a_blown_up_momentum_buffer_is_read_without_overflow(tmp_path):
+    """SGD with momentum at a rate far too high: the buffer passes 1.8e19, whose square overflows
+    float32.  Recording neither warns nor loses the figure while it is still finite."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, name="h"),
+                              keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.SGD(0.5, momentum=0.9), "mse")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.fit(x, y, batch_size=32, epochs=2, verbose=0,
+                  callbacks=[weightwatch.WatchCallback(tmp_path / "r", check=False, verbose=0, freq=1)])
+    g = weightwatch.open_run(tmp_path / "r").metric("grad_rms")
+    assert np.nanmax(g[np.isfinite(g)]) > 1e19          # past float32's sqrt(max): the scaled sum

@@ -186,7 +186,17 @@ class GradientReader:
 
             def figure(a):
                 a = a.reshape(-1)
-                return math.sqrt(float(np.dot(a, a)) / a.size) * scale
+                with np.errstate(over="ignore", invalid="ignore"):
+                    ss = float(np.dot(a, a))
+                if not math.isfinite(ss):
+                    # a blown-up buffer overflows float32's sum of squares: scaled, in float64
+                    # (non-finite elements stay non-finite, and the figure is then None)
+                    big = float(np.max(np.abs(a)))
+                    if not math.isfinite(big) or big == 0:
+                        return math.nan
+                    b = a.astype(np.float64) / big
+                    return math.sqrt(float(np.dot(b, b)) / a.size) * big * scale
+                return math.sqrt(ss / a.size) * scale
         elif name == "adagrad-accumulator":
             a0 = opt.initial_accumulator_value  # as the slot holds it: float32(0.1) is not 0.1
 
