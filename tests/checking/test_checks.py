@@ -55,6 +55,40 @@ def test_unchanged_counts_nonfinite_update_as_change():
     assert first(run_check(run, "unchanged")).record == 1
 
 
+def _conv_bn(bias: dict, *, bn=True, kernel_d=1e-3):
+    """conv/kernel, conv/bias, then a BatchNorm over the bias's 10 channels (or a Dense)."""
+    nxt = {"bn/gamma": {}, "bn/beta": {}, "bn/moving_mean": {}} if bn else {"out/kernel": {}}
+    tensors = {"conv/kernel": {"d_l2": [None, kernel_d, kernel_d, kernel_d], "size": 90},
+               "conv/bias": {"size": 10, **bias}, **nxt}
+    shapes = {"conv/kernel": (3, 3, 1, 10), "conv/bias": (10,), "bn/gamma": (10,), "bn/beta": (10,),
+              "bn/moving_mean": (10,), "out/kernel": (10, 2)}
+    roles = {"bn/gamma": "scale", "bn/moving_mean": "moving_stat"}
+    return make_run(tensors, 4, shapes=shapes, roles=roles)
+
+
+def test_stalled_leaves_a_bias_batchnorm_cancels_to_its_kernel():
+    rounding = {"d_l2": [None, 3e-8, 6e-9, 2e-9], "changed": [None, 1, 1, 1]}
+    assert run_check(_conv_bn(rounding), "stalled").status == "passed"
+    # judging every bias, it is a stall; and so is the same bias without a BatchNorm after it
+    assert [f.tensor for f in run_check(_conv_bn(rounding), "stalled", cancelled=0).findings] == ["conv/bias"]
+    assert [f.tensor for f in run_check(_conv_bn(rounding, bn=False), "stalled").findings] == ["conv/bias"]
+
+
+def test_stalled_still_judges_a_bias_ahead_of_a_batchnorm_that_stops_or_stopped_learning():
+    # bit-identical at a record while its kernel moves (a dead ReLU's bias under an L2 penalty)
+    still = {"d_l2": [None, 3e-8, 0.0, 0.0], "changed": [None, 1, 0, 0]}
+    assert first(run_check(_conv_bn(still), "stalled")).record == 2
+    # ... also where the run has no "changed" column
+    unknown = {"d_l2": [None, 3e-8, 0.0, 0.0], "changed": [None, None, None, None]}
+    assert first(run_check(_conv_bn(unknown), "stalled")).record == 2
+    # it had learnt at its kernel's pace, then crept: not a cancelled bias
+    crept = {"d_l2": [None, 1e-3, 1e-4, 5e-9], "changed": [None, 1, 1, 1]}
+    assert first(run_check(_conv_bn(crept), "stalled")).record == 3
+    # the layer stops (a learning rate of 0): the kernel is judged, and the bias with it
+    stop = _conv_bn({"d_l2": [None, 1e-6, 0.0, 0.0], "changed": [None, 1, 0, 0]}, kernel_d=0.0)
+    assert {f.tensor for f in run_check(stop, "stalled").findings} == {"conv/kernel", "conv/bias"}
+
+
 def test_stalled_ignores_shrinking_but_nonzero_updates():
     run = make_run({"a/kernel": {"d_l2": [None, 1e-2, 1e-4, 1e-6]}}, 4)
     assert run_check(run, "stalled").status == "passed"
