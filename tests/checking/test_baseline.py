@@ -191,8 +191,9 @@ def test_one_reference_uses_the_single_tolerance(tmp_path, refs):
 def test_a_gradient_shifted_between_layers_fails_the_relative_check_a_global_one_does_not(tmp_path, refs):
     base = learn_baseline(refs)
     assert {"rel_grad_rms", "rel_update_ratio"} <= set(base.metrics)
-    # the whole network's gradient 2.5x: every tensor's own band sees it, the relative one not
-    everywhere = {p: 2.5 for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
+    # the whole network's gradient 6x: every tensor's own band (at least 4x) sees it, the
+    # relative one not
+    everywhere = {p: 6.0 for p in ("dense/kernel", "dense/bias", "dense_1/kernel")}
     glob = _baseline_results(check(_run(tmp_path / "all", grad=everywhere, jitter=0.05), baseline=base))
     assert glob["baseline-gradient"].status == "failed"
     assert glob["baseline-relative-gradient"].status == "passed"
