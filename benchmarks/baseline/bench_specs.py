@@ -61,9 +61,9 @@ SEED_STEP = 10
 
 #: Configuration sets: the id letter and the offset of their zoo draws (the 4 indices of a
 #: family's configurations, mod 35, never overlap between sets).  ``tune`` is what the baseline
-#: rules were first calibrated on; ``heldout`` (other draws of the same families) was recorded
-#: after that calibration and scored once, then joined the tuning data; ``proof`` was recorded
-#: after the second calibration, for the figures the README reports as held out.
+#: rules were calibrated on; ``heldout`` (other draws of the same families) was recorded after
+#: that calibration and scored once (it then showed one absolute-rule defect, fixed; no baseline
+#: width was chosen on it); ``proof`` was scored once, after every change.  See the README.
 CONFIG_SETS = {"tune": ("c", 0), "heldout": ("h", 20), "proof": ("p", 10)}
 
 #: Bump when what a case trains changes: cached cases of another version are recorded again.

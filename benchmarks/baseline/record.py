@@ -240,8 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, help="at most this many cases (after --only)")
     ap.add_argument("--subset", choices=["fast"], help="the test's tiny set (6 runs)")
     ap.add_argument("--configs", choices=[*bench_specs.CONFIG_SETS, "all"], default="tune",
-                    help="configuration set: 'tune' (calibrated on), 'heldout' (proved on) or both "
-                         "(default: %(default)s)")
+                    help="configuration set: 'tune' (calibrated on), 'heldout' or 'proof' (held out; "
+                         "see the README), or 'all' (default: %(default)s)")
     ap.add_argument("--force", action="store_true", help="record again even when finished")
     ap.add_argument("--log", help="append one JSON line per finished run to this file")
     args = ap.parse_args(argv)

@@ -96,10 +96,10 @@ def load_cases(cache: Path, only: str | None = None, config_set: str = "tune"):
 
 
 def unhealthy_configs(cases: dict, infos: dict) -> dict[str, str]:
-    """{configuration: why} for configurations whose healthy seeds are not healthy runs: a seed
-    whose logged loss went non-finite (the configuration diverges, whatever the seed).  Its
-    pairs say nothing about seed-to-seed spread, and its regressions nothing about a change:
-    the tables leave them out and say so."""
+    """{configuration: why} for configurations that diverge whatever the seed: every healthy
+    seed's logged loss went non-finite.  Their pairs say nothing about seed-to-seed spread and
+    their regressions nothing about a change: the tables leave them out and say so.  A
+    configuration only some of whose seeds diverge stays in (its failing pairs are counted)."""
     bad: dict[str, list[int]] = defaultdict(list)
     seeds: Counter = Counter()
     for cid, c in cases.items():
@@ -109,8 +109,8 @@ def unhealthy_configs(cases: dict, infos: dict) -> dict[str, str]:
         loss = infos[cid].get("loss") or []
         if any(v is None or not math.isfinite(v) for v in loss):
             bad[c.config].append(c.seed_index)
-    return {cfg: f"the loss went non-finite in {len(ks)} of its {seeds[cfg]} seeds"
-            for cfg, ks in sorted(bad.items())}
+    return {cfg: f"the loss went non-finite in all {seeds[cfg]} of its seeds"
+            for cfg, ks in sorted(bad.items()) if len(ks) == seeds[cfg]}
 
 
 class Runs:
@@ -499,8 +499,8 @@ def main(argv=None) -> int:
                     help="leave-one-family-out calibration of one option (values most sensitive first)")
     ap.add_argument("--only", help="comma-separated globs over configurations or case ids")
     ap.add_argument("--configs", choices=[*bench_specs.CONFIG_SETS, "all"], default="tune",
-                    help="configuration set: 'tune' (calibrated on) or 'heldout' (recorded after the "
-                         "calibration; its own --cache) (default: %(default)s)")
+                    help="configuration set: 'tune' (calibrated on), 'heldout' or 'proof' (held out; "
+                         "each its own --cache; see the README) (default: %(default)s)")
     ap.add_argument("--json", help="write every pair's outcome here")
     ap.add_argument("--no-lists", action="store_true", help="leave out the lists of failures and misses")
     args = ap.parse_args(argv)

@@ -70,8 +70,10 @@ def test_a_configuration_whose_seeds_diverge_is_left_out():
     infos = {cid: {"loss": [1.0, 0.5]} for cid in cases}
     assert score.unhealthy_configs(cases, infos) == {}
     infos["cnn-c0-s2"] = {"loss": [1.0, None]}        # NaN is null in strict JSON
-    assert score.unhealthy_configs(cases, infos) == {
-        "cnn-c0": "the loss went non-finite in 1 of its 5 seeds"}
+    assert score.unhealthy_configs(cases, infos) == {}  # one seed diverging: its pairs count
+    for k in range(5):
+        infos[f"cnn-c0-s{k}"] = {"loss": [1.0, None]}
+    assert score.unhealthy_configs(cases, infos) == {"cnn-c0": "the loss went non-finite in all 5 of its seeds"}
 
 
 def test_sizes_families_and_pairs():

@@ -376,7 +376,10 @@ def table_lead(outs) -> list[str]:
     other = [o for o in outs if o.growth_before_nan and o.label not in GROWTH_FAULTS]
     lines = [f"Lead time before the first non-finite record (a NaN/Inf weight or loss; faults of the classes "
              f"whose growth drives the NaN, where weights grew >= 2x before it; n = {len(g)})",
-             f"  {'class':20s} {'runs':>5s} {'flagged before':>15s} {'>= 2 records':>13s} {'median lead':>12s}  leads"]
+             "  (possible: the first non-finite record - the onset, the lead a flag at the onset would have; "
+             "'>= 2 where possible' counts the runs where that is 2 or more)",
+             f"  {'class':20s} {'runs':>5s} {'flagged before':>15s} {'>= 2 records':>13s} "
+             f"{'>= 2 where possible':>20s} {'median lead':>12s}  lead/possible"]
     for cls in FAULT_CLASSES:
         os_ = [o for o in g if o.label == cls]
         if not os_:
@@ -384,9 +387,13 @@ def table_lead(outs) -> list[str]:
         leads = [o.lead for o in os_ if o.lead is not None]
         before = [x for x in leads if x > 0]
         ge2 = [x for x in leads if x >= 2]
+        pairs = sorted((o.lead, o.lead + o.latency) for o in os_ if o.lead is not None and o.latency is not None)
+        can = [(a, b) for a, b in pairs if b >= 2]
         lines.append(f"  {cls:20s} {len(os_):5d} {len(before):8d} {_pct(len(before), len(os_))} "
                      f"{len(ge2):6d} {_pct(len(ge2), len(os_))} "
-                     f"{'' if not leads else f'{statistics.median(leads):g}':>12s}  {sorted(leads)}")
+                     f"{sum(a >= 2 for a, _ in can):6d} of {len(can):<2d} {_pct(sum(a >= 2 for a, _ in can), len(can))} "
+                     f"{'' if not leads else f'{statistics.median(leads):g}':>12s}  "
+                     + ", ".join(f"{a}/{b}" for a, b in pairs))
     if other:
         lines.append("  not counted (the NaN has another cause; weights also grew 2x): " + ", ".join(
             f"{cls} {[o.lead for o in other if o.label == cls]}" for cls in dict.fromkeys(o.label for o in other)))
