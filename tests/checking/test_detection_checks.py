@@ -227,7 +227,15 @@ def test_loss_sign_flip_passes_a_loss_that_crosses_zero_smoothly():
 def test_loss_sign_flip_from_a_plateau_or_a_rise():
     # no fall before it: the epoch before's fall counts as min_fall x the loss (0.0092)
     assert first(run_check(_losses([0.92, 0.92, -0.92]), "loss-sign-flip")).value == pytest.approx(1.84 / 0.0092)
-    assert first(run_check(_losses([0.9, 0.92, -0.92]), "loss-sign-flip")).record == 3
+    f = first(run_check(_losses([0.9, 0.92, -0.92]), "loss-sign-flip"))
+    assert f.record == 3
+    # the message says what the fall was measured against: not "the epoch before's" fall
+    assert ("a fall 200x the floor of the epoch before's fall (0.01 x the largest loss so far: the "
+            "epoch before rose) (limit 5x)") in f.message
+    f = first(run_check(_losses([0.92, 0.92, -0.92]), "loss-sign-flip"))
+    assert "the epoch before barely fell)" in f.message
+    f = first(run_check(_losses([1.05, 0.91, -0.76]), "loss-sign-flip"))
+    assert "a fall 11.9x the epoch before's (limit 5x)" in f.message
 
 
 def test_loss_sign_flip_leaves_known_floors_and_learning_rate_rises_alone():

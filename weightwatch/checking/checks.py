@@ -985,8 +985,8 @@ LR_CUT = 2 / 3
 
 @check("loss-sign-flip", scope=LOG,
        message="{key} fell from {prev:.4g} to {loss:.4g} in one epoch, to below 0: a fall {value:.3g}x "
-               "the epoch before's (limit {limit:g}x)",
-       metric="fall / previous fall", fields=("prev", "loss"), judges=EPOCHS, options={
+               "{against} (limit {limit:g}x)",
+       metric="fall / previous fall", fields=("prev", "loss", "against"), judges=EPOCHS, options={
                 "key": Option(str, "loss", "log entry to watch"),
                 "ratio": Option((int, float), 5.0,
                                 "smallest ratio of the fall across 0 to the epoch before's that "
@@ -1048,10 +1048,11 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     prev = np.full((len(v), 1), np.nan)
     if _loss_floor(h) is not None:
         return Outcome(np.full((len(v), 1), np.nan), np.zeros((len(v), 1), dtype=bool), float(ratio),
-                       subjects=[key], extra={"prev": prev, "loss": v[:, None]})
+                       subjects=[key], extra={"prev": prev, "loss": v[:, None], "against": ""})
     at = np.flatnonzero(record_mask(h.records, EPOCHS))
     e = v[at]
     value = np.full(len(e), np.nan)
+    prior = np.full(len(v), np.nan)       # the fall into the epoch before, at each judged record
     if len(e) >= 3:
         before = e[:-2] - e[1:-1]                       # the fall into the epoch before the flip
         scale = np.fmax.accumulate(np.where(np.isfinite(e), np.abs(e), np.nan))   # the loss's size so far
@@ -1069,6 +1070,18 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
                              & (fall >= FLIP_SIZE * scale[1:-1]))
                             | ((e[1:-1] < 0) & (before > 0) & (fall >= min_drop * scale[1:-1])))
             value[2:] = np.where(flip & np.isfinite(base), fall / base, np.nan)
+            prior[at[2:]] = np.where(before < min_fall * scale[1:-1], -np.inf, before)
+
+    def against(r: int, j: int) -> str:   # what the fall is measured against, in words
+        if prior[r] == -np.inf:
+            return (f"the floor of the epoch before's fall ({min_fall:g} x the largest loss so far: "
+                    f"the epoch before {'rose' if e_prev_rose(r) else 'barely fell'})")
+        return "the epoch before's"
+
+    def e_prev_rose(r: int) -> bool:
+        k = int(np.searchsorted(at, r))
+        return k >= 2 and e[k - 1] > e[k - 2]
+
     l = _learning_rate_at(h, at)
     if l is not None:
         with np.errstate(invalid="ignore"):
@@ -1078,7 +1091,7 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
     p = np.full(len(v), np.nan)
     p[at[1:]] = e[:-1]
     return Outcome(out[:, None], (~_lt(out, ratio) & ~np.isnan(out))[:, None], float(ratio),
-                   subjects=[key], extra={"prev": p[:, None], "loss": v[:, None]})
+                   subjects=[key], extra={"prev": p[:, None], "loss": v[:, None], "against": against})
 
 
 @check("loss-below-floor", scope=LOG,
