@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("--top", type=int, default=15, metavar="N", help="rows to show (default 15)")
 
     s = sub.add_parser("show", help="table of a run's tensors: shapes, flags, norms, updates",
-                       description="Show one row per tensor of a run, with a sparkline of its norm.")
+                       description="Show one row per tensor of a run, with a sparkline of its norm. "
+                                   "A model name every path starts with (spirals/...) is said once "
+                                   "above the table and left out of its paths; rules select tensors "
+                                   "with it or without it.")
     s.add_argument("run", metavar="RUN_DIR")
 
     r = sub.add_parser("rules", help="list the rules, or explain one (like `ruff rule`)",

@@ -200,7 +200,8 @@ def test_keyword_nan_selects_the_nan_rules(runs):
 
 def test_show(runs):
     r = cli("show", runs / "healthy")
-    assert r.returncode == 0 and "m/hidden/kernel" in r.stdout
+    assert r.returncode == 0 and "model 'm' (m/...)" in r.stdout
+    assert any(ln.split()[:1] == ["hidden/kernel"] for ln in r.stdout.splitlines())
 
 
 def test_check_never_imports_tensorflow(runs):

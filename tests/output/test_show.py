@@ -83,9 +83,12 @@ def test_show_real_run(recorded_run):
     assert str(run_dir) in header
     for part in ("source weightwatch", "records 4", "epochs 0–3", "tensors 4", "model tiny"):
         assert part in header, part
+    # every path is in model "tiny": said once, the table lists the paths without it
+    assert text.splitlines()[1] == "tensor paths below are in model 'tiny' (tiny/...)"
     l2, d_l2 = run.metric("l2"), run.metric("d_l2")
     for i, path in enumerate(paths):
-        line = line_of(text, path)
+        assert path.startswith("tiny/") and path not in text
+        line = line_of(text, path[len("tiny/"):])
         t = run.tensors[run.tensor_index(path)]
         cells = line.split()
         assert cells[1] == "×".join(map(str, t.shape)) and cells[2] == "float32" and cells[3] == "trainable"
@@ -143,7 +146,7 @@ def test_show_flags_ratios_and_nan(corner_run):
 def test_show_zero_start_bias_ratio_is_inf(tmp_path):
     d = record_arrays(tmp_path / "run", [{"m/b/bias": np.full(3, 0.5 * k, np.float32)} for k in range(2)])
     text, _ = render(weightwatch.open_run(d))
-    assert line_of(text, "m/b/bias").split()[4:6] == [fmt(math.sqrt(3 * 0.25)), "inf"]
+    assert line_of(text, "b/bias").split()[4:6] == [fmt(math.sqrt(3 * 0.25)), "inf"]
 
 
 def test_show_seed_run_has_unknown_flags_and_lists_problems(tmp_path):
@@ -181,10 +184,32 @@ def test_show_run_without_tensors(tmp_path):
 def test_show_long_run_sparkline_is_bounded(tmp_path):
     d = record_arrays(tmp_path / "run", [{"m/w/kernel": np.full((2, 2), 1.0 + k, np.float32)} for k in range(200)])
     text, _ = render(weightwatch.open_run(d), spark_width=20)
-    line = line_of(text, "m/w/kernel")
+    line = line_of(text, "w/kernel")
     spark = line.rstrip()[-20:]
     assert set(spark) <= set(BARS) and spark[0] == "▁" and spark[-1] == "█"
     assert "epochs 0–199" in text and "records 200" in text
+
+
+def test_show_states_the_model_prefix_once_and_keeps_the_paths_whole_at_80_columns(tmp_path):
+    """The demo's paths (spirals/hidden1/kernel ...) were elided by one character at 80 columns
+    to keep the trend: without the shared prefix they fit whole."""
+    names = {"spirals/hidden1/kernel": (5, 64), "spirals/bn/moving_variance": (64,),
+             "spirals/logits/kernel": (64, 3)}
+    d = record_arrays(tmp_path / "run", [{p: np.full(s, 1.0 + k, np.float32) for p, s in names.items()}
+                                         for k in range(13)], model="spirals")
+    console = Console(record=True, width=80)
+    render_show(weightwatch.open_run(d), console)
+    lines = console.export_text().splitlines()
+    assert lines[1] == "tensor paths below are in model 'spirals' (spirals/...)"
+    assert [ln.split()[0] for ln in lines[3:] if ln.strip()] == [
+        "hidden1/kernel", "bn/moving_variance", "logits/kernel"]
+    assert all(len(ln) <= 80 for ln in lines[1:]) and "…" not in console.export_text()
+    # a run whose tensors do not all carry the prefix keeps every path as it is
+    d2 = record_arrays(tmp_path / "mixed", [{"spirals/a/kernel": np.ones((2, 2), np.float32) * (k + 1),
+                                             "other/kernel": np.ones((2, 2), np.float32)}
+                                            for k in range(3)], model="spirals")
+    text, _ = render(weightwatch.open_run(d2))
+    assert "tensor paths below" not in text and line_of(text, "spirals/a/kernel")
 
 
 def test_show_fits_80_columns_eliding_long_names_in_the_middle(tmp_path):

@@ -64,11 +64,12 @@ def elide_middle(text: str, width: int) -> str:
 
 
 def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True,
-                name_width: int | None = None) -> Table:
+                name_width: int | None = None, model: str | None = None) -> Table:
     """The per-tensor table of :func:`render_show`, for callers that lay out their own output.
 
     ``name_width`` elides longer tensor paths in the middle (never wraps them);
-    ``spark_width=0`` leaves the trend column out.
+    ``spark_width=0`` leaves the trend column out; ``model`` is a prefix (``spirals/``) left
+    out of the paths (rules select tensors with it or without it).
     """
     table = Table(box=None, header_style="bold", pad_edge=False, show_edge=False)
     table.add_column("tensor", no_wrap=True)
@@ -82,14 +83,18 @@ def build_table(run, *, spark_width: int = SPARK_WIDTH, dtype: bool = True,
     table.add_column("Inf", justify="right", no_wrap=True)
     if spark_width:
         table.add_column("L2 trend", no_wrap=True)
-    for cells in _rows(run, spark_width=max(spark_width, 1), dtype=dtype):
+    for cells in _rows(run, spark_width=max(spark_width, 1), dtype=dtype, model=model):
         if name_width is not None:
             cells[0] = Text(elide_middle(cells[0].plain, name_width))
         table.add_row(*(cells if spark_width else cells[:-1]))
     return table
 
 
-def _rows(run, *, spark_width: int, dtype: bool) -> list[list]:
+def _local(path: str, model: str | None) -> str:
+    return path[len(model) + 1:] if model and path.startswith(model + "/") else path
+
+
+def _rows(run, *, spark_width: int, dtype: bool, model: str | None = None) -> list[list]:
     n = len(run.records)
     if n == 0:
         return []
@@ -109,7 +114,7 @@ def _rows(run, *, spark_width: int, dtype: bool) -> list[list]:
             l2_cell = Text("nan", style="bold red")  # no finite element left
         else:
             l2_cell = Text("–", style="dim")        # not recorded at the last record
-        rows.append([Text(visible(t.path)), Text(_shape(t.shape)), *([Text(visible(t.dtype or "?"))] if dtype else []),
+        rows.append([Text(visible(_local(t.path, model))), Text(_shape(t.shape)), *([Text(visible(t.dtype or "?"))] if dtype else []),
                      _flags(trainable[last, i], frozen[last, i]), l2_cell,
                      _update_ratio(d_l2[last, i], l2[last - 1, i] if last > 0 else math.nan),
                      _count(nan[last, i]), _count(inf[last, i]),
@@ -160,20 +165,28 @@ def render_show(run, console: Console | None = None, *, spark_width: int = SPARK
     """
     console = console or Console()
     console.print(_header(run), soft_wrap=True)
+    # Every path carries the model's name (``spirals/``): said once, as weightwatch diff does,
+    # so that the table's width goes to the part of the path that tells tensors apart.
+    model = run.model_name
+    if not (model and run.tensors and all(t.path.startswith(model + "/") for t in run.tensors)):
+        model = None
+    if model:
+        console.print(Text(f"tensor paths below are in model {model!r} ({model}/...)", style="dim"),
+                      soft_wrap=True)
     if run.tensors:
-        longest = max(len(visible(t.path)) for t in run.tensors)
+        longest = max(len(visible(_local(t.path, model))) for t in run.tensors)
         spark = min(spark_width, max(len(run.records), 1))
         for dtype, trend_on in ((True, True), (False, True), (False, False)):
             # The figures' own widths, measured; two spaces between columns.
             figures = [len(h) for h in _HEADERS if dtype or h != "dtype"]
-            for cells in _rows(run, spark_width=spark, dtype=dtype):
+            for cells in _rows(run, spark_width=spark, dtype=dtype, model=model):
                 figures = [max(w, c.cell_len) for w, c in zip(figures, cells[1:-1])]
             room = console.width - sum(figures) - 2 * len(figures) - (2 if trend_on else 0)
             name = max(MIN_NAME, min(longest, MAX_NAME, room - (min(MIN_SPARK, spark) if trend_on else 0)))
             trend = min(spark, room - name) if trend_on else 0
             if not trend_on or trend >= min(MIN_SPARK, spark):
                 break
-        console.print(build_table(run, spark_width=trend, dtype=dtype, name_width=name))
+        console.print(build_table(run, spark_width=trend, dtype=dtype, name_width=name, model=model))
     else:
         console.print(Text("no tensors recorded", style="dim"))
     if run.problems:
