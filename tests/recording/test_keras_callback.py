@@ -764,6 +764,7 @@ def test_variables_sharing_a_path_are_recorded_apart_and_restored(tmp_path):
     assert [v.path for v in model.weights][:2] == [v.path for v in model.weights][2:]
     run = weightwatch.open_run(run_dir)
     assert run.tensor_names == ["twins/d/kernel", "twins/d/bias", "twins/d/kernel#1", "twins/d/bias#1"]
+    assert [t.role for t in run.tensors] == ["kernel", "bias", "kernel", "bias"]   # "#1" is no role
     saved = {r: run.tensors_at(r) for r in (1, 2)}
     assert saved[2]["twins/d/kernel"].shape == (8, 4) and saved[2]["twins/d/kernel#1"].shape == (4, 1)
     for name in ("twins/d/kernel", "twins/d/kernel#1"):  # each compared with its own previous values

@@ -77,6 +77,9 @@ def where_label(epoch: int, batch: int | None = None) -> str:
 
 # -- tensors: identity and role -----------------------------------------------------------
 
+_DUPLICATE = re.compile(r"#\d+$")
+
+
 def layer_of(path: str) -> str:
     """The layer path of a tensor path: ``enc/dense/kernel`` -> ``enc/dense``; ``""`` for a bare name."""
     return path.rpartition("/")[0]
@@ -94,8 +97,12 @@ _ROLE_BY_NAME = {
 
 
 def tensor_role(name: str, ndim: int | None) -> str:
-    """Classify a tensor as kernel / bias / scale / embedding / moving_stat / other."""
-    leaf = name.rsplit("/", 1)[-1]
+    """Classify a tensor as kernel / bias / scale / embedding / moving_stat / other.
+
+    A second layer of the same name records ``dense/bias#1`` (:func:`unique_paths`): the
+    ``#1`` says which layer, not what the tensor is.
+    """
+    leaf = _DUPLICATE.sub("", name.rsplit("/", 1)[-1])
     role = _ROLE_BY_NAME.get(leaf)
     if role is None:
         if leaf.endswith("kernel"):
