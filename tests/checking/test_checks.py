@@ -1,5 +1,6 @@
 """Each check on hand-made histories: fires where it must, stays quiet where it must not."""
 
+import numpy as np
 import pytest
 
 from weightwatch.checking.checks import CHECKS
@@ -87,6 +88,60 @@ def test_stalled_still_judges_a_bias_ahead_of_a_batchnorm_that_stops_or_stopped_
     # the layer stops (a learning rate of 0): the kernel is judged, and the bias with it
     stop = _conv_bn({"d_l2": [None, 1e-6, 0.0, 0.0], "changed": [None, 1, 0, 0]}, kernel_d=0.0)
     assert {f.tensor for f in run_check(stop, "stalled").findings} == {"conv/kernel", "conv/bias"}
+
+
+def _stalled_biases(tensors: dict, shapes: dict, **options) -> list[str]:
+    roles = {p: "moving_stat" for p in tensors if "moving_mean" in p}
+    run = make_run({p: {"size": float(np.prod(shapes[p])), **cols} for p, cols in tensors.items()}, 4,
+                   shapes=shapes, roles=roles)
+    return [f.tensor for f in run_check(run, "stalled", **options).findings if "bias" in f.tensor]
+
+
+ROUNDING = {"d_l2": [None, 3e-8, 6e-9, 2e-9], "changed": [None, 1, 1, 1]}
+FAST = {"d_l2": [None, 1e-3, 1e-3, 1e-3]}
+
+
+def test_stalled_finds_the_batchnorm_of_a_branch_and_of_its_own_channels_only():
+    # model.weights lists a residual block depth by depth: the shortcut convolution's BatchNorm
+    # comes after the main path's convolution, not next to it
+    block = {"b0/kernel": FAST, "b0/bias": ROUNDING, "b2/kernel": FAST, "b2/bias": ROUNDING,
+             "b0bn/moving_mean": {}, "b2bn/moving_mean": {}}
+    shapes = {p: ((3, 3, 4, 8) if "kernel" in p else (8,)) for p in block}
+    assert _stalled_biases(block, shapes) == []
+    # a BatchNorm over another number of channels is not the one the bias feeds
+    shapes.update({"b0bn/moving_mean": (16,), "b2bn/moving_mean": (16,)})
+    assert _stalled_biases(block, shapes) == ["b0/bias", "b2/bias"]
+
+
+def test_stalled_measures_a_bias_against_the_slowest_of_its_own_layers_kernels():
+    shapes = {"rnn/kernel": (4, 8), "rnn/recurrent_kernel": (8, 8), "rnn/bias": (8,), "bn/moving_mean": (8,)}
+    slow = {"d_l2": [None, 5e-9, 5e-9, 5e-9]}
+    # the recurrent kernel moves 5x the bias only: not a bias BatchNorm cancels (the kernel is a stall too)
+    assert _stalled_biases({"rnn/kernel": FAST, "rnn/recurrent_kernel": slow, "rnn/bias": ROUNDING,
+                            "bn/moving_mean": {}}, shapes) == ["rnn/bias"]
+    # 20-50x slower than its kernel is cancelled at the default 1/10, judged at 1/100
+    kernel = {"d_l2": [None, 3e-7, 3e-7, 1e-7]}
+    bias = {"d_l2": [None, 9e-9, 9e-9, 4e-9], "changed": [None, 1, 1, 1]}
+    two = {"c/kernel": kernel, "c/bias": bias, "bn/moving_mean": {}}
+    two_shapes = {"c/kernel": (3, 3, 1, 8), "c/bias": (8,), "bn/moving_mean": (8,)}
+    assert _stalled_biases(two, two_shapes) == []
+    assert _stalled_biases(two, two_shapes, cancelled=100) == ["c/bias"]
+
+
+def test_stalled_tells_two_layers_of_the_same_name_apart():
+    # the second layer named "c" records c/kernel#1, c/bias#1: its bias is measured against its
+    # own kernel (fast), not the first layer's (stalled)
+    tensors = {"c/kernel": {"d_l2": [None, 5e-9, 5e-9, 5e-9]}, "c/bias": FAST, "bn/moving_mean": {},
+               "c/kernel#1": FAST, "c/bias#1": ROUNDING, "bn/moving_mean#1": {}}
+    shapes = {p: ((3, 3, 1, 8) if "kernel" in p else (8,)) for p in tensors}
+    assert _stalled_biases(tensors, shapes) == []
+
+
+def test_tensor_role_of_a_second_layer_of_the_same_name():
+    from weightwatch.run.schema import tensor_role
+
+    assert tensor_role("m/c/bias#1", 1) == "bias" and tensor_role("m/bn/moving_mean#2", 1) == "moving_stat"
+    assert tensor_role("m/c/kernel#1", 2) == "kernel" and tensor_role("m/c/bias", 1) == "bias"
 
 
 def test_stalled_ignores_shrinking_but_nonzero_updates():

@@ -18,6 +18,7 @@ does: a bad value is a configuration error, found when the rule loads.
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
@@ -359,10 +360,11 @@ def unchanged(h: Histories, tolerance):
                                     "smallest ||dW|| / ||W|| counted as learning", minimum=0),
                 "min_rms": Option((int, float), 1e-3, "norm floor per element for the ratio", above=0),
                 "cancelled": Option((int, float), 10.0,
-                                    "a bias feeding a BatchNorm (the next layer holds moving statistics "
-                                    "of its shape) that moved at under 1/this of its layer's kernels' "
-                                    "update ratio at every record has no gradient of its own and is "
-                                    "not judged while it moves; 0 judges every bias", minimum=0),
+                                    "a bias feeding a BatchNorm (one of the next few layers holds "
+                                    "moving statistics of its shape) that moved at under 1/this of "
+                                    "its layer's kernels' update ratio at every record has no "
+                                    "gradient of its own and is not judged while it moves; 0 judges "
+                                    "every bias", minimum=0),
             }, judges=UPDATE)
 def stalled(h: Histories, min_ratio, min_rms, cancelled):
     """Fails when a trainable tensor does not change between records.
@@ -376,12 +378,14 @@ def stalled(h: Histories, min_ratio, min_rms, cancelled):
     with Keras' default ``use_bias=True``) is subtracted again with the batch
     mean: its gradient is zero up to rounding, and under SGD it moves by
     rounding only, below any floor once a schedule decays.  Two facts tell
-    such a bias apart: the next layer holds moving statistics of its shape,
-    and it moves far slower than its own kernel at every record (in the run
-    zoo and the baseline benchmark, 10 times slower or more, most of them
-    over 1,000 times; a bias behind an activation ahead of the BatchNorm,
-    ``Dense(activation="relu") -> BatchNormalization``, learns, at a third of
-    its kernel's pace or faster).
+    such a bias apart: one of the next :data:`CANCELLED_WINDOW` layers with
+    weights holds moving statistics of its shape (``model.weights`` lists
+    parallel branches depth by depth, so a shortcut's BatchNorm may come after
+    the main path's convolution), and it moves far slower than its own
+    kernels at every record (in the run zoo and the baseline benchmark, 10
+    times slower or more, most of them over 1,000 times; a bias behind an
+    activation ahead of the BatchNorm, ``Dense(activation="relu") ->
+    BatchNormalization``, learns, at a third of its kernel's pace or faster).
     While it moves it is left to its kernel, which stalls with it when the
     layer really stops (a learning rate of 0, a cut connection).  A bias that
     did not move at all is still judged: that is a dead ReLU's, whose kernel
@@ -396,23 +400,41 @@ def stalled(h: Histories, min_ratio, min_rms, cancelled):
     return Outcome(r, bad, float(min_ratio))
 
 
+#: How many layers after a bias's own (in model order) a BatchNorm over its channels may come:
+#: ``model.weights`` lists the layers of parallel branches depth by depth (a ResNet's shortcut
+#: convolution, then the main path's, then their BatchNorms), not each one next to its consumer.
+CANCELLED_WINDOW = 4
+_COPY = re.compile(r"#\d+$")
+
+
+def _layer_key(t) -> str:
+    """The tensor's layer, told apart from another layer of the same name (``dense/bias#1``)."""
+    m = _COPY.search(t.path)
+    return t.layer + (m.group(0) if m else "")
+
+
 def _cancelled_biases(h: Histories, r: np.ndarray, min_rms: float, factor: float) -> np.ndarray:
-    """Per selected tensor: a bias ahead of a BatchNorm whose update ratio stayed under 1/factor
+    """Per selected tensor: a bias a BatchNorm follows, whose update ratio stayed under 1/factor
     of each of its layer's kernels' at every record where they moved (see :func:`stalled`)."""
     out = np.zeros(len(h.tensors), dtype=bool)
     run = h.run
-    order = list(dict.fromkeys(t.layer for t in run.tensors))      # layers in model order
-    after = {a: b for a, b in zip(order, order[1:])}
-    stats = {(t.layer, tuple(t.shape)) for t in run.tensors if t.role == "moving_stat" and t.shape}
+    order = list(dict.fromkeys(_layer_key(t) for t in run.tensors))     # layers in model order
+    place = {k: i for i, k in enumerate(order)}
+    stats: dict[str, set] = {}
     kernels: dict[str, list[int]] = {}
     for i, t in enumerate(run.tensors):
-        if t.role == "kernel":
-            kernels.setdefault(t.layer, []).append(i)
+        if t.role == "moving_stat" and t.shape:
+            stats.setdefault(_layer_key(t), set()).add(tuple(t.shape))
+        elif t.role == "kernel":
+            kernels.setdefault(_layer_key(t), []).append(i)
     for j, t in enumerate(h.tensors):
-        if (t.role != "bias" or not t.shape or t.layer not in kernels
-                or (after.get(t.layer), tuple(t.shape)) not in stats):
+        key = _layer_key(t)
+        if t.role != "bias" or not t.shape or key not in kernels:
             continue
-        kr = update_ratio(Histories(run, np.array(kernels[t.layer]), cache=h._cache), min_rms)
+        nxt = order[place[key] + 1:place[key] + 1 + CANCELLED_WINDOW]
+        if not any(tuple(t.shape) in stats.get(k, ()) for k in nxt):
+            continue
+        kr = update_ratio(Histories(run, np.array(kernels[key]), cache=h._cache), min_rms)
         with np.errstate(invalid="ignore", divide="ignore"):
             slowest = np.min(kr, axis=1)                 # NaN where any kernel has no ratio
             moving = np.isfinite(slowest) & (slowest > 0)
@@ -1074,13 +1096,14 @@ def loss_sign_flip(h: Histories, key, ratio, min_fall, min_drop):
 
     def against(r: int, j: int) -> str:   # what the fall is measured against, in words
         if prior[r] == -np.inf:
-            return (f"the floor of the epoch before's fall ({min_fall:g} x the largest loss so far: "
-                    f"the epoch before {'rose' if e_prev_rose(r) else 'barely fell'})")
+            return (f"the floor of the epoch before's fall, {min_fall:g} x the largest loss so far, "
+                    f"as the epoch before {_before(r)}")
         return "the epoch before's"
 
-    def e_prev_rose(r: int) -> bool:
+    def _before(r: int) -> str:
         k = int(np.searchsorted(at, r))
-        return k >= 2 and e[k - 1] > e[k - 2]
+        d = e[k - 1] - e[k - 2] if k >= 2 else np.nan
+        return "rose" if d > 0 else "did not fall" if d == 0 else "barely fell"
 
     l = _learning_rate_at(h, at)
     if l is not None:
