@@ -230,10 +230,12 @@ def test_loss_sign_flip_from_a_plateau_or_a_rise():
     f = first(run_check(_losses([0.9, 0.92, -0.92]), "loss-sign-flip"))
     assert f.record == 3
     # the message says what the fall was measured against: not "the epoch before's" fall
-    assert ("a fall 200x the floor of the epoch before's fall (0.01 x the largest loss so far: the "
-            "epoch before rose) (limit 5x)") in f.message
+    assert ("a fall 200x the floor of the epoch before's fall, 0.01 x the largest loss so far, as the "
+            "epoch before rose (limit 5x)") in f.message
     f = first(run_check(_losses([0.92, 0.92, -0.92]), "loss-sign-flip"))
-    assert "the epoch before barely fell)" in f.message
+    assert "as the epoch before did not fall (limit 5x)" in f.message
+    f = first(run_check(_losses([0.925, 0.92, -0.92]), "loss-sign-flip"))   # fell 0.005 < 0.00925
+    assert "as the epoch before barely fell (limit 5x)" in f.message
     f = first(run_check(_losses([1.05, 0.91, -0.76]), "loss-sign-flip"))
     assert "a fall 11.9x the epoch before's (limit 5x)" in f.message
 
