@@ -40,7 +40,8 @@ def render_diff(a, b, console: Console, *, top: int = 15, width: int = 24) -> in
     # Tensors are matched without the model's name (``sequential_3/``): the table leaves it out too.
     model = a.model_name
     if model and any(d.figure != "log" and d.subject.startswith(model + "/") for d in rows):
-        console.print(Text(f"tensor paths below are in model {model!r} ({model}/...)", style="dim"),
+        console.print(Text(f"tensor paths below are in model {visible(model)!r} ({visible(model)}/...)",
+                           style="dim"),
                       soft_wrap=True)
     names = [d.subject if d.figure == "log" else local_path(d.subject, model) for d in rows]
     # Sparklines give way before tensor paths do: a path folded mid-name is hard to read.

@@ -171,7 +171,8 @@ def render_show(run, console: Console | None = None, *, spark_width: int = SPARK
     if not (model and run.tensors and all(t.path.startswith(model + "/") for t in run.tensors)):
         model = None
     if model:
-        console.print(Text(f"tensor paths below are in model {model!r} ({model}/...)", style="dim"),
+        console.print(Text(f"tensor paths below are in model {visible(model)!r} ({visible(model)}/...)",
+                           style="dim"),
                       soft_wrap=True)
     if run.tensors:
         longest = max(len(visible(_local(t.path, model))) for t in run.tensors)
