@@ -44,3 +44,35 @@ def test_a_bias_batchnorm_subtracts_is_left_to_its_kernel(tmp_path):
     strict = weightwatch.load_rules([{"override": {"not-learning": {"cancelled": 0}}}])
     result = {x.id: x for x in weightwatch.check(tmp_path / "r", strict).results}["not-learning"]
     assert result.status == "failed" and result.findings[0].tensor == "m/conv/bias"
+
+
+def test_a_shortcut_convolution_whose_batchnorm_model_order_puts_later(tmp_path):
+    """A residual block with a projection shortcut: ``model.weights`` lists the layers depth by
+    depth, so the shortcut's BatchNorm is not the layer after its convolution."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8, 8, 2)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > x[..., 1].mean(axis=(1, 2))).astype("int32")
+    L = keras.layers
+    inp = keras.Input((8, 8, 2))
+    main = L.ReLU()(L.BatchNormalization(name="bn_a")(L.Conv2D(8, 3, padding="same", name="conv_a")(inp)))
+    main = L.BatchNormalization(name="bn_b")(L.Conv2D(8, 3, padding="same", name="conv_b")(main))
+    short = L.BatchNormalization(name="bn_s")(L.Conv2D(8, 1, name="conv_s")(inp))
+    out = L.Dense(2, activation="softmax", name="out")(L.GlobalAveragePooling2D()(L.ReLU()(L.Add()([main, short]))))
+    model = keras.Model(inp, out, name="m")
+    lr = keras.optimizers.schedules.ExponentialDecay(1e-3, decay_steps=16, decay_rate=0.1)
+    model.compile(keras.optimizers.SGD(lr), "sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", check=False, verbose=0)])
+    run = weightwatch.open_run(tmp_path / "r")
+    layers = list(dict.fromkeys(t.layer.rsplit("/", 1)[-1] for t in run.tensors))
+    assert layers[layers.index("conv_s") + 1] != "bn_s", layers     # not next to its conv
+    r = update_ratio(Histories(run, np.arange(len(run.tensors))), 1e-3)
+    slow = [t.path for i, t in enumerate(run.tensors) if t.role == "bias" and "conv" in t.path
+            and (r[1:, i] < 1e-8).any()]
+    assert any(p.endswith("conv_s/bias") for p in slow), slow
+    by_id = {x.id: x for x in weightwatch.check(tmp_path / "r").results}
+    assert by_id["not-learning"].status == "passed", by_id["not-learning"].findings
+    strict = weightwatch.load_rules([{"override": {"not-learning": {"cancelled": 0}}}])
+    result = {x.id: x for x in weightwatch.check(tmp_path / "r", strict).results}["not-learning"]
+    assert any(f.tensor.endswith("conv_s/bias") for f in result.findings), result.findings
