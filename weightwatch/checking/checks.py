@@ -18,12 +18,13 @@ does: a bad value is a configuration error, found when the rule loads.
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from ..run.schema import copy_suffix
 
 #: A check's subjects: one column per tensor; one per log key; or named by the check itself
 #: (a baseline check judges tensors and logs of the reference that the run may lack).
@@ -404,13 +405,11 @@ def stalled(h: Histories, min_ratio, min_rms, cancelled):
 #: ``model.weights`` lists the layers of parallel branches depth by depth (a ResNet's shortcut
 #: convolution, then the main path's, then their BatchNorms), not each one next to its consumer.
 CANCELLED_WINDOW = 4
-_COPY = re.compile(r"#\d+$")
 
 
 def _layer_key(t) -> str:
     """The tensor's layer, told apart from another layer of the same name (``dense/bias#1``)."""
-    m = _COPY.search(t.path)
-    return t.layer + (m.group(0) if m else "")
+    return t.layer + copy_suffix(t.path)
 
 
 def _cancelled_biases(h: Histories, r: np.ndarray, min_rms: float, factor: float) -> np.ndarray:

@@ -80,6 +80,12 @@ def where_label(epoch: int, batch: int | None = None) -> str:
 _DUPLICATE = re.compile(r"#\d+$")
 
 
+def copy_suffix(path: str) -> str:
+    """``#1`` for the tensors of a second layer of the same name (:func:`unique_paths`), else ``""``."""
+    m = _DUPLICATE.search(path)
+    return m.group(0) if m else ""
+
+
 def layer_of(path: str) -> str:
     """The layer path of a tensor path: ``enc/dense/kernel`` -> ``enc/dense``; ``""`` for a bare name."""
     return path.rpartition("/")[0]
