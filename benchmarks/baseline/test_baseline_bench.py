@@ -127,6 +127,8 @@ def test_regressions_change_what_they_say():
             assert h.spec.arch["act"] == "relu"
         if r.regression == "no-normalise":
             assert h.normalise
+        if r.regression == "labels-shuffled":   # a classifier's labels alone: the data, not the spec
+            assert r.family in bs.CLASSIFICATION_FAMILIES
 
 
 def test_specs_and_scoring_import_no_framework():
@@ -137,7 +139,7 @@ def test_specs_and_scoring_import_no_framework():
 
 
 def test_tiny_set_end_to_end(tmp_path):
-    """Record 4 seeds and 2 regressions of one configuration, then score them."""
+    """Record 4 seeds and 3 regressions of one configuration, then score them."""
     pytest.importorskip("keras")
     record = _load("record")
     cache = tmp_path / "bb"
@@ -156,14 +158,22 @@ def test_tiny_set_end_to_end(tmp_path):
     # seeds start from different weights; the lr regression from exactly seed 0's
     assert not (l2[f"{cfg}-s0"] == l2[f"{cfg}-s1"]).all()
     assert (l2[f"{cfg}-s0"] == l2[f"{cfg}-lr-3x-high"]).all()
+    # the labels permuted apart from their inputs: the model learns nothing its seeds learn
+    shuffled = json.loads((cache / f"{cfg}-labels-shuffled" / "info.json").read_text())
+    chance = runs[f"{cfg}-labels-shuffled"].manifest["chance_loss"]
+    assert shuffled["regression"]["shuffled"] > 0.5
+    assert shuffled["loss"][-1] > 0.9 * chance
+    assert all(json.loads((cache / f"{cfg}-s{k}" / "info.json").read_text())["loss"][-1] < 0.5 * chance
+               for k in range(4))
     pytest.importorskip("weightwatch.checking.baseline")
     score = _load("score")
     out = tmp_path / "outcomes.json"
     assert score.main(["--cache", str(cache), "--json", str(out), "--no-lists"]) == 0
     data = json.loads(out.read_text())
-    # 4 seeds: candidates s0 (refs s1-s3) and the two regressions (refs s1-s3); s1..s3 lack s4
-    assert {o["candidate"] for o in data["three_refs"]} == {f"{cfg}-s0", f"{cfg}-lr-3x-high", f"{cfg}-dropout-0.6"}
-    assert len(data["one_ref"]) == 5   # s0<-s1, s1<-s2, s2<-s3 and the two regressions <-s1
+    # 4 seeds: candidates s0 (refs s1-s3) and the three regressions (refs s1-s3); s1..s3 lack s4
+    assert {o["candidate"] for o in data["three_refs"]} == {
+        f"{cfg}-s0", f"{cfg}-lr-3x-high", f"{cfg}-dropout-0.6", f"{cfg}-labels-shuffled"}
+    assert len(data["one_ref"]) == 6   # s0<-s1, s1<-s2, s2<-s3 and the three regressions <-s1
     # the real CLI agrees with the scorer, with reference runs and with a learnt baseline file
     root = HERE.parent.parent
     env = dict(os.environ, PYTHONPATH=str(root))

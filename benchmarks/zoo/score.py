@@ -369,6 +369,46 @@ def table_variants(outs) -> list[str]:
     return lines
 
 
+def _best_over_chance(run, upto: int | None = None) -> float | None:
+    """The run's best epoch loss (records 1..upto-1) over its manifest's chance_loss, or None."""
+    chance = run.manifest.get("chance_loss") if run is not None else None
+    if not chance:
+        return None
+    loss = [float(x) for x in run.log("loss")[1:upto] if math.isfinite(x)]
+    return min(loss) / chance if loss else None
+
+
+def table_chance_overlap(outs, runs, cases_by_id) -> list[str]:
+    """Why the missed shuffles are not visible in what is recorded: their loss beside healthy runs'.
+
+    A model fed labels permuted apart from their inputs can fit nothing but the label marginal:
+    its loss sits near the chance loss.  So does a healthy model that has not started learning
+    yet (slow recurrent, embedding and conv nets), and the absolute pack sees only the loss and
+    the weights.  Each missed shuffle is listed with how many healthy runs were at least as stuck
+    (best loss at or above its best, over the chance loss): when that number is not 0, no rule
+    on the loss can flag the shuffle without failing those healthy runs.  A mid-run shuffle that
+    came before the loss had left chance changed nothing recorded either (its best before the
+    shuffle is listed).  Baseline gating, which compares against known-good runs of the same
+    configuration, is what catches it: see benchmarks/baseline (class labels-shuffled).
+    """
+    healthy = [b for o in outs if o.label == "healthy" and (b := _best_over_chance(runs.get(o.id))) is not None]
+    missed = [o for o in outs if o.label == "labels-shuffled" and not o.failed]
+    if not missed:
+        return []
+    lines = ["Missed label shuffles beside healthy runs (best epoch loss over the manifest's chance_loss;",
+             f"  'healthy as stuck': of the {len(healthy)} healthy runs with a chance_loss, those whose best is at or above it)",
+             f"  {'id':34s} {'variant':11s} {'best':>6s} {'before shuffle':>15s} {'healthy as stuck':>17s}"]
+    for o in sorted(missed, key=lambda o: o.id):
+        run = runs.get(o.id)
+        best = _best_over_chance(run)
+        inj = cases_by_id[o.id].truth.get("injection_record")
+        before = _best_over_chance(run, inj) if o.variant != "from-start" and inj else None
+        stuck = sum(b >= best for b in healthy) if best is not None else None
+        lines.append(f"  {o.id:34s} {o.variant:11s} {_num(best):>6s} {_num(before):>15s} "
+                     f"{'-' if stuck is None else stuck:>17}")
+    return lines
+
+
 def table_lead(outs) -> list[str]:
     """Lead time on the classes whose growth drives the NaN (specs.GROWTH_FAULTS); a class whose
     NaN has another cause (log(0)) but whose weights happened to grow 2x is listed apart."""
@@ -478,7 +518,7 @@ def summary_counts(cases, dropped) -> list[str]:
     return lines
 
 
-def render(outs, cases, dropped, ruleset, rules_label) -> str:
+def render(outs, cases, runs, dropped, ruleset, rules_label) -> str:
     by_id = {c.id: c for c in cases}
     parts = [f"rule pack: {rules_label}", ""]
     parts += summary_counts(cases, dropped) + [""]
@@ -486,6 +526,7 @@ def render(outs, cases, dropped, ruleset, rules_label) -> str:
     parts += table_recall(outs) + [""]
     parts += table_variants(outs) + [""]
     parts += table_lead(outs) + [""]
+    parts += table_chance_overlap(outs, runs, by_id) + [""]
     parts += table_families(outs) + [""]
     parts += table_optimizers(outs) + [""]
     parts += list_alarms(outs, by_id)
@@ -596,7 +637,7 @@ def main(argv=None) -> int:
     ev = evaluate_cases(cases, runs, ruleset, cache)
     outs = [judge(c, ev[c.id]) for c in cases]
     label = args.rules or "default (built-in, load_rules(use_project_config=False))"
-    text = render(outs, cases, dropped, ruleset, label)
+    text = render(outs, cases, runs, dropped, ruleset, label)
     if args.no_lists:
         text = text.split("\nFalse failures (healthy runs")[0]
     print(text)
