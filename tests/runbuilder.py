@@ -58,6 +58,8 @@ def healthy_row(spec: dict, record: int, first_record: int = 0) -> dict:
         "zero_frac": 0.0,
         "d_l2": None, "d_absmax": None, "changed": None, "dead_units": None, "d_cos": None,
         "grad_rms": None, "replica_spread": 0.0,  # as two replicas in agreement record it
+        # a kernel's as an L2(1e-4) regulariser records it; a bias has none
+        "penalty": 1e-4 * l2 * l2 if len(shape) >= 2 else None,
     }
     if age > 0:
         row.update(d_l2=0.05, d_absmax=0.05, changed=True, grad_rms=0.01)
@@ -159,7 +161,7 @@ def write_nan_run(run_dir) -> Path:
 DEFAULTS = dict(trainable=1.0, frozen=0.0, size=100.0, nan=0.0, inf=0.0, l2=1.0, mean=0.0, std=0.1,
                 min=-0.3, max=0.3, absmax=0.3, zero_frac=0.0, d_l2=0.01, d_absmax=0.001, changed=1.0,
                 dead_units=0.0, d_cos=0.1, grad_rms=np.nan,
-                replica_spread=np.nan)
+                replica_spread=np.nan, penalty=np.nan)
 
 
 def make_run(tensors: dict, records: int, logs: list | None = None, shapes: dict | None = None,

@@ -254,6 +254,11 @@ class Outcome:
     findings: list = field(default_factory=list)
 
 
+#: Fault classes that are part of the model itself when injected from the start: a rule can see
+#: them at record 0, before any training (a regulariser's penalty of the wrong sign).
+IN_THE_MODEL_AT_START = ("wrong-sign-reg",)
+
+
 def judge(c: Case, rows: list) -> Outcome:
     errors = [r for r in rows if r["severity"] == "error"]
     warnings = [r for r in rows if r["severity"] != "error"]
@@ -267,9 +272,13 @@ def judge(c: Case, rows: list) -> Outcome:
     if c.label != "healthy" and c.onset is not None:
         o.latency = first["record"] - c.onset
         inj = c.truth.get("injection_record")
+        if c.label in IN_THE_MODEL_AT_START and (c.spec.get("onset_epoch") or 1) <= 1:
+            inj = 0   # in the model before fit: record 0 holds it already
         o.before_injection = inj is not None and first["record"] < inj
-        # the first finding at or after onset: does it name the fault?
-        after = [r for r in errors if r["record"] >= c.onset] or errors
+        # the first finding at or after onset (or the first at all, when it caught the fault
+        # after its injection but before it showed): does it name the fault?
+        start = c.onset if o.before_injection else min(c.onset, first["record"])
+        after = [r for r in errors if r["record"] >= start] or errors
         r1 = min(r["record"] for r in after)
         where = set(c.where)
         o.on_target = any((r["tensor"] in where) if r["tensor"] is not None else c.label not in TENSOR_FAULTS

@@ -384,7 +384,10 @@ def _faulty(spec: Spec, v: View, out: dict) -> dict:
         if v.fault:
             ev["norm_end_over_ref"] = float(np.nanmax(v.l2[-1, v.fault] / np.fmax(v.l2[max(v.ref, 0), v.fault], 1e-12)))
         if onset is None:
-            label, reason = "healthy", "the wrong-sign penalty did not make its tensor grow"
+            # not healthy either: the bug is in the model (a rule reading the penalty sees it), it
+            # only did no visible harm within the run
+            label, reason = "dropped", ("the wrong-sign penalty did not make its tensor grow: a latent "
+                                        "bug, neither a healthy run nor a fault that showed")
     elif f == "wrong-sign-loss":
         onset = first_of(("loss below 0", v.negative_loss()), ("non-finite", nf),
                          ("kernel norm >= 2x", v.growth(kern, SYMPTOMS["growth"])))

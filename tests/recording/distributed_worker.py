@@ -82,9 +82,13 @@ x = rng.standard_normal((256, 8)).astype("float32")
 y = (x @ np.linspace(-1, 1, 8).astype("float32"))[:, None]
 
 
+def _out():  # with a regulariser: its penalty is recorded from process 0's host copy
+    return keras.layers.Dense(1, name="out", kernel_regularizer=keras.regularizers.L2(1e-4))
+
+
 def build():
     return keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="hidden"),
-                             keras.layers.Dense(1, name="out")], name="dp")
+                             _out()], name="dp")
 
 
 if backend == "torch":
@@ -113,7 +117,7 @@ if backend == "torch":
 
     def build():  # noqa: F811
         return AllReduced([keras.Input((8,)), keras.layers.Dense(16, activation="relu", name="hidden"),
-                           keras.layers.Dense(1, name="out")], name="dp")
+                           _out()], name="dp")
 
 
 class Fault(keras.callbacks.Callback):

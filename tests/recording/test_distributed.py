@@ -133,8 +133,10 @@ def test_several_devices_record_the_variable_as_the_model_holds_it(setup, tmp_pa
     assert_stats_are_of_the_tensors(run, report["weights"])
     # Two replicas (one per device), in agreement bit for bit at every record.
     assert (run.metric("replica_spread") == 0).all()
+    penalty = run.metric("penalty")[:, run.tensor_names.index("dp/out/kernel")]
+    assert (penalty > 0).all(), penalty        # L2(1e-4) of the weights every replica holds
     results = by_rule(run_dir)
-    assert results["replicas-diverged"].status == "passed"
+    assert results["replicas-diverged"].status == "passed" and results["negative-penalty"].status == "passed"
     assert not [r.id for r in results.values() if r.status == "failed"]
 
 
@@ -166,8 +168,10 @@ def test_two_processes_process_0_writes_and_every_check_passes(setup, tmp_path):
     assert reports[0]["weights"] == reports[1]["weights"]
     assert_stats_are_of_the_tensors(run, reports[1]["weights"])
     assert (run.metric("replica_spread") == 0).all()
+    penalty = run.metric("penalty")[:, run.tensor_names.index("dp/out/kernel")]
+    assert (penalty > 0).all(), penalty        # L2(1e-4) of the weights both processes hold
     results = by_rule(run_dir)
-    assert results["replicas-diverged"].status == "passed"
+    assert results["replicas-diverged"].status == "passed" and results["negative-penalty"].status == "passed"
     assert not [r.id for r in results.values() if r.status == "failed"]
     assert not (run_dir / "workers").exists() and not (run_dir / VERDICT).exists()
     assert seconds < LIMIT

@@ -46,7 +46,8 @@ def row(record: int, j: int) -> list:
                   zero_frac=0.25, d_l2=None if first else 0.1 * record, d_absmax=None if first else 0.01,
                   changed=None if first else j != 2, dead_units=None if j == 1 or first else j,
                   d_cos=None if record < 2 else -0.5, grad_rms=None if first or j == 1 else 1e-3 * j,
-                  replica_spread=None if j == 0 else 0.0 if record < 2 else 1e-4 * j)
+                  replica_spread=None if j == 0 else 0.0 if record < 2 else 1e-4 * j,
+                  penalty=None if j != 0 else -0.5 if record == 3 else 0.25 * record)
     return [values[c] for c in COLUMNS]
 
 
@@ -315,7 +316,7 @@ def test_odd_hand_made_figures_read_the_same_both_ways(tmp_path, parsed):
     inf = float("inf")
     odd = dict(trainable=0.5, frozen=0, size=2.5, nan=0, inf=1.9, l2=inf, mean=-inf, std=1e300,
                min=-1.0, max=1.0, absmax=1.0, zero_frac=0.0, d_l2=None, d_absmax=None, changed=0.7,
-               dead_units=1.9, d_cos=None, grad_rms=-inf, replica_spread=inf)
+               dead_units=1.9, d_cos=None, grad_rms=-inf, replica_spread=inf, penalty=-1e-300)
     w = RunWriter(tmp_path / "run", model_name="m")
     w.add_tensors([{"path": "m/d/kernel", "layer": "m/d", "shape": [2, 2], "dtype": "float32", "kind": "kernel"}])
     w.write_record(epoch=0, batch=None, step=0, trigger="begin", rows={"m/d/kernel": [odd[c] for c in COLUMNS]},

@@ -19,7 +19,7 @@ import pytest
 
 from weightwatch.run import stats
 from weightwatch.run.schema import (
-    COLUMNS, DELTA_COLUMNS, FIRST_COLUMNS, GRAD_COLUMNS, REPLICA_COLUMNS, STAT_COLUMNS,
+    COLUMNS, DELTA_COLUMNS, FIRST_COLUMNS, GRAD_COLUMNS, PENALTY_COLUMNS, REPLICA_COLUMNS, STAT_COLUMNS,
 )
 from weightwatch.run.stats import tensor_row
 
@@ -31,7 +31,8 @@ def rng(seed=0):
 
 
 def test_columns_layout():
-    assert COLUMNS == ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS + REPLICA_COLUMNS
+    assert COLUMNS == ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS + REPLICA_COLUMNS \
+        + PENALTY_COLUMNS
     # Columns are only ever appended: the first layout stays a prefix, so old runs still read.
     assert FIRST_COLUMNS == ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS
     row, _ = tensor_row(np.ones(3, np.float32))

@@ -633,6 +633,52 @@ def update_jump(h: Histories, max_jump, window, min_rms):
         network[:, None], jump.shape)})
 
 
+# -- regularisation penalties ---------------------------------------------------------
+
+@check("negative-penalty",
+       message="{tensor}'s regularisation penalty is {value:.3g} at {where}, below {limit:g}: a "
+               "penalty below 0 rewards the weights for growing",
+       metric="penalty", needs=("penalty",),
+       keywords=("regulariser", "regularizer", "regularisation", "regularization", "penalty"),
+       options={
+                "min": Option((int, float), 0.0, "lowest penalty a regulariser of the right sign "
+                              "gives"),
+            })
+def negative_penalty(h: Histories, min):
+    """Fails when a weight's regularisation penalty is below 0.
+
+    Why: a weight regulariser (a layer's ``kernel_regularizer``, a custom
+    ``keras.regularizers.Regularizer``) is a penalty added to the loss, so
+    minimising the loss keeps the weights small: L1, L2, L1L2 and
+    orthogonality penalties are sums of magnitudes, never below 0.  One that
+    returns its negative (``return -self.l2 * ops.sum(ops.square(w))``) pays
+    the optimizer for every unit the weights grow; they drift outward for as
+    long as training lasts, at a pace a healthy run's weights can also grow
+    at, and the loss stays above 0 when the penalty is small beside it, so
+    neither the norms nor the loss show it early.  The recorder evaluates
+    each regularised tensor's penalty at every record (``penalty``: what
+    training adds to the loss for that tensor, null without a regulariser);
+    the first record whose penalty is below 0 names the tensor, before
+    training has moved it at all when the penalty is wrong from the start.
+    Skipped for runs without regularisers and runs recorded before
+    weightwatch read them.  A deliberately negative term (a reward for
+    spread-out weights) is the one legitimate case: lower ``min`` or disable
+    the rule for it.
+
+    Passing: ``penalty`` ``0.0106, 0.0106, 0.0105``.  Failing: ``-0.0873``.
+    """
+    p = h("penalty")
+    if np.isnan(p).all():
+        if not h.run.has_column("penalty"):
+            raise NotApplicable("the run has no penalty column (recorded before weightwatch read "
+                                "regularisers)")
+        if h.run.source != "weightwatch":
+            raise NotApplicable("a weight dump records no regularisers")
+        raise NotApplicable("no penalty recorded for the selected tensors (no weight regulariser, "
+                            "or one that could not be evaluated: see the recording's warnings)")
+    return Outcome(p, _lt(p, min), float(min))
+
+
 # -- gradients (from the optimizer's state) -------------------------------------------
 def _gradients(h: Histories) -> np.ndarray:
     """The selected tensors' ``grad_rms``; NotApplicable when the run holds no estimate."""

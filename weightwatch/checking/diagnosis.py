@@ -44,9 +44,9 @@ CAUSES = {
         "connections."),
     "wrong-sign": (
         "a loss or penalty term has the wrong sign",
-        "The loss went below what its loss function can reach, or keeps falling faster below 0: "
-        "check the sign of custom regularisers and loss terms; the optimizer is climbing the loss, "
-        "rewarded for making the model worse."),
+        "A weight's penalty is below 0, the loss went below what its loss function can reach, or "
+        "it keeps falling faster below 0: check the sign of custom regularisers and loss terms; the "
+        "optimizer is climbing the loss, rewarded for making the model worse."),
     "signal-lost": (
         "the loss climbed back to chance: what the model had learnt is gone",
         "Check that labels still line up with their inputs after any shuffle, split or resharding "
@@ -79,7 +79,8 @@ CAUSE_OF_CHECK = {
     "norm-runaway": "divergence", "norm-limit": "divergence", "loss-divergence": "divergence",
     "oscillation": "divergence", "unchanged": "frozen-changed", "stalled": "not-learning",
     "dead-units": "dead-units", "update-disparity": "vanishing", "loss-plateau": "plateau",
-    "loss-below-floor": "wrong-sign", "grad-disparity": "vanishing", "grad-growth": "divergence",
+    "loss-below-floor": "wrong-sign", "negative-penalty": "wrong-sign", "grad-disparity": "vanishing",
+    "grad-growth": "divergence",
     "loss-at-chance": "not-learning", "update-jump": "divergence",
     "loss-above-chance": "divergence", "loss-unbounded": "wrong-sign", "loss-sign-flip": "wrong-sign",
     "loss-back-to-chance": "signal-lost",

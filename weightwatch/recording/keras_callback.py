@@ -14,6 +14,8 @@ Keras APIs are used in the hot path (``keras.ops.convert_to_numpy``,
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -121,6 +123,7 @@ class WatchCallback(keras.callbacks.Callback):
         self._step = 0
         self._gradients = GradientReader(self._scalar)
         self._chance_pending = True
+        self._penalty_failed: set[int] = set()   # variables whose regulariser failed, warned once
 
     @property
     def halted(self) -> str | None:
@@ -294,7 +297,7 @@ class WatchCallback(keras.callbacks.Callback):
                 return self._fetch(handle) if array is None else array
         reason = self.session.record(variables, fetch, epoch=epoch, batch=batch, step=self._step,
                                      trigger=trigger, logs=logs, gradient=gradient,
-                                     replica_spread=spreads)
+                                     replica_spread=spreads, penalty=self._penalty)
         if reason:
             self.model.stop_training = True
         return reason
@@ -360,6 +363,34 @@ class WatchCallback(keras.callbacks.Callback):
         for v, chain, name, layer_path in cache[1]:
             frozen = not model.trainable if chain is None else not all(layer.trainable for layer in chain)
             yield Variable(v, name, v.trainable, frozen, layer_path)
+
+    def _penalty(self, v, array: np.ndarray) -> float | None:
+        """``v``'s regularisation penalty as training adds it to the loss, or None without one.
+
+        Keras keeps a weight's regulariser on the variable (``add_weight(regularizer=...)``,
+        a layer's ``kernel_regularizer``) and adds ``variable.regularizer(value)`` to the loss at
+        every step, summed if it is not a scalar.  The same call, on the host copy this record
+        holds: the penalty is exactly that of the recorded weights, and nothing runs on a
+        variable another process shares (data parallelism over several processes).  A
+        regulariser with state of its own (one drawing random numbers) has it advanced by the
+        call.  One that cannot be evaluated outside a training step is reported once and
+        recorded as null.
+        """
+        regularizer = getattr(v, "regularizer", None)
+        if regularizer is None:
+            return None
+        try:
+            value = regularizer(keras.ops.convert_to_tensor(array))
+            value = float(np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64).sum())
+        except Exception as exc:   # a user's regulariser: recording must not stop training
+            key = id(v)
+            if key not in self._penalty_failed:
+                self._penalty_failed.add(key)
+                warnings.warn(f"weightwatch: the regulariser of {getattr(v, 'path', v)} could not be "
+                              f"evaluated between steps ({type(exc).__name__}: {exc}); its penalty "
+                              "is recorded as null", RuntimeWarning, stacklevel=2)
+            return None
+        return value
 
     def _fetch(self, v) -> np.ndarray:
         """A host copy of ``v`` that later training steps cannot mutate.

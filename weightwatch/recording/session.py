@@ -175,7 +175,8 @@ class RecordingSession:
     def record(self, variables: list[Variable], fetch: Callable[[object], np.ndarray], *, epoch: int,
                batch: int | None, step: int, trigger: str, logs: dict,
                gradient: Callable[[object], object] | None = None,
-               replica_spread: dict[str, float] | None = None) -> str | None:
+               replica_spread: dict[str, float] | None = None,
+               penalty: Callable[[object], float | None] | None = None) -> str | None:
         """Take one record; returns why training must stop now, or None.
 
         ``fetch(handle)`` returns a host copy of the variable that later
@@ -188,7 +189,11 @@ class RecordingSession:
         optimizer's state of any other variable is stale, if it has any).
         ``replica_spread``, when given, maps a recorded name to how far the
         variable's data-parallel replicas disagree (see :mod:`.replicas`);
-        a variable it does not name has no such figure.
+        a variable it does not name has no such figure.  ``penalty(handle,
+        array)``, when given, is the variable's regularisation penalty on its
+        fetched ``array`` (None without a regulariser); it is asked only for
+        recorded variables that are trainable and not frozen, the ones whose
+        penalties training adds to the loss.
         """
         if not self.recording:
             return None
@@ -199,10 +204,13 @@ class RecordingSession:
         builder.start(len(variables))
         for v in variables:
             if self.wants(v.path, v.trainable):
-                grad = gradient(v.handle) if gradient is not None and v.trainable and not v.frozen else None
-                builder.add(v.path, fetch(v.handle), trainable=bool(v.trainable), frozen=bool(v.frozen),
+                trained = v.trainable and not v.frozen
+                grad = gradient(v.handle) if gradient is not None and trained else None
+                array = fetch(v.handle)
+                builder.add(v.path, array, trainable=bool(v.trainable), frozen=bool(v.frozen),
                             layer_path=v.layer_path, grad=grad,
-                            replica_spread=None if replica_spread is None else replica_spread.get(v.path))
+                            replica_spread=None if replica_spread is None else replica_spread.get(v.path),
+                            penalty=penalty(v.handle, array) if penalty is not None and trained else None)
         rows = builder.finish()
         arrays = {p: builder.prev[p] for p in rows.paths} if self.save_tensors else None
         try:

@@ -82,7 +82,7 @@ class RecordBuilder:
         self._entries: list[dict] = []
 
     def add(self, path: str, array: np.ndarray, *, trainable, frozen, dtype: str | None = None,
-            layer_path: str | None = None, grad=None, replica_spread=None) -> None:
+            layer_path: str | None = None, grad=None, replica_spread=None, penalty=None) -> None:
         """Add one tensor; ``array`` must be a copy the caller will not mutate.
 
         ``trainable`` / ``frozen`` are booleans, or None where the source does
@@ -92,7 +92,8 @@ class RecordBuilder:
         (a float), a :class:`FromUpdate`, or None (no estimate).
         ``replica_spread`` is how far the tensor's data-parallel replicas
         disagree (see :mod:`weightwatch.recording.replicas`), None with one
-        replica.
+        replica.  ``penalty`` is the tensor's regularisation penalty (None
+        without a regulariser).
         """
         key = (path, array.shape, array.dtype)
         known = self._static.get(key)
@@ -109,7 +110,7 @@ class RecordBuilder:
         if n == len(self._values):
             self._values = np.concatenate([self._values, np.empty_like(self._values[: max(n, 1)])])
         self._values[n] = self.row(path, array, trainable=trainable, frozen=frozen, units=units,
-                                   grad=grad, replica_spread=replica_spread)
+                                   grad=grad, replica_spread=replica_spread, penalty=penalty)
         self._paths.append(path)
         self._entries.append(entry)
 
@@ -119,7 +120,7 @@ class RecordBuilder:
         return rows
 
     def row(self, path: str, array: np.ndarray, *, trainable, frozen, units: int | None,
-            grad=None, replica_spread=None) -> list:
+            grad=None, replica_spread=None, penalty=None) -> list:
         """The snapshot row of one tensor, in :data:`~.schema.COLUMNS` order."""
         prev = self.prev.get(path)
         if prev is not None and prev.shape != array.shape:
@@ -135,4 +136,4 @@ class RecordBuilder:
             d_l2 = figures["d_l2"]
             grad = (None if d_l2 is None or not grad.step > 0 or not array.size
                     else d_l2 / math.sqrt(array.size) / grad.step)
-        return flags + [figures[c] for c in _ROW_COLUMNS] + [grad, replica_spread]
+        return flags + [figures[c] for c in _ROW_COLUMNS] + [grad, replica_spread, penalty]

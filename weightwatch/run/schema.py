@@ -50,10 +50,14 @@ GRAD_COLUMNS = ("grad_rms",)
 #: difference between a replica's checksum of the tensor and the first replica's (0 when every
 #: replica holds the same values; null with one replica: one process on one device).
 REPLICA_COLUMNS = ("replica_spread",)
+#: The tensor's weight-regularisation penalty at the record, as training adds it to the loss
+#: (``variable.regularizer(variable)`` in Keras; null for a tensor without a regulariser).
+PENALTY_COLUMNS = ("penalty",)
 #: Every column, in snapshot order; readers index by name (``manifest["columns"]``).
 #: New columns are only ever appended, so a row written with fewer figures than a run's
 #: ``columns`` holds the first ones (see :data:`FIRST_COLUMNS`).
-COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS + REPLICA_COLUMNS
+COLUMNS = ("trainable", "frozen") + STAT_COLUMNS + DELTA_COLUMNS + GRAD_COLUMNS + REPLICA_COLUMNS \
+    + PENALTY_COLUMNS
 #: The columns of the first runs ever written (before ``grad_rms``): every row has at least
 #: these, and a shorter row than its run's ``columns`` is read with the rest null.
 FIRST_COLUMNS = COLUMNS[:17]
