@@ -105,6 +105,9 @@ def test_healthy_regularisers_pass(tmp_path):
               callbacks=[weightwatch.WatchCallback(tmp_path / "r", check=False, verbose=0)])
     run = weightwatch.open_run(tmp_path / "r")
     assert (run.metric("penalty")[:, run.tensor_names.index("m/out/kernel")] > 0).all()
+    # Keras' L1L2 (summed in numpy by the recorder) is what Keras adds to the loss
+    assert np.nansum(run.metric("penalty")[-1]) == pytest.approx(
+        float(keras.ops.convert_to_numpy(keras.ops.sum(model.losses))), rel=1e-5)
     res = next(r for r in weightwatch.check(tmp_path / "r").results if r.id == "negative-penalty")
     assert res.status == "passed"
 
