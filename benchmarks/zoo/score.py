@@ -418,6 +418,38 @@ def table_chance_overlap(outs, runs, cases_by_id) -> list[str]:
     return lines
 
 
+def table_declared_floor(cases, runs, ruleset) -> list[str]:
+    """The wrong-sign losses again, as they are judged when the loss's author declares its floor.
+
+    A custom loss has no floor weightwatch can read, so a negation of one is judged by how its
+    fall runs away (``loss-unbounded``, ``loss-sign-flip``).  Its author knows the floor:
+    ``WatchCallback(loss_floor=0.0)`` declares it, and ``loss-below-zero`` judges the loss from
+    its first epoch.  Every negation in the zoo wraps a non-negative loss (a squared or absolute
+    error, a crossentropy), so each is scored with 0 declared, its manifest changed in memory.
+    """
+    wsl = [c for c in cases if c.label == "wrong-sign-loss"]
+    if not wsl:
+        return []
+    saved = {c.id: runs[c.id].manifest.get("loss_floor") for c in wsl}
+    try:
+        for c in wsl:
+            runs[c.id].manifest["loss_floor"] = 0.0
+        ev = evaluate_cases(wsl, runs, ruleset, None, quiet=True)
+    finally:
+        for c in wsl:
+            runs[c.id].manifest["loss_floor"] = saved[c.id]
+    outs = [judge(c, ev[c.id]) for c in wsl]
+    det = [o for o in outs if o.failed]
+    within = [o for o in det if _within(o)]
+    lats = [o.latency for o in det if o.latency is not None]
+    rules = Counter(o.first_rule for o in det)
+    return ["Wrong-sign losses with their floor declared (WatchCallback(loss_floor=0.0), as the author of a "
+            "custom loss wrapping a non-negative one would)",
+            f"  {len(wsl)} runs: detected {len(det)} {_pct(len(det), len(wsl))}, <=1 rec {len(within)} "
+            f"{_pct(len(within), len(wsl))}, median latency {f'{statistics.median(lats):g}' if lats else '-'}, "
+            f"max {max(lats) if lats else '-'}; first rules " + ", ".join(f"{k} {v}" for k, v in rules.most_common(3))]
+
+
 def table_lead(outs) -> list[str]:
     """Lead time on the classes whose growth drives the NaN (specs.GROWTH_FAULTS); a class whose
     NaN has another cause (log(0)) but whose weights happened to grow 2x is listed apart."""
@@ -536,6 +568,7 @@ def render(outs, cases, runs, dropped, ruleset, rules_label) -> str:
     parts += table_variants(outs) + [""]
     parts += table_lead(outs) + [""]
     parts += table_chance_overlap(outs, runs, by_id) + [""]
+    parts += table_declared_floor(cases, runs, ruleset) + [""]
     parts += table_families(outs) + [""]
     parts += table_optimizers(outs) + [""]
     parts += list_alarms(outs, by_id)

@@ -154,3 +154,46 @@ def test_the_negative_losses_benchmark_runs_end_to_end(tmp_path):
     assert sorted(d.name for d in tmp_path.iterdir()) == ["healthy-000", "healthy-001", "negated-002"]
     negated = weightwatch.open_run(tmp_path / "negated-002")
     assert np.nanmax(negated.log("loss")) < 0        # a squared error with its sign flipped
+
+
+def _negated_fit(tmp_path, loss_floor, sign=-1.0, epochs=4):
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = x @ rng.normal(size=(8, 1)).astype("float32")
+
+    def my_squared_error(y_true, y_pred):          # sign=-1: the BUG
+        return sign * keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh", name="d"),
+                              keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.Adam(1e-3), my_squared_error)
+    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0, check=False, loss_floor=loss_floor)])
+    return weightwatch.check(tmp_path / "r")
+
+
+def test_a_declared_floor_judges_a_custom_loss_from_its_first_epoch(tmp_path):
+    """Adam at 1e-3 climbs the negated loss slowly: undeclared, only the unbounded-fall warning
+    can see it; with the floor declared it fails at epoch 1."""
+    undeclared = _negated_fit(tmp_path / "a", None)
+    assert weightwatch.open_run(undeclared.run).manifest["loss_floor"] is None
+    assert next(r for r in undeclared.results if r.id == "loss-below-zero").status == "skipped"
+    assert not any(r.status == "failed" and r.id.startswith("loss-below") for r in undeclared.results)
+    declared = _negated_fit(tmp_path / "b", 0.0)
+    assert weightwatch.open_run(declared.run).manifest["loss_floor"] == 0.0
+    res = next(r for r in declared.results if r.id == "loss-below-zero")
+    assert res.status == "failed" and res.findings[0].record == 1
+    assert "wrong sign" in declared.diagnosis[0].title
+
+
+def test_a_declared_floor_passes_the_loss_it_describes(tmp_path):
+    report = _negated_fit(tmp_path, 0.0, sign=1.0)
+    assert next(r for r in report.results if r.id == "loss-below-zero").status == "passed"
+    assert not report.failed
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "0"])
+def test_a_loss_floor_that_is_not_a_finite_number_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="`loss_floor` must be None or a finite number"):
+        weightwatch.WatchCallback(tmp_path / "r", loss_floor=bad)

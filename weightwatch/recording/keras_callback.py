@@ -14,6 +14,7 @@ Keras APIs are used in the hot path (``keras.ops.convert_to_numpy``,
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import keras
@@ -107,6 +108,14 @@ class WatchCallback(keras.callbacks.Callback):
             from ``TF_CONFIG`` or ``RANK``, else 0.
         num_processes: The number of processes of the run.  Defaults to
             `None`: found as ``process_id`` is.
+        loss_floor: The least value the loss can take, for a loss weightwatch
+            cannot read it from: ``0.0`` for a squared error, a crossentropy
+            or any other non-negative loss written by hand.  Keras' built-in
+            losses state their own (the manifest's ``loss_floor``); declaring
+            it for a custom loss lets ``loss-below-zero`` judge that loss, so
+            a custom loss negated by mistake fails at its first epoch instead
+            of when its fall runs away.  Defaults to `None`: from the compiled
+            loss, unknown for a custom one.
 
     Example:
 
@@ -118,7 +127,7 @@ class WatchCallback(keras.callbacks.Callback):
     def __init__(self, run_dir, freq="epoch", *, trainable_only=False, include=None,
                  exclude=None, save_tensors=False, overwrite=False, check=True, rules=None,
                  halt_on="error", raise_error=False, batch_guard=False, keep_healthy=None,
-                 io_errors="warn", verbose=1, process_id=None, num_processes=None):
+                 io_errors="warn", verbose=1, process_id=None, num_processes=None, loss_floor=None):
         super().__init__()
         if not (freq == "epoch" or (isinstance(freq, int) and not isinstance(freq, bool) and freq > 0)):
             raise ValueError(f"`freq` must be 'epoch' or a positive integer. Received: freq={freq!r}")
@@ -126,6 +135,11 @@ class WatchCallback(keras.callbacks.Callback):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"`{name}` must be None or a non-negative integer. "
                                  f"Received: {name}={value!r}")
+        if loss_floor is not None and (isinstance(loss_floor, bool) or not isinstance(loss_floor, (int, float))
+                                       or not math.isfinite(loss_floor)):
+            raise ValueError("`loss_floor` must be None or a finite number: the least value the loss can "
+                             f"take (0.0 for a non-negative loss written by hand). Received: loss_floor={loss_floor!r}")
+        self.loss_floor = None if loss_floor is None else float(loss_floor)
         self.process_id, self.num_processes = process_id, num_processes
         self._can_halt = bool(check and halt_on is not None) or batch_guard
         self.session = RecordingSession(
@@ -332,7 +346,7 @@ class WatchCallback(keras.callbacks.Callback):
         info["gradients"] = found[0] if found else None
         known, info["chance_loss"] = chance_loss(self.model)
         self._chance_pending = not known
-        info["loss_floor"] = loss_floor(self.model)
+        info["loss_floor"] = loss_floor(self.model) if self.loss_floor is None else self.loss_floor
         info["processes"] = self._processes.count
         info_versions = {"keras": keras.__version__}
         if info["backend"] == "tensorflow":
