@@ -430,14 +430,18 @@ def table_declared_floor(cases, runs, ruleset) -> list[str]:
     wsl = [c for c in cases if c.label == "wrong-sign-loss"]
     if not wsl:
         return []
-    saved = {c.id: runs[c.id].manifest.get("loss_floor") for c in wsl}
+    absent = object()
+    saved = {c.id: runs[c.id].manifest.get("loss_floor", absent) for c in wsl}
     try:
         for c in wsl:
             runs[c.id].manifest["loss_floor"] = 0.0
-        ev = evaluate_cases(wsl, runs, ruleset, None, quiet=True)
+        ev = evaluate_cases(wsl, runs, ruleset, None, quiet=True)   # no evaluation cache: not these
     finally:
         for c in wsl:
-            runs[c.id].manifest["loss_floor"] = saved[c.id]
+            if saved[c.id] is absent:
+                del runs[c.id].manifest["loss_floor"]
+            else:
+                runs[c.id].manifest["loss_floor"] = saved[c.id]
     outs = [judge(c, ev[c.id]) for c in wsl]
     det = [o for o in outs if o.failed]
     within = [o for o in det if _within(o)]

@@ -193,7 +193,36 @@ def test_a_declared_floor_passes_the_loss_it_describes(tmp_path):
     assert not report.failed
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "0"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True, "0", 10 ** 400])
 def test_a_loss_floor_that_is_not_a_finite_number_is_refused(tmp_path, bad):
     with pytest.raises(ValueError, match="`loss_floor` must be None or a finite number"):
         weightwatch.WatchCallback(tmp_path / "r", loss_floor=bad)
+
+
+@pytest.mark.parametrize("good", [0, -1, np.float32(0.0), np.int64(2)])
+def test_any_real_number_is_a_floor(tmp_path, good):
+    cb = weightwatch.WatchCallback(tmp_path / "r", loss_floor=good)
+    assert cb.loss_floor == float(good) and type(cb.loss_floor) is float
+
+
+def test_a_continued_run_learns_a_floor_declared_for_it(tmp_path):
+    """Recorded without a floor, continued with one (fit(initial_epoch=k) on the same run
+    directory): the manifest takes it, and the whole run is judged against it."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(128, 4)).astype("float32")
+    y = x[:, :1]
+
+    def squared(y_true, y_pred):
+        return -keras.ops.mean(keras.ops.square(y_true - y_pred))     # the BUG, from the start
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, name="o")], name="m")
+    model.compile(keras.optimizers.SGD(0.01), squared)
+    model.fit(x, y, epochs=2, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0, check=False)])
+    assert weightwatch.open_run(tmp_path / "r").manifest["loss_floor"] is None
+    model.fit(x, y, initial_epoch=2, epochs=3, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", verbose=0, check=False, loss_floor=0.0)])
+    assert weightwatch.open_run(tmp_path / "r").manifest["loss_floor"] == 0.0
+    res = next(r for r in weightwatch.check(tmp_path / "r").results if r.id == "loss-below-zero")
+    assert res.status == "failed" and res.findings[0].record == 1

@@ -112,6 +112,24 @@ def test_healthy_regularisers_pass(tmp_path):
     assert res.status == "passed"
 
 
+@pytest.mark.parametrize("regularizer", [keras.regularizers.L1(1e-3), keras.regularizers.L2(1e-3),
+                                         keras.regularizers.L1L2(l1=0.0, l2=1e-3)], ids=["l1", "l2", "l1l2"])
+def test_keras_own_penalties_are_what_keras_adds(tmp_path, regularizer):
+    """Summed in numpy (no backend op): the value Keras adds to the loss, to float32 rounding
+    (L1 holds its coefficient as a tensor, L2 and L1L2 as floats; L1L2 skips a 0 term)."""
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+        32, name="h", kernel_regularizer=regularizer), keras.layers.Dense(2, name="out")], name="m")
+    model.compile(keras.optimizers.SGD(1e-2), "sparse_categorical_crossentropy")
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0,
+              callbacks=[weightwatch.WatchCallback(tmp_path / "r", check=False, verbose=0)])
+    run = weightwatch.open_run(tmp_path / "r")
+    got = run.metric("penalty")[-1, run.tensor_names.index("m/h/kernel")]
+    [want] = [float(keras.ops.convert_to_numpy(p)) for p in model.losses]
+    assert got > 0 and got == pytest.approx(want, rel=1e-5)
+
+
 def test_a_regulariser_that_cannot_run_between_steps_is_warned_once_and_recorded_null(tmp_path):
     """Recording never stops training: a regulariser that only works inside a training step
     (here one that refuses to run eagerly) gets a null penalty and one warning."""

@@ -1178,12 +1178,15 @@ def loss_below_floor(h: Histories, key, tolerance):
     enters with the wrong sign - a regulariser or a custom loss term negated
     by mistake - and the optimizer is being rewarded for pushing weights
     outward.  The floor comes from the run's manifest (``loss_floor``, set
-    when every compiled loss is such a built-in); runs without one are
-    skipped (a custom loss, cosine similarity and Poisson can go below 0).
+    when every compiled loss is such a built-in, or declared for a custom
+    loss with ``WatchCallback(loss_floor=0.0)``; a declared floor that is
+    wrong fails this rule too); runs without one are skipped (a custom loss,
+    cosine similarity and Poisson can go below 0).
     """
     floor = _loss_floor(h)
     if floor is None:
-        raise NotApplicable("the run records no loss_floor (a custom or possibly negative loss, or a "
+        raise NotApplicable("the run records no loss_floor (a custom or possibly negative loss: "
+                            "declare a custom loss's floor with WatchCallback(loss_floor=...); or a "
                             "run recorded before weightwatch recorded it)")
     v, present = h.log(key)
     return Outcome(v[:, None], _lt(v, floor - tolerance)[:, None] & present[:, None], float(floor),

@@ -15,6 +15,7 @@ Keras APIs are used in the hot path (``keras.ops.convert_to_numpy``,
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 import keras
@@ -33,21 +34,9 @@ _GO_ON, _HALTED, _FAILED = 0, 1, 2
 
 
 #: Keras' sum-of-magnitudes regularisers, exactly these classes (a subclass may change __call__):
-#: ``l1 * sum(|w|) + l2 * sum(w**2)`` with the coefficients they hold.
+#: ``l1 * sum(|w|) + l2 * sum(w**2)`` with the coefficients they hold; on these weight dtypes.
 _SUM_PENALTIES = (keras.regularizers.L1, keras.regularizers.L2, keras.regularizers.L1L2)
-
-
-def _sum_penalty(regularizer, array: np.ndarray) -> float:
-    a = array.reshape(-1)
-    if a.dtype.itemsize < 4 or not np.issubdtype(a.dtype, np.floating):
-        a = a.astype(np.float32)
-    l1, l2 = float(getattr(regularizer, "l1", 0.0)), float(getattr(regularizer, "l2", 0.0))
-    value = 0.0
-    if l1:
-        value += l1 * float(np.abs(a).sum(dtype=np.float64))
-    if l2:
-        value += l2 * float(np.dot(a, a))
-    return value
+_SUM_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class WatchCallback(keras.callbacks.Callback):
@@ -108,14 +97,17 @@ class WatchCallback(keras.callbacks.Callback):
             from ``TF_CONFIG`` or ``RANK``, else 0.
         num_processes: The number of processes of the run.  Defaults to
             `None`: found as ``process_id`` is.
-        loss_floor: The least value the loss can take, for a loss weightwatch
-            cannot read it from: ``0.0`` for a squared error, a crossentropy
-            or any other non-negative loss written by hand.  Keras' built-in
-            losses state their own (the manifest's ``loss_floor``); declaring
-            it for a custom loss lets ``loss-below-zero`` judge that loss, so
-            a custom loss negated by mistake fails at its first epoch instead
-            of when its fall runs away.  Defaults to `None`: from the compiled
-            loss, unknown for a custom one.
+        loss_floor: The least value the logged loss can take, for a loss
+            weightwatch cannot read it from: ``0.0`` for a squared error, a
+            crossentropy or any other non-negative loss written by hand.  It
+            bounds the logged ``loss``, the sum of every output's loss times
+            its ``loss_weights`` plus the (non-negative) penalties.  Keras'
+            built-in losses state their own (the manifest's ``loss_floor``),
+            and a declared value replaces it; declaring it for a custom loss
+            lets ``loss-below-zero`` judge that loss, so a custom loss negated
+            by mistake fails at its first epoch instead of when its fall runs
+            away.  Defaults to `None`: from the compiled loss, unknown for a
+            custom one.
 
     Example:
 
@@ -135,10 +127,16 @@ class WatchCallback(keras.callbacks.Callback):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"`{name}` must be None or a non-negative integer. "
                                  f"Received: {name}={value!r}")
-        if loss_floor is not None and (isinstance(loss_floor, bool) or not isinstance(loss_floor, (int, float))
-                                       or not math.isfinite(loss_floor)):
-            raise ValueError("`loss_floor` must be None or a finite number: the least value the loss can "
-                             f"take (0.0 for a non-negative loss written by hand). Received: loss_floor={loss_floor!r}")
+        if loss_floor is not None:
+            try:
+                ok = isinstance(loss_floor, numbers.Real) and not isinstance(loss_floor, bool) \
+                    and math.isfinite(float(loss_floor))
+            except OverflowError:
+                ok = False
+            if not ok:
+                raise ValueError("`loss_floor` must be None or a finite number: the least value the logged "
+                                 "loss can take (0.0 for a non-negative loss written by hand). "
+                                 f"Received: loss_floor={loss_floor!r}")
         self.loss_floor = None if loss_floor is None else float(loss_floor)
         self.process_id, self.num_processes = process_id, num_processes
         self._can_halt = bool(check and halt_on is not None) or batch_guard
@@ -156,6 +154,7 @@ class WatchCallback(keras.callbacks.Callback):
         self._gradients = GradientReader(self._scalar)
         self._chance_pending = True
         self._penalty_failed: set[int] = set()   # variables whose regulariser failed, warned once
+        self._coefficients: dict[int, tuple] = {}  # id(regulariser) -> (it, l1, l2)
 
     @property
     def halted(self) -> str | None:
@@ -203,7 +202,7 @@ class WatchCallback(keras.callbacks.Callback):
                     if begin:
                         self._gradients.reset()
                         # A continued run's manifest learns them too (no-op for a new run).
-                        self.session.annotate({k: info[k] for k in ("gradients", "chance_loss")})
+                        self.session.annotate({k: info[k] for k in ("gradients", "chance_loss", "loss_floor")})
                 except BaseException:
                     if self._distributed:
                         self._processes.broadcast(_FAILED)  # the others stop too, and say why
@@ -406,14 +405,17 @@ class WatchCallback(keras.callbacks.Callback):
         variable another process shares (data parallelism over several processes).  A
         regulariser with state of its own (one drawing random numbers) has it advanced by the
         call.  One that cannot be evaluated outside a training step is reported once and
-        recorded as null.  Keras' own L1, L2 and L1L2 are summed in numpy instead: a backend
-        op and its host sync cost about 0.3 ms a tensor on TensorFlow, 100x a numpy pass.
+        recorded as null.  Keras' own L1, L2 and L1L2 on float32 or float64 weights are summed
+        in numpy instead (a backend op and its host sync cost about 0.3 ms a tensor on
+        TensorFlow, 100x a numpy pass), in float64: the same value to float32 rounding.  Narrower
+        weights (a ``"float16"`` dtype policy) take the backend's path, whose rounding and
+        overflow in that dtype are what training adds.
         """
         regularizer = getattr(v, "regularizer", None)
         if regularizer is None:
             return None
-        if type(regularizer) in _SUM_PENALTIES:   # Keras' formula in numpy: no op, no sync
-            return _sum_penalty(regularizer, array)
+        if type(regularizer) in _SUM_PENALTIES and array.dtype in _SUM_DTYPES:   # no op, no sync
+            return self._sum_penalty(regularizer, array)
         try:
             value = regularizer(keras.ops.convert_to_tensor(array))
             value = float(np.asarray(keras.ops.convert_to_numpy(value), dtype=np.float64).sum())
@@ -425,6 +427,25 @@ class WatchCallback(keras.callbacks.Callback):
                               f"evaluated between steps ({type(exc).__name__}: {exc}); its penalty "
                               "is recorded as null", RuntimeWarning, stacklevel=2)
             return None
+        return value
+
+    def _sum_penalty(self, regularizer, array: np.ndarray) -> float:
+        """``l1 * sum(|w|) + l2 * sum(w**2)``, summed in float64 (as Keras' L1, L2, L1L2 compute it).
+
+        The coefficients are read once per regulariser: ``L1`` holds its own as a backend tensor,
+        whose every read would be a device sync.
+        """
+        coef = self._coefficients.get(id(regularizer))
+        if coef is None or coef[0] is not regularizer:
+            coef = self._coefficients[id(regularizer)] = (
+                regularizer, float(getattr(regularizer, "l1", 0.0)), float(getattr(regularizer, "l2", 0.0)))
+        _, l1, l2 = coef
+        a = array.reshape(-1)
+        value = 0.0
+        if l1 or type(regularizer) is keras.regularizers.L1:   # L1 and L2 have no 0 shortcut
+            value += l1 * float(np.abs(a).sum(dtype=np.float64))
+        if l2 or type(regularizer) is keras.regularizers.L2:
+            value += l2 * float(np.square(a).sum(dtype=np.float64))
         return value
 
     def _fetch(self, v) -> np.ndarray:
