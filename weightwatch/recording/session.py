@@ -176,7 +176,7 @@ class RecordingSession:
                batch: int | None, step: int, trigger: str, logs: dict,
                gradient: Callable[[object], object] | None = None,
                replica_spread: dict[str, float] | None = None,
-               penalty: Callable[[object], float | None] | None = None) -> str | None:
+               penalty: Callable[[object, np.ndarray], float | None] | None = None) -> str | None:
         """Take one record; returns why training must stop now, or None.
 
         ``fetch(handle)`` returns a host copy of the variable that later
