@@ -71,7 +71,8 @@ def build_run(path: Path, records: int, tensors: int, seed: int = 0) -> None:
                         d_l2=None if first else float(upd[j]), d_absmax=None if first else float(upd[j] / 10),
                         changed=None if first else True, dead_units=None if first or not p.endswith("kernel") else 0,
                         d_cos=None if r < 2 else float(rng.uniform(-0.3, 0.6)),
-                        grad_rms=None if first else float(1e-2 / np.sqrt(r)), replica_spread=None)
+                        grad_rms=None if first else float(1e-2 / np.sqrt(r)), replica_spread=None,
+                        penalty=float(1e-4 * l2[j] ** 2) if p.endswith("kernel") else None)
             rows[p] = [vals[c] for c in COLUMNS]
         l2 = l2 * (1 + rng.normal(0, 0.002, tensors))
         w.write_record(epoch=r, batch=None, step=r * 100, trigger="begin" if r == 0 else "epoch", rows=rows,
